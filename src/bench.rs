@@ -1,0 +1,216 @@
+//! `ganscope bench`: generator inference at batch 1 and 64 and a full
+//! training step at batch 64 for the shipped architectures, with FLOP rates
+//! against the machine's measured matmul ceiling. The PyTorch reference in
+//! `benches/reference/torch_dcgan.py` measures the same things.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+use serde::Serialize;
+
+use crate::data::Dataset;
+use crate::gan::config::Upsample;
+use crate::gan::params::{FreshParams, LoadedParams};
+use crate::gan::{Generator, ModelConfig, Pass};
+use crate::train::{TrainConfig, Trainer};
+
+/// One benchmarked architecture.
+#[derive(Debug, Clone, Serialize)]
+pub struct ArchResult {
+    /// e.g. "dcgan64-conv_transpose".
+    pub name: String,
+    /// Image side.
+    pub resolution: usize,
+    /// Upsampling kind.
+    pub upsample: Upsample,
+    /// G forward at batch 1, milliseconds (median).
+    pub g_batch1_ms: f64,
+    /// G forward at batch 64, milliseconds (median).
+    pub g_batch64_ms: f64,
+    /// Training images per second at batch 64 (one D step + one G step).
+    pub train_images_per_sec: f64,
+    /// GFLOP/s reached in the training step.
+    pub train_gflops: f64,
+    /// `train_gflops` over the measured matmul ceiling.
+    pub train_ceiling_share: f64,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// "candle+ganscope-ops" or "candle-stock".
+    pub backend: String,
+    /// Threads used by rayon (our ops) and candle.
+    pub threads: usize,
+    /// GFLOP/s of a 1024^3 f32 matmul on this machine: the ceiling.
+    pub matmul_gflops: f64,
+    /// Per architecture.
+    pub archs: Vec<ArchResult>,
+}
+
+/// The benchmarked architecture: classic DCGAN widths (64 at full
+/// resolution), z = 100, BatchNorm, at `res` with `up`.
+pub fn arch(res: usize, up: Upsample) -> ModelConfig {
+    ModelConfig {
+        resolution: res,
+        channels: if res == 28 { 1 } else { 3 },
+        z_dim: 100,
+        g_width: 64,
+        d_width: 64,
+        upsample: up,
+        ..ModelConfig::default()
+    }
+}
+
+/// Forward FLOPs (multiply-adds x 2) of G and D at batch `n`.
+pub fn forward_flops(m: &ModelConfig, n: usize) -> (f64, f64) {
+    let levels = m.levels();
+    let base = m.base_size();
+    let gw = |l: usize| m.g_width << (levels - 1 - l);
+    let mut g = 2.0 * (m.z_dim * gw(0) * base * base) as f64;
+    for l in 0..levels {
+        let cin = gw(l);
+        let cout = if l + 1 == levels { m.channels } else { gw(l + 1) };
+        let hi = base << l;
+        g += match m.upsample {
+            Upsample::ConvTranspose => 2.0 * (cin * cout * 16 * hi * hi) as f64,
+            Upsample::PixelShuffle => 2.0 * (cin * cout * 4 * 9 * hi * hi) as f64,
+            Upsample::NearestConv => 2.0 * (cin * cout * 9 * 4 * hi * hi) as f64,
+        };
+    }
+    let mut d = 0.0;
+    let mut cin = m.channels;
+    for l in 0..levels {
+        let cout = m.d_width << l;
+        let ho = m.resolution >> (l + 1);
+        d += 2.0 * (cin * cout * 16 * ho * ho) as f64;
+        cin = cout;
+    }
+    d += 2.0 * (cin * base * base) as f64;
+    (g * n as f64, d * n as f64)
+}
+
+/// A training step's FLOPs: D step = G fwd + 2 D fwd + D bwd (2x);
+/// G step = G fwd + D fwd + D input-grad bwd + G bwd (2x). In all 4 G + 8 D.
+pub fn train_flops(m: &ModelConfig, n: usize) -> f64 {
+    let (g, d) = forward_flops(m, n);
+    4.0 * g + 8.0 * d
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn time_ms(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut t = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let s = Instant::now();
+        f()?;
+        t.push(s.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(median(t))
+}
+
+/// GFLOP/s of a 1024^3 f32 matmul through candle (the gemm crate).
+pub fn matmul_ceiling(device: &Device) -> Result<f64> {
+    let n = 1024;
+    let a = Tensor::randn(0f32, 1.0, (n, n), device)?;
+    let b = Tensor::randn(0f32, 1.0, (n, n), device)?;
+    let ms = time_ms(5, || {
+        a.matmul(&b)?.sum_all()?.to_scalar::<f32>()?;
+        Ok(())
+    })?;
+    Ok(2.0 * (n * n * n) as f64 / (ms * 1e-3) / 1e9)
+}
+
+/// Random images in [-1, 1] standing in for a dataset: the benchmark
+/// measures compute, not data loading.
+fn synthetic(m: &ModelConfig, count: usize) -> Arc<Dataset> {
+    let len = m.channels * m.resolution * m.resolution;
+    let images = (0..count * len).map(|i| ((i * 7919) % 2000) as f32 / 1000.0 - 1.0).collect();
+    Arc::new(Dataset {
+        name: "synthetic".into(),
+        images,
+        labels: vec![0; count],
+        classes: Vec::new(),
+        channels: m.channels,
+        resolution: m.resolution,
+        skipped: Vec::new(),
+        skipped_count: 0,
+    })
+}
+
+/// Benchmarks one architecture.
+pub fn run_arch(m: &ModelConfig, device: &Device, quick: bool) -> Result<ArchResult> {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let g = {
+        let mut p = FreshParams::new(&mut rng, device);
+        Generator::new(m, &mut p)?;
+        let map = p.vars.iter().map(|(n, v, _)| (n.clone(), v.as_tensor().detach())).collect();
+        Generator::new(m, &mut LoadedParams::new(map, device))?
+    };
+    let gen_ms = |n: usize, reps: usize| {
+        let z = Tensor::randn(0f32, 1.0, (n, m.z_dim), device)?;
+        time_ms(reps, || {
+            g.forward(&z, None, &mut Pass::eval())?.sum_all()?.to_scalar::<f32>()?;
+            Ok(())
+        })
+    };
+    let g1 = gen_ms(1, if quick { 10 } else { 50 })?;
+    let g64 = gen_ms(64, if quick { 2 } else { 5 })?;
+    let cfg =
+        TrainConfig { batch_size: 64, model: m.clone(), ema_decay: 0.0, replay_size: 0, ..TrainConfig::default() };
+    let mut t = Trainer::new(cfg, synthetic(m, 256), device)?;
+    let steps = if quick { 2 } else { 5 };
+    let step_ms = time_ms(steps, || {
+        t.step()?;
+        Ok(())
+    })?;
+    let ips = 64.0 / (step_ms * 1e-3);
+    let gflops = train_flops(m, 64) / (step_ms * 1e-3) / 1e9;
+    Ok(ArchResult {
+        name: format!("dcgan{}-{}", m.resolution, serde_json::to_value(m.upsample)?.as_str().unwrap_or("")),
+        resolution: m.resolution,
+        upsample: m.upsample,
+        g_batch1_ms: g1,
+        g_batch64_ms: g64,
+        train_images_per_sec: ips,
+        train_gflops: gflops,
+        train_ceiling_share: 0.0,
+    })
+}
+
+/// Benchmarks the given resolutions with every upsampling kind.
+pub fn run(resolutions: &[usize], device: &Device, quick: bool, stock: bool) -> Result<Report> {
+    crate::ops::conv::set_fast_cpu(!stock);
+    let ceiling = matmul_ceiling(device)?;
+    let mut archs = Vec::new();
+    for &res in resolutions {
+        for up in [Upsample::ConvTranspose, Upsample::PixelShuffle, Upsample::NearestConv] {
+            let mut r = run_arch(&arch(res, up), device, quick)?;
+            r.train_ceiling_share = r.train_gflops / ceiling;
+            eprintln!(
+                "{:<26} G b1 {:>7.2} ms  G b64 {:>8.1} ms  train {:>7.1} img/s  {:>6.1} GFLOP/s ({:>4.1}% of matmul)",
+                r.name,
+                r.g_batch1_ms,
+                r.g_batch64_ms,
+                r.train_images_per_sec,
+                r.train_gflops,
+                100.0 * r.train_ceiling_share
+            );
+            archs.push(r);
+        }
+    }
+    crate::ops::conv::set_fast_cpu(true);
+    Ok(Report {
+        backend: if stock { "candle-stock" } else { "candle+ganscope-ops" }.into(),
+        threads: rayon::current_num_threads(),
+        matmul_gflops: ceiling,
+        archs,
+    })
+}

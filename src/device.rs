@@ -1,0 +1,74 @@
+//! Choosing where tensors live: `--device auto|cpu|cuda|metal`.
+
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+
+/// The user's device choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceChoice {
+    /// A GPU when this build has one and it works, else the CPU.
+    #[default]
+    Auto,
+    /// The CPU.
+    Cpu,
+    /// The first NVIDIA GPU (needs a `--features cuda` build).
+    Cuda,
+    /// The Apple GPU (needs a `--features metal` build).
+    Metal,
+}
+
+/// A device and a line saying which one and why.
+pub struct Chosen {
+    /// The device.
+    pub device: Device,
+    /// E.g. "cpu (this build has no GPU support)".
+    pub description: String,
+}
+
+/// Opens the chosen device. An explicit GPU that cannot be opened is an
+/// error; `auto` falls back to the CPU and says why.
+pub fn select(choice: DeviceChoice) -> anyhow::Result<Chosen> {
+    match choice {
+        DeviceChoice::Cpu => Ok(Chosen { device: Device::Cpu, description: "cpu".into() }),
+        DeviceChoice::Cuda => cuda().map(|device| Chosen { device, description: "cuda:0".into() }),
+        DeviceChoice::Metal => metal().map(|device| Chosen { device, description: "metal:0".into() }),
+        DeviceChoice::Auto => {
+            let gpu = if cfg!(feature = "cuda") {
+                cuda().map(|d| (d, "cuda:0"))
+            } else if cfg!(feature = "metal") {
+                metal().map(|d| (d, "metal:0"))
+            } else {
+                Err(anyhow::anyhow!("this build has no GPU support"))
+            };
+            Ok(match gpu {
+                Ok((device, name)) => Chosen { device, description: format!("{name} (auto)") },
+                Err(e) => Chosen { device: Device::Cpu, description: format!("cpu (auto: {e:#})") },
+            })
+        }
+    }
+}
+
+/// cudarc panics instead of returning an error when libcuda is missing, so
+/// the call is fenced with `catch_unwind`.
+fn cuda() -> anyhow::Result<Device> {
+    if !cfg!(feature = "cuda") {
+        anyhow::bail!("this build has no CUDA support: rebuild with `--features cuda`");
+    }
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(|| Device::new_cuda(0));
+    std::panic::set_hook(hook);
+    match r {
+        Ok(Ok(d)) => Ok(d),
+        Ok(Err(e)) => Err(anyhow::anyhow!("cannot open CUDA device 0: {e}")),
+        Err(_) => Err(anyhow::anyhow!("cannot open CUDA device 0: the CUDA driver library could not be loaded")),
+    }
+}
+
+fn metal() -> anyhow::Result<Device> {
+    if !cfg!(feature = "metal") {
+        anyhow::bail!("this build has no Metal support: rebuild with `--features metal`");
+    }
+    Device::new_metal(0).map_err(|e| anyhow::anyhow!("cannot open Metal device 0: {e}"))
+}

@@ -1,0 +1,246 @@
+//! Layers shared by G and D: convolutions (optionally spectrally
+//! normalized), norms, dropout with our own RNG, pixel shuffle and the
+//! minibatch-stddev feature. Plain structs built from a [`Scope`].
+
+use candle_core::{D, Result, Tensor, Var};
+use rand_chacha::ChaCha8Rng;
+
+use super::config::NormKind;
+use super::params::{Init, Role, Scope, uniform};
+use crate::ops;
+
+/// DCGAN's weight init: N(0, 0.02) (Radford et al. 2015).
+const W_INIT: Init = Init::Normal(0.0, 0.02);
+/// BatchNorm running-statistics momentum (PyTorch's default).
+const BN_MOMENTUM: f64 = 0.1;
+const EPS: f64 = 1e-5;
+
+/// What one forward pass should do besides computing.
+pub struct Pass<'r> {
+    /// Training mode: batch statistics, running-stat updates, layer noise.
+    pub train: bool,
+    /// Apply G's dropout (tip 17: on in training, optional at sampling time).
+    pub dropout: bool,
+    /// Randomness for dropout masks and noise; none means neither is applied.
+    pub rng: Option<&'r mut ChaCha8Rng>,
+}
+
+impl Pass<'_> {
+    /// Deterministic inference: running statistics, no dropout, no noise.
+    pub fn eval() -> Pass<'static> {
+        Pass { train: false, dropout: false, rng: None }
+    }
+}
+
+/// Writes `value` into a buffer tensor in place when it is a [`Var`]
+/// (training); a loaded, plain tensor is left as it is.
+fn update_buffer(buffer: &Tensor, value: &Tensor) -> Result<()> {
+    if buffer.is_variable() {
+        Var::from_tensor(buffer)?.set(&value.detach())?;
+    }
+    Ok(())
+}
+
+/// Spectral normalization (Miyato et al. 2018): divides a weight by its
+/// largest singular value, estimated by one power iteration per training pass.
+pub struct SpectralNorm {
+    u: Tensor,
+}
+
+impl SpectralNorm {
+    fn new(s: &mut Scope, rows: usize) -> Result<Self> {
+        Ok(Self { u: s.get("sn_u", &[rows], Init::UnitRandom, Role::Buffer)? })
+    }
+
+    fn apply(&self, w: &Tensor, train: bool) -> Result<Tensor> {
+        let rows = w.dim(0)?;
+        let wm = w.reshape((rows, ()))?;
+        let wd = wm.detach();
+        let l2n = |t: Tensor| -> Result<Tensor> {
+            let n = t.sqr()?.sum_all()?.sqrt()?.affine(1.0, 1e-12)?;
+            t.broadcast_div(&n)
+        };
+        let v = l2n(self.u.reshape((1, rows))?.matmul(&wd)?)?;
+        let u = l2n(v.matmul(&wd.t()?)?)?;
+        if train {
+            update_buffer(&self.u, &u.reshape(rows)?)?;
+        }
+        let sigma = u.matmul(&wm)?.matmul(&v.t()?)?;
+        w.broadcast_div(&sigma.reshape(vec![1; w.rank()])?)
+    }
+}
+
+/// A 2D convolution with bias.
+pub struct Conv {
+    w: Tensor,
+    b: Tensor,
+    stride: usize,
+    pad: usize,
+    sn: Option<SpectralNorm>,
+}
+
+impl Conv {
+    /// `k`x`k` kernel from `cin` to `cout` channels.
+    pub fn new(s: &mut Scope, cin: usize, cout: usize, k: usize, stride: usize, pad: usize, sn: bool) -> Result<Self> {
+        let w = s.get("weight", &[cout, cin, k, k], W_INIT, Role::Trainable)?;
+        let b = s.get("bias", &[cout], Init::Zeros, Role::Trainable)?;
+        let sn = if sn { Some(SpectralNorm::new(s, cout)?) } else { None };
+        Ok(Self { w, b, stride, pad, sn })
+    }
+
+    /// Convolves `x` (N, C, H, W).
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let w = match &self.sn {
+            Some(sn) => sn.apply(&self.w, train)?,
+            None => self.w.clone(),
+        };
+        ops::conv2d(x, &w, &self.b, self.stride, self.pad)
+    }
+}
+
+/// A 4x4 stride-2 transposed convolution that doubles H and W.
+pub struct ConvTranspose {
+    w: Tensor,
+    b: Tensor,
+}
+
+impl ConvTranspose {
+    /// From `cin` to `cout` channels.
+    pub fn new(s: &mut Scope, cin: usize, cout: usize) -> Result<Self> {
+        let w = s.get("weight", &[cin, cout, 4, 4], W_INIT, Role::Trainable)?;
+        let b = s.get("bias", &[cout], Init::Zeros, Role::Trainable)?;
+        Ok(Self { w, b })
+    }
+
+    /// Upsamples `x` (N, C, H, W) to (N, cout, 2H, 2W).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        ops::conv_transpose2d(x, &self.w, &self.b, 2, 1)
+    }
+}
+
+/// A fully connected layer, optionally spectrally normalized.
+pub struct Linear {
+    w: Tensor,
+    b: Tensor,
+    sn: Option<SpectralNorm>,
+}
+
+impl Linear {
+    /// From `din` to `dout` features.
+    pub fn new(s: &mut Scope, din: usize, dout: usize, sn: bool) -> Result<Self> {
+        let w = s.get("weight", &[dout, din], W_INIT, Role::Trainable)?;
+        let b = s.get("bias", &[dout], Init::Zeros, Role::Trainable)?;
+        let sn = if sn { Some(SpectralNorm::new(s, dout)?) } else { None };
+        Ok(Self { w, b, sn })
+    }
+
+    /// `x` (N, din) to (N, dout).
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let w = match &self.sn {
+            Some(sn) => sn.apply(&self.w, train)?,
+            None => self.w.clone(),
+        };
+        x.matmul(&w.t()?)?.broadcast_add(&self.b)
+    }
+}
+
+/// A normalization layer over (N, C, H, W) (tip 4).
+pub enum Norm {
+    /// BatchNorm with affine parameters and running statistics.
+    Batch { gamma: Tensor, beta: Tensor, mean: Tensor, var: Tensor },
+    /// InstanceNorm with affine parameters.
+    Instance { gamma: Tensor, beta: Tensor },
+    /// PixelNorm (Karras et al. 2018).
+    Pixel,
+    /// Identity.
+    None,
+}
+
+impl Norm {
+    /// A norm of `kind` over `c` channels.
+    pub fn new(s: &mut Scope, kind: NormKind, c: usize) -> Result<Self> {
+        Ok(match kind {
+            NormKind::Batch => Norm::Batch {
+                gamma: s.get("gamma", &[c], Init::Normal(1.0, 0.02), Role::Trainable)?,
+                beta: s.get("beta", &[c], Init::Zeros, Role::Trainable)?,
+                mean: s.get("running_mean", &[c], Init::Zeros, Role::Buffer)?,
+                var: s.get("running_var", &[c], Init::Ones, Role::Buffer)?,
+            },
+            NormKind::Instance => Norm::Instance {
+                gamma: s.get("gamma", &[c], Init::Normal(1.0, 0.02), Role::Trainable)?,
+                beta: s.get("beta", &[c], Init::Zeros, Role::Trainable)?,
+            },
+            NormKind::Pixel => Norm::Pixel,
+            NormKind::None => Norm::None,
+        })
+    }
+
+    /// Normalizes `x`; BatchNorm uses batch statistics (and updates the
+    /// running ones) when `train`, running statistics otherwise.
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let per_channel = |t: &Tensor| t.reshape((1, (), 1, 1));
+        match self {
+            Norm::Batch { gamma, beta, mean, var } => {
+                let (m, v) = if train {
+                    let (n, c, h, w) = x.dims4()?;
+                    let flat = x.transpose(0, 1)?.reshape((c, n * h * w))?;
+                    let m = flat.mean(1)?;
+                    let v = flat.broadcast_sub(&m.unsqueeze(1)?)?.sqr()?.mean(1)?;
+                    let count = (n * h * w) as f64;
+                    let unbiased = v.affine(count / (count - 1.0).max(1.0), 0.0)?;
+                    update_buffer(mean, &(mean.affine(1.0 - BN_MOMENTUM, 0.0)? + m.affine(BN_MOMENTUM, 0.0)?)?)?;
+                    update_buffer(var, &(var.affine(1.0 - BN_MOMENTUM, 0.0)? + unbiased.affine(BN_MOMENTUM, 0.0)?)?)?;
+                    (m, v)
+                } else {
+                    (mean.clone(), var.clone())
+                };
+                let scale = (gamma / (v + EPS)?.sqrt()?)?;
+                let shift = (beta - (&m * &scale)?)?;
+                x.broadcast_mul(&per_channel(&scale)?)?.broadcast_add(&per_channel(&shift)?)
+            }
+            Norm::Instance { gamma, beta } => {
+                let m = x.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2)?;
+                let centered = x.broadcast_sub(&m)?;
+                let v = centered.sqr()?.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2)?;
+                let xn = centered.broadcast_div(&(v + EPS)?.sqrt()?)?;
+                xn.broadcast_mul(&per_channel(gamma)?)?.broadcast_add(&per_channel(beta)?)
+            }
+            Norm::Pixel => {
+                let rms = (x.sqr()?.mean_keepdim(1)? + 1e-8)?.sqrt()?;
+                x.broadcast_div(&rms)
+            }
+            Norm::None => Ok(x.clone()),
+        }
+    }
+}
+
+/// LeakyReLU with `slope`; 0 is ReLU.
+pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
+    if slope == 0.0 { x.relu() } else { x.maximum(&x.affine(slope, 0.0)?) }
+}
+
+/// Inverted dropout with a mask drawn from `rng`: kept units are scaled by
+/// 1/(1-p) so the expected activation does not change.
+pub fn dropout(x: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Result<Tensor> {
+    let u = uniform(rng, x.dims(), 0.0, 1.0, x.device())?;
+    let keep = u.ge(p)?.to_dtype(x.dtype())?;
+    (x * keep)?.affine(1.0 / (1.0 - p), 0.0)
+}
+
+/// (N, 4C, H, W) -> (N, C, 2H, 2W) (Shi et al. 2016).
+pub fn pixel_shuffle(x: &Tensor) -> Result<Tensor> {
+    let (n, c4, h, w) = x.dims4()?;
+    let c = c4 / 4;
+    x.reshape((n, c, 2, 2, h, w))?.permute((0, 1, 4, 2, 5, 3))?.reshape((n, c, 2 * h, 2 * w))
+}
+
+/// Appends one channel holding the mean over features of the per-feature
+/// standard deviation across the batch (Karras et al. 2018, tip 15): a batch
+/// of near-identical fakes is then easy for D to spot.
+pub fn minibatch_stddev(x: &Tensor) -> Result<Tensor> {
+    let (n, _, h, w) = x.dims4()?;
+    let centered = x.broadcast_sub(&x.mean_keepdim(0)?)?;
+    let std = (centered.sqr()?.mean_keepdim(0)? + 1e-8)?.sqrt()?;
+    let s = std.mean_all()?.reshape((1, 1, 1, 1))?.broadcast_as((n, 1, h, w))?;
+    Tensor::cat(&[x, &s.contiguous()?], 1)
+}

@@ -1,0 +1,101 @@
+//! The DCGAN discriminator: halves the resolution `levels` times with
+//! LeakyReLU (tip 5), then a linear real/fake logit and, for conditional
+//! models, an auxiliary classifier head (AC-GAN, tip 12).
+
+use candle_core::{Result, Tensor};
+
+use super::blocks::{Conv, Linear, Norm, leaky_relu, minibatch_stddev};
+use super::config::{Downsample, ModelConfig, NormKind};
+use super::params::{Init, Params, Role, Scope};
+
+/// What D says about a batch.
+pub struct Verdict {
+    /// Real/fake logits, shape (N).
+    pub logits: Tensor,
+    /// Class logits (N, classes) for conditional models.
+    pub class_logits: Option<Tensor>,
+}
+
+/// One 2x downsampling block.
+struct DownBlock {
+    conv: Conv,
+    pool: bool,
+    norm: Norm,
+}
+
+/// The discriminator network.
+pub struct Discriminator {
+    cfg: ModelConfig,
+    embed: Option<Tensor>,
+    blocks: Vec<DownBlock>,
+    head: Linear,
+    aux: Option<Linear>,
+}
+
+impl Discriminator {
+    /// Builds D for `cfg`, taking its weights from `params` under prefix `d`.
+    pub fn new(cfg: &ModelConfig, params: &mut dyn Params) -> Result<Self> {
+        let mut s = Scope::new(params, "d");
+        let base = cfg.base_size();
+        let sn = cfg.spectral_norm;
+        // Tip 16: the class embedding becomes one extra input channel.
+        let embed = if cfg.conditional() {
+            Some(s.get("embed", &[cfg.num_classes, base * base], Init::Normal(0.0, 1.0), Role::Trainable)?)
+        } else {
+            None
+        };
+        let mut cin = cfg.channels + usize::from(cfg.conditional());
+        let mut blocks = Vec::new();
+        for level in 0..cfg.levels() {
+            let cout = cfg.d_width << level;
+            let mut b = s.pp(format!("down{level}"));
+            let conv = match cfg.downsample {
+                Downsample::StridedConv => Conv::new(&mut b, cin, cout, 4, 2, 1, sn)?,
+                Downsample::AvgPool => Conv::new(&mut b, cin, cout, 3, 1, 1, sn)?,
+            };
+            // No norm on the first layer (DCGAN), so D sees raw pixel statistics.
+            let kind = if level == 0 { NormKind::None } else { cfg.d_norm };
+            let norm = Norm::new(&mut b.pp("norm"), kind, cout)?;
+            blocks.push(DownBlock { conv, pool: cfg.downsample == Downsample::AvgPool, norm });
+            cin = cout;
+        }
+        let features = (cin + usize::from(cfg.minibatch_stddev)) * base * base;
+        let head = Linear::new(&mut s.pp("head"), features, 1, sn)?;
+        let aux =
+            if cfg.conditional() { Some(Linear::new(&mut s.pp("aux"), features, cfg.num_classes, sn)?) } else { None };
+        Ok(Self { cfg: cfg.clone(), embed, blocks, head, aux })
+    }
+
+    /// Judges images `x` (N, C, R, R); `labels` (N, u32) are required for a
+    /// conditional model. Call it on all-real or all-fake batches when D uses
+    /// BatchNorm (tip 4): the trainer does.
+    pub fn forward(&self, x: &Tensor, labels: Option<&Tensor>, train: bool) -> Result<Verdict> {
+        let (n, _, r, _) = x.dims4()?;
+        let mut h = match (&self.embed, labels) {
+            (Some(e), Some(l)) => {
+                let base = self.cfg.base_size();
+                let plane = e.index_select(l, 0)?.reshape((n, 1, base, base))?.upsample_nearest2d(r, r)?;
+                Tensor::cat(&[x, &plane], 1)?
+            }
+            (Some(_), None) => candle_core::bail!("this discriminator is conditional: give class labels"),
+            (None, _) => x.clone(),
+        };
+        for b in &self.blocks {
+            h = b.conv.forward(&h, train)?;
+            if b.pool {
+                h = h.avg_pool2d(2)?;
+            }
+            h = leaky_relu(&b.norm.forward(&h, train)?, self.cfg.d_leaky_slope)?;
+        }
+        if self.cfg.minibatch_stddev {
+            h = minibatch_stddev(&h)?;
+        }
+        let flat = h.flatten_from(1)?;
+        let logits = self.head.forward(&flat, train)?.squeeze(1)?;
+        let class_logits = match &self.aux {
+            Some(a) => Some(a.forward(&flat, train)?),
+            None => None,
+        };
+        Ok(Verdict { logits, class_logits })
+    }
+}

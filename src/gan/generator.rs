@@ -1,0 +1,118 @@
+//! The DCGAN generator: z (plus a class embedding when conditional) is
+//! projected to a small feature map, doubled `levels` times, and squashed by
+//! tanh into [-1, 1] (tip 1).
+
+use candle_core::{Result, Tensor};
+
+use super::blocks::{Conv, ConvTranspose, Linear, Norm, Pass, dropout, leaky_relu, pixel_shuffle};
+use super::config::{ModelConfig, Upsample};
+use super::params::{Init, Params, Role, Scope, randn};
+
+/// One 2x upsampling step.
+enum Up {
+    Transpose(ConvTranspose),
+    Shuffle(Conv),
+    Nearest(Conv),
+}
+
+impl Up {
+    fn new(s: &mut Scope, kind: Upsample, cin: usize, cout: usize) -> Result<Self> {
+        Ok(match kind {
+            Upsample::ConvTranspose => Up::Transpose(ConvTranspose::new(s, cin, cout)?),
+            Upsample::PixelShuffle => Up::Shuffle(Conv::new(s, cin, cout * 4, 3, 1, 1, false)?),
+            Upsample::NearestConv => Up::Nearest(Conv::new(s, cin, cout, 3, 1, 1, false)?),
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Up::Transpose(c) => c.forward(x),
+            Up::Shuffle(c) => pixel_shuffle(&c.forward(x, false)?),
+            Up::Nearest(c) => {
+                let (_, _, h, w) = x.dims4()?;
+                c.forward(&x.upsample_nearest2d(2 * h, 2 * w)?, false)
+            }
+        }
+    }
+}
+
+/// The generator network.
+pub struct Generator {
+    cfg: ModelConfig,
+    embed: Option<Tensor>,
+    proj: Linear,
+    proj_norm: Norm,
+    ups: Vec<Up>,
+    norms: Vec<Norm>,
+}
+
+impl Generator {
+    /// Builds G for `cfg`, taking its weights from `params` under prefix `g`.
+    pub fn new(cfg: &ModelConfig, params: &mut dyn Params) -> Result<Self> {
+        let mut s = Scope::new(params, "g");
+        let levels = cfg.levels();
+        let width = |level: usize| cfg.g_width << (levels - 1 - level);
+        let embed = if cfg.conditional() {
+            Some(s.get("embed", &[cfg.num_classes, cfg.class_embed_dim], Init::Normal(0.0, 1.0), Role::Trainable)?)
+        } else {
+            None
+        };
+        let zin = cfg.z_dim + if cfg.conditional() { cfg.class_embed_dim } else { 0 };
+        let base = cfg.base_size();
+        let proj = Linear::new(&mut s.pp("proj"), zin, width(0) * base * base, false)?;
+        let proj_norm = Norm::new(&mut s.pp("proj_norm"), cfg.g_norm, width(0))?;
+        let mut ups = Vec::with_capacity(levels);
+        let mut norms = Vec::with_capacity(levels - 1);
+        for level in 0..levels {
+            let last = level + 1 == levels;
+            let cout = if last { cfg.channels } else { width(level + 1) };
+            ups.push(Up::new(&mut s.pp(format!("up{level}")), cfg.upsample, width(level), cout)?);
+            if !last {
+                norms.push(Norm::new(&mut s.pp(format!("norm{level}")), cfg.g_norm, cout)?);
+            }
+        }
+        Ok(Self { cfg: cfg.clone(), embed, proj, proj_norm, ups, norms })
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// Images (N, C, R, R) in [-1, 1] from latents `z` (N, z_dim) and, for a
+    /// conditional model, class indices `labels` (N, u32).
+    pub fn forward(&self, z: &Tensor, labels: Option<&Tensor>, pass: &mut Pass) -> Result<Tensor> {
+        let z = match (&self.embed, labels) {
+            (Some(e), Some(l)) => Tensor::cat(&[z, &e.index_select(l, 0)?], 1)?,
+            (Some(_), None) => candle_core::bail!("this generator is conditional: give class labels"),
+            (None, _) => z.clone(),
+        };
+        let n = z.dim(0)?;
+        let base = self.cfg.base_size();
+        let x = self.proj.forward(&z, false)?.reshape((n, (), base, base))?;
+        let mut x = self.hidden(&self.proj_norm, &x, 0, pass)?;
+        for (level, up) in self.ups.iter().enumerate() {
+            x = up.forward(&x)?;
+            x = match self.norms.get(level) {
+                Some(norm) => self.hidden(norm, &x, level + 1, pass)?,
+                None => x.tanh()?,
+            };
+        }
+        Ok(x)
+    }
+
+    /// Norm, activation, then dropout and layer noise where configured.
+    /// `layer` counts hidden layers from the coarsest (the projection is 0).
+    fn hidden(&self, norm: &Norm, x: &Tensor, layer: usize, pass: &mut Pass) -> Result<Tensor> {
+        let mut x = leaky_relu(&norm.forward(x, pass.train)?, self.cfg.g_leaky_slope)?;
+        if let Some(rng) = pass.rng.as_deref_mut() {
+            if pass.dropout && self.cfg.g_dropout > 0.0 && layer < self.cfg.g_dropout_layers {
+                x = dropout(&x, self.cfg.g_dropout, rng)?;
+            }
+            if pass.train && self.cfg.g_layer_noise > 0.0 {
+                x = (&x + randn(rng, x.dims(), self.cfg.g_layer_noise as f32, x.device())?)?;
+            }
+        }
+        Ok(x)
+    }
+}

@@ -1,0 +1,265 @@
+//! The trainer: each trick changes what it does, resume is exact, a short
+//! real run learns, and the health monitor fires on planted failures.
+
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
+use ganscope::data::{self, Dataset, LoadOptions};
+use ganscope::gan::config::{NormKind, Upsample};
+use ganscope::gan::{Pass, model_file};
+use ganscope::train::config::LossKind;
+use ganscope::train::health::AlarmKind;
+use ganscope::train::{Session, TrainConfig, Trainer};
+
+fn digits() -> Arc<Dataset> {
+    static DATA: std::sync::OnceLock<Arc<Dataset>> = std::sync::OnceLock::new();
+    DATA.get_or_init(|| {
+        let opts = LoadOptions { resolution: 28, channels: 1, background: [0, 0, 0] };
+        Arc::new(data::load("builtin:digits", &opts).expect("builtin digits"))
+    })
+    .clone()
+}
+
+/// A tiny 28x28 grey model that steps in milliseconds.
+fn tiny() -> TrainConfig {
+    let mut c = TrainConfig { batch_size: 8, steps: 1000, log_every: 1, ..TrainConfig::default() };
+    c.model.resolution = 28;
+    c.model.channels = 1;
+    c.model.g_width = 8;
+    c.model.d_width = 8;
+    c.model.z_dim = 16;
+    c
+}
+
+fn weights(t: &Trainer) -> Vec<f32> {
+    t.sampling_tensors().iter().flat_map(|(_, t)| t.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect()
+}
+
+#[test]
+fn instance_noise_decays_to_zero_on_schedule() {
+    let cfg = TrainConfig { instance_noise: 0.2, instance_noise_steps: 100, ..tiny() };
+    let t = Trainer::new(cfg, digits(), &Device::Cpu).unwrap();
+    assert_eq!(t.noise_at(0), 0.2);
+    assert!((t.noise_at(50) - 0.1).abs() < 1e-6);
+    assert_eq!(t.noise_at(100), 0.0);
+    assert_eq!(t.noise_at(5000), 0.0);
+}
+
+#[test]
+fn replayed_fakes_reach_d_and_d_steps_per_g_counts() {
+    let cfg = TrainConfig { replay_size: 64, replay_fraction: 0.5, d_steps_per_g: 3, ..tiny() };
+    let mut t = Trainer::new(cfg, digits(), &Device::Cpu).unwrap();
+    let first = t.step().unwrap();
+    // The buffer fills during the first D step, so later D steps replay.
+    assert_eq!(first.replayed, 4, "half of a batch of 8 replayed in the last D step");
+    let no_replay = TrainConfig { replay_size: 0, ..tiny() };
+    let mut u = Trainer::new(no_replay, digits(), &Device::Cpu).unwrap();
+    assert_eq!(u.step().unwrap().replayed, 0);
+    // Three real batches were drawn for one G step.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = Session::create(
+        TrainConfig { d_steps_per_g: 3, steps: 2, ..tiny() },
+        digits(),
+        &Device::Cpu,
+        &tmp.path().join("run"),
+    )
+    .unwrap();
+    s.advance().unwrap();
+    s.advance().unwrap();
+    let dir = s.dir().to_path_buf();
+    let meta = std::fs::read(dir.join("checkpoint.safetensors")).unwrap();
+    let text = String::from_utf8_lossy(&meta[..4096.min(meta.len())]).to_string();
+    assert!(text.contains(r#"\"batches_drawn\":6"#), "2 G steps x 3 D steps: {}", &text[..text.len().min(400)]);
+}
+
+#[test]
+fn label_flips_reach_the_step() {
+    let cfg = TrainConfig { label_flip: 0.5, ..tiny() };
+    let mut t = Trainer::new(cfg, digits(), &Device::Cpu).unwrap();
+    let flips: usize = (0..4).map(|_| t.step().unwrap().flips).sum();
+    // 4 steps x 16 targets at p = 0.5: 32 expected; [12, 52] is over 5 sigma.
+    assert!((12..=52).contains(&flips), "{flips}");
+    let mut u = Trainer::new(TrainConfig { label_flip: 0.0, ..tiny() }, digits(), &Device::Cpu).unwrap();
+    assert_eq!(u.step().unwrap().flips, 0);
+}
+
+#[test]
+fn dropout_stays_on_at_sampling_when_asked() {
+    let mut cfg = tiny();
+    cfg.model.g_dropout = 0.5;
+    cfg.model.g_dropout_layers = 2;
+    let t = Trainer::new(cfg, digits(), &Device::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.safetensors");
+    t.export_model(&path).unwrap();
+    let model = model_file::load(&path, &Device::Cpu).unwrap();
+    let z = ganscope::latent::from_seed(1, 16, ganscope::latent::Prior::Sphere);
+    let off1 = model.generate(&z, None, None).unwrap();
+    let off2 = model.generate(&z, None, None).unwrap();
+    assert_eq!(off1, off2, "without dropout sampling is deterministic");
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let on1 = model.generate(&z, None, Some(&mut rng)).unwrap();
+    let on2 = model.generate(&z, None, Some(&mut rng)).unwrap();
+    assert_ne!(on1, off1, "dropout on changes the image");
+    assert_ne!(on1, on2, "fresh masks each time");
+}
+
+#[test]
+fn conditional_ac_gan_head_learns_the_labels() {
+    let cfg = TrainConfig { conditional: true, batch_size: 32, steps: 60, lr_d: 1e-3, ..tiny() };
+    let mut t = Trainer::new(cfg, digits(), &Device::Cpu).unwrap();
+    assert_eq!(t.model_config().num_classes, 10);
+    let acc =
+        |t: &mut Trainer, n: usize| (0..n).map(|_| t.step().unwrap().class_accuracy.unwrap()).sum::<f32>() / n as f32;
+    let before = acc(&mut t, 5);
+    for _ in 0..40 {
+        t.step().unwrap();
+    }
+    let after = acc(&mut t, 10);
+    assert!(after > before + 0.2 && after > 0.4, "class accuracy on reals {before} -> {after}");
+}
+
+#[test]
+fn every_loss_and_architecture_choice_trains_finitely() {
+    let mut variants = Vec::new();
+    for loss in [LossKind::Nonsaturating, LossKind::Minimax, LossKind::Hinge, LossKind::Wasserstein] {
+        variants.push(TrainConfig { loss, ..tiny() });
+    }
+    for up in [Upsample::PixelShuffle, Upsample::NearestConv] {
+        let mut c = tiny();
+        c.model.upsample = up;
+        c.model.downsample = ganscope::gan::config::Downsample::AvgPool;
+        variants.push(c);
+    }
+    for norm in [NormKind::Instance, NormKind::Pixel, NormKind::None] {
+        let mut c = tiny();
+        c.model.g_norm = norm;
+        c.model.d_norm = norm;
+        c.model.spectral_norm = true;
+        c.model.minibatch_stddev = true;
+        c.model.g_layer_noise = 0.1;
+        variants.push(c);
+    }
+    for cfg in variants {
+        let what = format!("{:?} {:?} {:?}", cfg.loss, cfg.model.upsample, cfg.model.g_norm);
+        let mut t = Trainer::new(cfg, digits(), &Device::Cpu).unwrap();
+        for _ in 0..3 {
+            let s = t.step().unwrap();
+            assert!(
+                s.d_loss.is_finite() && s.g_loss.is_finite() && s.d_grad_norm > 0.0 && s.g_grad_norm > 0.0,
+                "{what}: {s:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn resume_is_exact() {
+    let cfg = TrainConfig { steps: 6, checkpoint_every: 3, replay_size: 16, replay_fraction: 0.25, ..tiny() };
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("straight"), dir.path().join("resumed"));
+    let mut s = Session::create(cfg.clone(), digits(), &Device::Cpu, &a).unwrap();
+    while !s.advance().unwrap().finished {}
+    let straight = weights(&s.trainer);
+
+    let mut half = Session::create(TrainConfig { steps: 3, ..cfg.clone() }, digits(), &Device::Cpu, &b).unwrap();
+    while !half.advance().unwrap().finished {}
+    drop(half);
+    let mut rest = Session::resume(cfg, digits(), &Device::Cpu, &b).unwrap();
+    assert_eq!(rest.trainer.step_count(), 3);
+    while !rest.advance().unwrap().finished {}
+    assert_eq!(weights(&rest.trainer), straight, "N steps == N/2 + resume + N/2");
+}
+
+#[test]
+fn alarms_fire_on_a_huge_learning_rate_and_a_crippled_g() {
+    let mut huge = TrainConfig { lr_d: 1.0, lr_g: 1.0, steps: 80, ..tiny() };
+    huge.health.window = 20;
+    let mut t = Trainer::new(huge, digits(), &Device::Cpu).unwrap();
+    let mut kinds = Vec::new();
+    for _ in 0..80 {
+        match t.step() {
+            Ok(s) => kinds.extend(s.alarms.iter().map(|a| a.kind)),
+            Err(_) => break,
+        }
+        if kinds.contains(&AlarmKind::NonFinite) {
+            break;
+        }
+    }
+    assert!(!kinds.is_empty(), "a learning rate of 1.0 raises an alarm");
+
+    // A crippled G: it cannot learn (lr tiny), D learns fast and wins.
+    let mut crippled = TrainConfig {
+        lr_g: 1e-9,
+        lr_d: 2e-3,
+        instance_noise: 0.0,
+        real_label: [1.0, 1.0],
+        fake_label: [0.0, 0.0],
+        label_flip: 0.0,
+        batch_size: 16,
+        ..tiny()
+    };
+    crippled.health.window = 20;
+    let mut t = Trainer::new(crippled, digits(), &Device::Cpu).unwrap();
+    let mut kinds = Vec::new();
+    for _ in 0..150 {
+        kinds.extend(t.step().unwrap().alarms.iter().map(|a| a.kind));
+    }
+    assert!(kinds.contains(&AlarmKind::DLossZero), "D wins against a frozen G: {kinds:?}");
+}
+
+/// Distance between the mean sample and the mean real digit, and the same
+/// for the fraction of dark pixels: both fall as G learns the data.
+fn gap_to_data(t: &Trainer, data: &Dataset) -> f32 {
+    let g = t.sampling_generator().unwrap();
+    let n = 64;
+    let z: Vec<f32> = (0..n as u64)
+        .flat_map(|s| ganscope::latent::from_seed(1000 + s, t.model_config().z_dim, ganscope::latent::Prior::Sphere))
+        .collect();
+    let z = Tensor::from_vec(z, (n, t.model_config().z_dim), &Device::Cpu).unwrap();
+    let fake: Vec<f32> = g.forward(&z, None, &mut Pass::eval()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let len = 28 * 28;
+    let mean = |imgs: &[f32], count: usize| -> Vec<f32> {
+        let mut m = vec![0f32; len];
+        for img in imgs.chunks_exact(len).take(count) {
+            m.iter_mut().zip(img).for_each(|(a, b)| *a += b / count as f32);
+        }
+        m
+    };
+    let (mf, mr) = (mean(&fake, n), mean(&data.images, 2000));
+    (mf.iter().zip(&mr).map(|(a, b)| (a - b).powi(2)).sum::<f32>() / len as f32).sqrt()
+}
+
+#[test]
+fn a_short_real_run_on_digits_learns_and_stays_quiet() {
+    let cfg = TrainConfig { batch_size: 32, steps: 300, log_every: 10, ..tiny() };
+    let data = digits();
+    let mut t = Trainer::new(cfg, data.clone(), &Device::Cpu).unwrap();
+    let before = gap_to_data(&t, &data);
+    let mut alarms = Vec::new();
+    for _ in 0..300 {
+        let s = t.step().unwrap();
+        assert!(s.d_loss.is_finite() && s.g_loss.is_finite());
+        alarms.extend(s.alarms);
+    }
+    let after = gap_to_data(&t, &data);
+    assert!(after < 0.5 * before, "mean-image RMS gap to the data {before} -> {after}");
+    assert!(alarms.is_empty(), "default recipe raised {alarms:?}");
+}
+
+#[test]
+fn d_never_sees_a_mixed_real_fake_batchnorm_batch() {
+    let mut cfg = tiny();
+    cfg.model.d_norm = NormKind::Batch;
+    let t = Trainer::new(cfg, digits(), &Device::Cpu).unwrap();
+    let dev = Device::Cpu;
+    let real = Tensor::rand(-1f32, 1f32, (8, 1, 28, 28), &dev).unwrap();
+    let fake_a = Tensor::rand(-1f32, 1f32, (8, 1, 28, 28), &dev).unwrap();
+    let fake_b = (Tensor::rand(-1f32, 1f32, (8, 1, 28, 28), &dev).unwrap() * 0.1).unwrap();
+    let (ra, fa) = t.judge(&real, None, &fake_a, None).unwrap();
+    let (rb, fb) = t.judge(&real, None, &fake_b, None).unwrap();
+    let v = |t: &Tensor| t.to_vec1::<f32>().unwrap();
+    assert_eq!(v(&ra.logits), v(&rb.logits), "the reals' verdict does not depend on the fakes");
+    assert_ne!(v(&fa.logits), v(&fb.logits));
+}
