@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::data::{self, LoadOptions};
 use crate::device::{self, DeviceChoice};
-use crate::export::{gif, grid};
+use crate::export::grid;
 use crate::gan::Model;
 use crate::gan::model_file;
 use crate::latent::{self, Ease, Mode, Prior};
@@ -153,28 +153,46 @@ pub struct SampleArgs {
 pub struct InterpolateArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Keyframe seeds, in order: S1,S2[,S3...].
-    #[arg(long, value_delimiter = ',', required = true)]
+    /// Keyframe seeds, in order: S1,S2[,S3...] (or give --keyframes).
+    #[arg(long, value_delimiter = ',', required_unless_present = "keyframes", conflicts_with = "keyframes")]
     pub seeds: Vec<u64>,
-    /// slerp (great circle) or lerp (straight line).
-    #[arg(long, default_value = "slerp", value_parser = parse_mode)]
-    pub mode: Mode,
-    /// Frames in the whole path.
-    #[arg(long, default_value_t = 60)]
-    pub frames: usize,
-    /// Frames per second of the GIF.
-    #[arg(long, default_value_t = 30.0)]
-    pub fps: f64,
-    /// Close the path back to the first seed, seamlessly.
+    /// A bookmark saved by the app: renders exactly its latents, mode, ease,
+    /// loop, class and export settings; flags given here override all but the latents.
+    #[arg(long, value_name = "FILE.json")]
+    pub keyframes: Option<PathBuf>,
+    /// slerp (great circle) or lerp (straight line) [default: slerp].
+    #[arg(long, value_parser = parse_mode)]
+    pub mode: Option<Mode>,
+    /// Frames in the whole path [default: 60].
+    #[arg(long, conflicts_with = "seconds")]
+    pub frames: Option<usize>,
+    /// Length in seconds instead of --frames (frames = seconds x fps).
+    #[arg(long)]
+    pub seconds: Option<f64>,
+    /// Frames per second of the MP4 or GIF (GIF delays are whole centiseconds,
+    /// alternated so the length is exact) [default: 30].
+    #[arg(long)]
+    pub fps: Option<f64>,
+    /// Close the path back to the first keyframe, seamlessly: the last frame
+    /// leads into the first by the same step as every other.
     #[arg(long = "loop")]
     pub looped: bool,
-    /// Output side in pixels (nearest-neighbour upscale of the model's resolution).
+    /// Side of each image in pixels [default: the smallest multiple of the
+    /// model's resolution >= 256]. MP4 needs an even size.
     #[arg(long)]
     pub size: Option<u32>,
-    /// Easing along each segment: linear or ease-in-out.
-    #[arg(long, default_value = "linear", value_parser = parse_ease)]
-    pub ease: Ease,
-    /// Output: FILE.gif or a directory for PNG frames.
+    /// Upscaling filter: nearest (crisp pixels) or smooth (bilinear) [default: nearest].
+    #[arg(long)]
+    pub filter: Option<crate::export::Filter>,
+    /// Easing along each segment: linear or ease-in-out [default: linear].
+    #[arg(long, value_parser = parse_ease)]
+    pub ease: Option<Ease>,
+    /// Slerp on the left, lerp on the right, labelled, 2px divider between.
+    /// --latents-out then lists two rows per frame: slerp, then lerp.
+    #[arg(long)]
+    pub side_by_side: bool,
+    /// Output: FILE.mp4 (H.264), FILE.gif (looping) or a folder of PNG frames.
+    /// Written under a temporary name and renamed when complete.
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -394,65 +412,90 @@ fn sample(a: SampleArgs) -> Result<()> {
 }
 
 fn interpolate(a: InterpolateArgs) -> Result<()> {
-    if a.seeds.len() < 2 {
+    use crate::export::{self, Bookmark, frames, target};
+    let bookmark = a.keyframes.as_deref().map(Bookmark::load).transpose()?;
+    if bookmark.is_none() && a.seeds.len() < 2 {
         bail!("--seeds needs at least two seeds, got {}", a.seeds.len());
     }
-    if a.frames < 2 || a.frames > 100_000 {
-        bail!("--frames {} is out of range 2..=100000", a.frames);
+    let saved = bookmark.as_ref().and_then(|b| b.export.clone());
+    let fps = a.fps.or(saved.as_ref().map(|s| s.fps)).unwrap_or(frames::DEFAULT_FPS);
+    if !(fps > 0.0 && fps <= frames::MAX_FPS) {
+        bail!("--fps {fps} is out of range (0, {}]", frames::MAX_FPS);
     }
-    if !(a.fps > 0.0 && a.fps <= 240.0) {
-        bail!("--fps {} is out of range (0, 240]", a.fps);
+    let n_frames = match (a.frames, a.seconds) {
+        (Some(n), _) => n,
+        (None, Some(s)) if s.is_finite() && s > 0.0 => (s * fps).round() as usize,
+        (None, Some(s)) => bail!("--seconds {s} is not a positive number"),
+        (None, None) => saved.as_ref().map_or(frames::DEFAULT_FRAMES, |s| s.frames),
+    };
+    if !(2..=frames::MAX_FRAMES).contains(&n_frames) {
+        bail!("--frames {n_frames} is out of range 2..={}", frames::MAX_FRAMES);
     }
-    let ext = a.out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-    match ext.as_deref() {
-        Some("gif") => check_writable(&a.out)?,
-        Some("mp4") => {
-            bail!("{}: MP4 export is not available in this version; write a .gif or a folder", a.out.display())
-        }
-        Some(e) => bail!("{}: unknown output type .{e} (use .gif or a folder)", a.out.display()),
-        None => {
-            if a.out.exists() && !a.out.is_dir() {
-                bail!("{}: exists and is not a folder", a.out.display());
-            }
-            check_writable(&a.out)?;
-        }
-    }
+    // The targets first: a bad one is reported before any model is loaded.
+    target::check_target(&a.out)?;
     if let Some(p) = &a.model.latents_out {
-        check_writable(p)?;
+        target::check_folder_writable(p)?;
     }
     let chosen = device::select(a.model.device)?;
-    let model = load_model(a.model.model.as_deref(), &chosen.device)?;
-    let res = model.config.resolution as u32;
-    let size = a.size.unwrap_or(res.max(256));
-    if size < res || size > 4096 || size % res != 0 {
-        bail!("--size {size} must be a multiple of the model's resolution {res}, at most 4096");
-    }
+    let model_spec = a.model.model.as_deref().or(bookmark.as_ref().and_then(|b| b.model.as_deref()));
+    let model = load_model(model_spec, &chosen.device)?;
     let dim = model.config.z_dim;
-    let keys: Vec<Vec<f32>> = a.seeds.iter().map(|s| latent::from_seed(*s, dim, Prior::Sphere)).collect();
-    let latents = latent::path(&keys, a.frames, a.mode, a.ease, a.looped);
-    let bar = ProgressBar::new(latents.len() as u64);
-    let mut frames = Vec::with_capacity(latents.len());
-    for chunk in latents.chunks(32) {
-        let pixels = model.generate(&chunk.concat(), a.model.class, None)?;
-        frames.extend(
-            grid::batch_to_rgb(&pixels, model.config.channels, model.config.resolution)
-                .iter()
-                .map(|f| grid::upscale(f, size / res)),
-        );
-        bar.inc(chunk.len() as u64);
-    }
-    bar.finish_and_clear();
-    if ext.is_some() {
-        gif::save_gif(&frames, a.fps, &a.out)?;
-    } else {
-        std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
-        for (i, f) in frames.iter().enumerate() {
-            grid::save_png(f, &a.out.join(format!("frame_{i:05}.png")))?;
+    let res = model.config.resolution as u32;
+    let mut spec = match (&bookmark, &a.keyframes) {
+        (Some(b), Some(path)) => {
+            if b.model_hash != model.hash {
+                eprintln!(
+                    "warning: {} was saved with model {}, rendering with model {}",
+                    path.display(),
+                    b.model_hash,
+                    model.hash
+                );
+            }
+            b.frame_spec(dim, res).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
         }
-    }
+        _ => frames::FrameSpec {
+            keys: a.seeds.iter().map(|s| latent::from_seed(*s, dim, Prior::Sphere)).collect(),
+            frames: n_frames,
+            mode: Mode::Slerp,
+            ease: Ease::Linear,
+            looped: false,
+            side_by_side: false,
+            size: frames::default_size(res),
+            filter: export::Filter::Nearest,
+            class: None,
+        },
+    };
+    spec.frames = n_frames;
+    spec.mode = a.mode.unwrap_or(spec.mode);
+    spec.ease = a.ease.unwrap_or(spec.ease);
+    spec.looped |= a.looped;
+    spec.side_by_side |= a.side_by_side;
+    spec.size = a.size.unwrap_or(spec.size);
+    spec.filter = a.filter.unwrap_or(spec.filter);
+    spec.class = a.model.class.or(spec.class);
+    let bar = ProgressBar::new(n_frames as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} frames [{elapsed_precise}<{eta_precise}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    // The CLI has no cancel button; Ctrl-C kills the process, which leaves
+    // only the hidden temporary file, never a partial file at --out.
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let summary = export::export(&model, &spec, fps, &a.out, &cancel, |p| bar.set_position(p.done as u64));
+    bar.finish_and_clear();
+    let summary = summary?;
     if let Some(p) = &a.model.latents_out {
-        write_latents(p, dim, &latents)?;
+        write_latents(p, dim, &spec.latents())?;
     }
+    let (w, h) = summary.dimensions;
+    eprintln!(
+        "wrote {} ({}, {} frames of {w}x{h}) in {:.2} s: {:.1} frames/s",
+        a.out.display(),
+        summary.format.name(),
+        summary.frames,
+        summary.seconds,
+        summary.frames as f64 / summary.seconds.max(1e-9)
+    );
     Ok(())
 }
 
