@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use crate::data::{self, LoadOptions};
+use crate::data;
 use crate::device::{self, DeviceChoice};
 use crate::export::grid;
 use crate::gan::Model;
@@ -18,7 +18,7 @@ use crate::gan::model_file;
 use crate::latent::{self, Ease, Mode, Prior};
 use crate::store;
 use crate::train::config::Preset;
-use crate::train::{Session, TrainConfig};
+use crate::train::{Session, TrainConfig, run};
 
 /// Train DCGANs and explore their latent space: slerp vs lerp on the sphere.
 #[derive(Parser, Debug)]
@@ -41,7 +41,7 @@ pub enum Command {
     Train(TrainArgs),
     /// Write a grid of samples from consecutive seeds.
     Sample(SampleArgs),
-    /// Write the frames of a path through seeds' latents as a GIF or a PNG folder.
+    /// Write the frames of a path through seeds' latents as an MP4, a GIF or a PNG folder.
     Interpolate(InterpolateArgs),
     /// Describe a model: architecture, parameters, training provenance.
     Info {
@@ -283,18 +283,10 @@ fn train(a: TrainArgs) -> Result<()> {
         return Ok(());
     }
     let out = a.out.clone().context("--out RUN_DIR is required")?;
-    let base = if a.resume {
-        let p = out.join("config.toml");
-        let text = std::fs::read_to_string(&p).with_context(|| format!("--resume: cannot read {}", p.display()))?;
-        Some(TrainConfig::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?)
-    } else {
-        None
-    };
+    let base = if a.resume { Some(run::read_config(&out).context("--resume")?) } else { None };
     let cfg = train_config(&a, base)?;
     let chosen = device::select(a.device)?;
-    let m = &cfg.model;
-    let opts = LoadOptions { resolution: m.resolution, channels: m.channels, background: cfg.background };
-    let data = data::load(&cfg.data, &opts)?;
+    let data = run::load_data(&cfg)?;
     if data.skipped_count > 0 {
         let names: Vec<String> = data.skipped.iter().map(|p| p.display().to_string()).collect();
         eprintln!("warning: skipped {} unreadable file(s), e.g. {}", data.skipped_count, names.join(", "));

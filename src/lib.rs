@@ -19,4 +19,5 @@ pub mod ops;
 pub mod render;
 pub mod store;
 pub mod train;
+pub mod train_worker;
 pub mod worker;

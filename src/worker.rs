@@ -59,6 +59,14 @@ pub enum Command {
     /// path to a `.safetensors` file or run directory. On failure an
     /// [`Event::Error`] is sent and the current model stays.
     LoadModel(Option<String>),
+    /// Load a model file from memory (the training panel's live generator),
+    /// named `source`; a newer one replaces a queued one.
+    LoadModelBytes {
+        /// Names the model in the UI and in errors.
+        source: String,
+        /// The `.safetensors` model file.
+        bytes: Arc<[u8]>,
+    },
     /// Generate images with the current model.
     Generate(Generate),
     /// Stop the thread.
@@ -202,10 +210,14 @@ struct State {
 
 /// Queues `cmd`, replacing a queued `Generate` for the same target.
 fn enqueue(queue: &mut VecDeque<Command>, cmd: Command, dropped: &mut u64) {
-    if let Command::Generate(g) = &cmd {
-        let before = queue.len();
-        queue.retain(|c| !matches!(c, Command::Generate(old) if old.target == g.target));
-        *dropped += (before - queue.len()) as u64;
+    match &cmd {
+        Command::Generate(g) => {
+            let before = queue.len();
+            queue.retain(|c| !matches!(c, Command::Generate(old) if old.target == g.target));
+            *dropped += (before - queue.len()) as u64;
+        }
+        Command::LoadModelBytes { .. } => queue.retain(|c| !matches!(c, Command::LoadModelBytes { .. })),
+        _ => {}
     }
     queue.push_back(cmd);
 }
@@ -218,7 +230,7 @@ fn next_index(queue: &VecDeque<Command>) -> usize {
         match c {
             Command::Generate(g) if g.target == Target::Probe => return i,
             Command::Generate(_) => {}
-            Command::LoadModel(_) | Command::Shutdown => return 0,
+            Command::LoadModel(_) | Command::LoadModelBytes { .. } | Command::Shutdown => return 0,
         }
     }
     0
@@ -247,6 +259,10 @@ fn run(commands: &Receiver<Command>, events: &Sender<Event>, wake: &(dyn Fn() + 
         let event = match cmd {
             Command::Shutdown => return,
             Command::LoadModel(spec) => load(&mut state, spec.as_deref()),
+            Command::LoadModelBytes { source, bytes } => {
+                let model = crate::gan::model_file::load_bytes(&bytes, &source, &state.device);
+                adopt(&mut state, model.map_err(anyhow::Error::from), &source)
+            }
             Command::Generate(g) => generate(&state, g),
         };
         if events.send(event).is_err() {
@@ -258,9 +274,15 @@ fn run(commands: &Receiver<Command>, events: &Sender<Event>, wake: &(dyn Fn() + 
 
 /// Loads a model; the current one stays on failure.
 fn load(state: &mut State, spec: Option<&str>) -> Event {
-    match crate::cli::load_model(spec, &state.device) {
+    let model = crate::cli::load_model(spec, &state.device);
+    adopt(state, model, spec.unwrap_or("builtin:emoji"))
+}
+
+/// Makes a loaded model current, or reports why it could not be loaded.
+fn adopt(state: &mut State, model: anyhow::Result<Model>, source: &str) -> Event {
+    match model {
         Ok(model) => {
-            let info = describe(&model, spec, &state.device_name);
+            let info = describe(&model, source, &state.device_name);
             state.model = Some(model);
             Event::ModelLoaded(info)
         }
@@ -269,8 +291,8 @@ fn load(state: &mut State, spec: Option<&str>) -> Event {
 }
 
 /// Plain-data description of a model.
-fn describe(model: &Model, spec: Option<&str>, device: &str) -> ModelInfo {
-    let source = spec.unwrap_or("builtin:emoji").to_string();
+fn describe(model: &Model, source: &str, device: &str) -> ModelInfo {
+    let source = source.to_string();
     let name = match source.strip_prefix("builtin:") {
         Some(n) => n.to_string(),
         None => {

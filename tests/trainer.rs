@@ -263,3 +263,27 @@ fn d_never_sees_a_mixed_real_fake_batchnorm_batch() {
     assert_eq!(v(&ra.logits), v(&rb.logits), "the reals' verdict does not depend on the fakes");
     assert_ne!(v(&fa.logits), v(&fb.logits));
 }
+
+#[test]
+fn roll_back_returns_to_the_last_healthy_checkpoint_and_the_record_follows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let cfg = TrainConfig { checkpoint_every: 4, sample_every: 100, ..tiny() };
+    let mut s = Session::create(cfg, digits(), &Device::Cpu, &dir).unwrap();
+    for _ in 0..4 {
+        s.advance().unwrap();
+    }
+    let at_4 = weights(&s.trainer);
+    for _ in 0..3 {
+        s.advance().unwrap();
+    }
+    s.set_option("lr_d", "0.0001").unwrap();
+    assert_eq!(s.roll_back().unwrap(), 4, "back to the checkpoint of step 4");
+    assert_eq!(weights(&s.trainer), at_4);
+    assert_eq!(s.trainer.config().lr_d, 0.0001, "the settings stay");
+    s.advance().unwrap();
+    let record = ganscope::train::history::read(&dir).unwrap();
+    let steps: Vec<u64> = record.curves.points.iter().map(|p| p.step).collect();
+    assert_eq!(steps, [1, 2, 3, 4, 5], "steps 5..7 before the rollback are dropped");
+    assert_eq!(record.curves.settings.len(), 1);
+}

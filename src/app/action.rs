@@ -11,6 +11,8 @@ pub enum View {
     Explore,
     /// The 8x8 sample grid.
     Grid,
+    /// The training panel.
+    Train,
 }
 
 /// Something a view asks the app to do.
@@ -29,6 +31,21 @@ pub enum Action {
     Regenerate(Target),
     /// Every target must be generated again (class or dropout changed).
     RegenerateAll,
+    /// Show the export dialog.
+    ShowExport,
+    /// Ask where to save a bookmark (anchors, view, export settings).
+    SaveBookmark,
+    /// Ask for a bookmark to load.
+    LoadBookmark,
     /// Clear the error line.
     DismissError,
+    /// Show an error on the error line.
+    ShowError(String),
+    /// Sample this model file from memory (the live generator of a run).
+    UseLiveModel {
+        /// Names the model.
+        source: String,
+        /// The `.safetensors` bytes.
+        bytes: std::sync::Arc<[u8]>,
+    },
 }

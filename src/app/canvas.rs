@@ -150,7 +150,7 @@ fn paint(ui: &egui::Ui, rect: Rect, anchors: &[Anchor], probe: Pos2, blend: &Ble
     for (i, (a, at)) in anchors.iter().zip(&screen).enumerate() {
         painter.circle(*at, ANCHOR_RADIUS, theme::anchor_color(i), Stroke::new(1.5, Color32::WHITE));
         painter.text(*at, Align2::CENTER_CENTER, theme::anchor_letter(i), FontId::proportional(13.0), Color32::BLACK);
-        let mut label = format!("seed {}", a.seed);
+        let mut label = a.label();
         if let Blend::Weights(w) = blend {
             label = format!("{label} \u{b7} {:.0}%", 100.0 * w[i]);
         }

@@ -5,11 +5,12 @@
 use eframe::egui;
 use egui::{Align2, FontId, Pos2, Rect, RichText, pos2, vec2};
 
+use super::Action;
 use super::canvas::{self, Grab};
 use super::norm_plot;
 use super::probe::{self, Anchor, Blend};
 use super::theme;
-use crate::latent::{self, Mode, Prior};
+use crate::latent::{self, Mode};
 use crate::render::{self, GridLayout, ImageSource};
 use crate::worker::Target;
 
@@ -38,6 +39,10 @@ const ABOUT: &str = "Each anchor is a seed: its latent z is drawn from N(0, I) a
     through its inside, where |z| shrinks and images tend to wash out. \
     Grid view: click any sample to add it here.";
 
+/// Hover text of an anchor that holds an exact latent.
+const EXACT_HELP: &str = "This anchor holds an exact latent from a bookmark, one no seed gives. \
+    New seed replaces it with a seed's latent.";
+
 /// What the main view shows this frame.
 pub struct Shown<'a> {
     /// The `[slerp, lerp]` probe images.
@@ -61,14 +66,14 @@ pub struct ExploreState {
     grab: Option<Grab>,
     /// Latents of the anchors for `cache_key`.
     cache: Vec<Vec<f32>>,
-    cache_key: (Vec<u64>, usize),
+    cache_key: (Vec<Anchor>, usize),
     changes: Vec<Target>,
 }
 
 impl Default for ExploreState {
     fn default() -> Self {
         Self {
-            anchors: vec![Anchor { seed: 1, pos: pos2(0.1, 0.5) }, Anchor { seed: 2, pos: pos2(0.9, 0.5) }],
+            anchors: vec![Anchor::seeded(1, pos2(0.1, 0.5)), Anchor::seeded(2, pos2(0.9, 0.5))],
             probe: pos2(0.5, 0.5),
             grab: None,
             cache: Vec::new(),
@@ -97,14 +102,24 @@ impl ExploreState {
         self.cache_key = (Vec::new(), 0);
     }
 
-    /// The anchors' latents for dimension `dim`.
-    fn latents(&mut self, dim: usize) -> &[Vec<f32>] {
-        let seeds: Vec<u64> = self.anchors.iter().map(|a| a.seed).collect();
-        if self.cache_key.0 != seeds || self.cache_key.1 != dim {
-            self.cache = seeds.iter().map(|s| latent::from_seed(*s, dim, Prior::Sphere)).collect();
-            self.cache_key = (seeds, dim);
+    /// The anchors' latents for dimension `dim`, in path order: what the
+    /// views show and what exports and bookmarks use.
+    pub fn latents(&mut self, dim: usize) -> &[Vec<f32>] {
+        // Whole anchors as the key (positions too) keep it simple; a few
+        // latents recomputed while an anchor is dragged cost next to nothing.
+        if self.cache_key.0 != self.anchors || self.cache_key.1 != dim {
+            self.cache = self.anchors.iter().map(|a| a.latent(dim)).collect();
+            self.cache_key = (self.anchors.clone(), dim);
         }
         &self.cache
+    }
+
+    /// Replaces the anchors and the probe (a loaded bookmark).
+    pub fn restore(&mut self, anchors: Vec<Anchor>, probe: Pos2) {
+        self.anchors = anchors;
+        self.probe = probe;
+        self.grab = None;
+        self.changed(&[Target::Probe, Target::Strip]);
     }
 
     /// What the probe stands for.
@@ -140,7 +155,7 @@ impl ExploreState {
             let h = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
             pos2(0.1 + 0.8 * ((h >> 11) % 1000) as f32 / 1000.0, 0.1 + 0.8 * ((h >> 31) % 1000) as f32 / 1000.0)
         });
-        self.anchors.push(Anchor { seed, pos });
+        self.anchors.push(Anchor::seeded(seed, pos));
         if probe_on_it {
             self.probe = pos;
         }
@@ -150,8 +165,8 @@ impl ExploreState {
 
     /// The left panel: canvas, what the probe means, the anchor list.
     /// Returns the canvas rect and actions.
-    pub fn show_side(&mut self, ui: &mut egui::Ui, dim: Option<usize>) -> (Rect, Vec<super::Action>) {
-        let actions = Vec::new();
+    pub fn show_side(&mut self, ui: &mut egui::Ui, dim: Option<usize>) -> (Rect, Vec<Action>) {
+        let mut actions = Vec::new();
         ui.add_space(6.0);
         ui.horizontal(|ui| {
             ui.heading("Latent canvas");
@@ -188,6 +203,23 @@ impl ExploreState {
         }
         ui.separator();
         self.anchor_list(ui);
+        ui.add_space(4.0);
+        ui.horizontal(|ui| {
+            let buttons = [
+                (
+                    "Export video\u{2026}",
+                    "Render the path through the anchors to MP4, GIF or PNG frames",
+                    Action::ShowExport,
+                ),
+                ("Save bookmark\u{2026}", "Save the anchors, view and export settings to JSON", Action::SaveBookmark),
+                ("Load bookmark\u{2026}", "Restore anchors, view and export settings from JSON", Action::LoadBookmark),
+            ];
+            for (label, help, action) in buttons {
+                if ui.button(label).on_hover_text(help).clicked() {
+                    actions.push(action);
+                }
+            }
+        });
         ui.add_space(10.0);
         ui.label(RichText::new(ABOUT).weak());
         (rect, actions)
@@ -206,15 +238,25 @@ impl ExploreState {
                             .color(theme::anchor_color(i))
                             .strong(),
                     );
-                    let seed = ui
-                        .add(egui::DragValue::new(&mut a.seed).speed(0.2).prefix("seed "))
-                        .labelled_by(name.id)
-                        .on_hover_text("The seed of this anchor's latent: drag or type a number");
-                    reseeded |= seed.changed();
+                    let mut changed = match a.z {
+                        Some(_) => {
+                            ui.label(RichText::new("exact z").italics()).on_hover_text(EXACT_HELP);
+                            false
+                        }
+                        None => ui
+                            .add(egui::DragValue::new(&mut a.seed).speed(0.2).prefix("seed "))
+                            .labelled_by(name.id)
+                            .on_hover_text("The seed of this anchor's latent: drag or type a number")
+                            .changed(),
+                    };
                     if ui.button("New seed").on_hover_text("Pick a random seed").clicked() {
                         a.seed = super::random_seed();
-                        reseeded = true;
+                        changed = true;
                     }
+                    if changed {
+                        a.z = None;
+                    }
+                    reseeded |= changed;
                     let r = ui
                         .add_enabled(can_remove, egui::Button::new("Remove"))
                         .on_disabled_hover_text("A path needs at least two anchors");

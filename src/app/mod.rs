@@ -7,17 +7,23 @@
 //! after layout, in one place. Nothing here touches candle.
 
 mod action;
+mod bookmarks;
 mod canvas;
 mod explore;
+pub mod export_dialog;
+mod export_form;
+pub mod export_job;
+mod file_dialog;
 mod grid_view;
 mod model_panel;
 mod norm_plot;
 pub mod probe;
 mod status;
 mod theme;
+pub mod training;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
@@ -112,6 +118,8 @@ pub struct ExplorerApp {
     dialog_open: bool,
     fell_back: bool,
     layout: Layout,
+    training: training::TrainingPanel,
+    export: export_dialog::ExportDialog,
 }
 
 impl ExplorerApp {
@@ -150,6 +158,8 @@ impl ExplorerApp {
             dialog_open: false,
             fell_back: false,
             layout: Layout::default(),
+            training: training::TrainingPanel::new(ctx).context("cannot start the training thread")?,
+            export: export_dialog::ExportDialog::new(ctx),
         })
     }
 
@@ -212,6 +222,42 @@ impl ExplorerApp {
     /// Opens a model the way the dialog and a dropped file do.
     pub fn open_model(&mut self, spec: impl Into<String>) {
         self.apply(Action::OpenModel(spec.into()));
+    }
+
+    /// The training panel.
+    pub fn training(&self) -> &training::TrainingPanel {
+        &self.training
+    }
+
+    /// The training panel, to set it up as its widgets would.
+    pub fn training_mut(&mut self) -> &mut training::TrainingPanel {
+        &mut self.training
+    }
+
+    /// The export dialog.
+    pub fn export_dialog(&self) -> &export_dialog::ExportDialog {
+        &self.export
+    }
+
+    /// Saves a bookmark as the Save bookmark dialog does.
+    pub fn save_bookmark(&mut self, path: &Path) {
+        let (export, mut scene) = self.export_scene();
+        let actions = export.save_bookmark(&mut scene, path);
+        actions.into_iter().for_each(|a| self.apply(a));
+    }
+
+    /// Loads a bookmark as the Load bookmark dialog does.
+    pub fn load_bookmark(&mut self, path: &Path) {
+        let (export, mut scene) = self.export_scene();
+        let actions = export.load_bookmark(&mut scene, path);
+        actions.into_iter().for_each(|a| self.apply(a));
+    }
+
+    /// The export dialog beside the parts of the app a bookmark reads and restores.
+    fn export_scene(&mut self) -> (&mut export_dialog::ExportDialog, bookmarks::Scene<'_>) {
+        let scene =
+            bookmarks::Scene { explore: &mut self.explore, settings: &mut self.settings, model: self.model.as_ref() };
+        (&mut self.export, scene)
     }
 
     /// Whether a target is on screen in the current view.
@@ -308,6 +354,14 @@ impl ExplorerApp {
                 }
             }
             Action::DismissError => self.last_error = None,
+            Action::ShowError(message) => self.last_error = Some(message),
+            Action::ShowExport => self.export.open(),
+            Action::SaveBookmark => self.export.ask_save_bookmark().into_iter().for_each(|a| self.apply(a)),
+            Action::LoadBookmark => self.export.ask_load_bookmark().into_iter().for_each(|a| self.apply(a)),
+            Action::UseLiveModel { source, bytes } => {
+                self.export.follow_live(source.clone(), bytes.clone());
+                self.worker.send(Command::LoadModelBytes { source, bytes });
+            }
         }
     }
 
@@ -377,7 +431,7 @@ impl ExplorerApp {
             }
         }
         let dropped = ctx.input(|i| i.raw.dropped_files.first().map(|f| f.path().to_path_buf()));
-        dropped.map(|p| Action::OpenModel(p.display().to_string()))
+        dropped.and_then(|p| self.training.take_drop(p))
     }
 
     /// A translucent notice while a file is dragged over the window.
@@ -391,7 +445,7 @@ impl ExplorerApp {
         painter.text(
             rect.center(),
             egui::Align2::CENTER_CENTER,
-            "Drop a .safetensors model to open it",
+            "Drop a .safetensors model, a dataset folder or a run directory",
             egui::FontId::proportional(24.0),
             egui::Color32::WHITE,
         );
@@ -402,7 +456,8 @@ impl eframe::App for ExplorerApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.drain_events();
         let ctx = ui.ctx().clone();
-        let mut actions: Vec<Action> = self.take_files(&ctx).into_iter().collect();
+        let mut actions = self.training.drain();
+        actions.extend(self.take_files(&ctx));
 
         let bar = model_panel::TopBar {
             model: self.model.as_ref(),
@@ -456,7 +511,10 @@ impl eframe::App for ExplorerApp {
                 self.layout.grid = rect;
                 actions.extend(grid_actions);
             }
+            View::Train => actions.extend(self.training.show(ui)),
         }
+        let (export, mut scene) = self.export_scene();
+        actions.extend(export.show(&ctx, &mut scene));
         Self::paint_drop_hint(&ctx);
 
         for action in actions {

@@ -56,7 +56,7 @@ impl TopBar<'_> {
                 ui.label(format!("loading {spec}\u{2026}"));
             }
             ui.separator();
-            for (v, name) in [(View::Explore, "Explore"), (View::Grid, "Grid")] {
+            for (v, name) in [(View::Explore, "Explore"), (View::Grid, "Grid"), (View::Train, "Train")] {
                 if ui.selectable_label(*view == v, name).clicked() {
                     actions.push(Action::ShowView(v));
                 }

@@ -9,21 +9,52 @@
 //!   [`latent::blend`]: lerp is the weighted mean of the anchor latents,
 //!   slerp rescales that mean back to the sphere (a normalized weighted sum).
 
+use std::sync::Arc;
+
 use eframe::egui;
 use egui::Pos2;
 
-use crate::latent::{self, Mode};
+use crate::latent::{self, Mode, Prior};
 
 /// Distance (canvas units, squared) under which the probe sits on an anchor.
 const ON_ANCHOR_D2: f32 = 1e-6;
 
 /// An anchor point: a seed, and where it sits on the canvas ([0, 1]^2).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Anchor {
     /// The seed of its latent (`latent::from_seed`, sphere prior).
     pub seed: u64,
     /// Position on the canvas, each coordinate in [0, 1].
     pub pos: Pos2,
+    /// An exact latent from a bookmark that no seed gives (e.g. one saved
+    /// by hand or by another tool). It wins over `seed` while its size fits
+    /// the model; editing the seed drops it.
+    pub z: Option<Arc<[f32]>>,
+}
+
+impl Anchor {
+    /// An anchor drawn from `seed`.
+    pub fn seeded(seed: u64, pos: Pos2) -> Anchor {
+        Anchor { seed, pos, z: None }
+    }
+
+    /// Whether its latent is an exact one for a model with latent size `dim`.
+    pub fn exact(&self, dim: usize) -> bool {
+        self.z.as_ref().is_some_and(|z| z.len() == dim)
+    }
+
+    /// Its latent for a model with latent size `dim`.
+    pub fn latent(&self, dim: usize) -> Vec<f32> {
+        match &self.z {
+            Some(z) if z.len() == dim => z.to_vec(),
+            _ => latent::from_seed(self.seed, dim, Prior::Sphere),
+        }
+    }
+
+    /// Its name on the canvas: the seed, or "exact z".
+    pub fn label(&self) -> String {
+        if self.z.is_some() { "exact z".into() } else { format!("seed {}", self.seed) }
+    }
 }
 
 /// What the probe's position means.
@@ -106,10 +137,10 @@ pub fn norm_curve(latents: &[Vec<f32>], per_segment: usize, mode: Mode) -> Vec<[
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::latent::{Prior, from_seed};
+    use crate::latent::from_seed;
 
     fn anchors(points: &[(f32, f32)]) -> Vec<Anchor> {
-        points.iter().enumerate().map(|(i, p)| Anchor { seed: i as u64, pos: Pos2::new(p.0, p.1) }).collect()
+        points.iter().enumerate().map(|(i, p)| Anchor::seeded(i as u64, Pos2::new(p.0, p.1))).collect()
     }
 
     #[test]

@@ -71,12 +71,22 @@ pub fn save(
     provenance: &Provenance,
     tensors: &[(String, Tensor)],
 ) -> Result<(), StoreError> {
+    store::write_atomic(path, &encode(cfg, provenance, tensors, path)?)
+}
+
+/// A model file's bytes; `path` names them in errors. The training panel
+/// hands these to the explorer to sample the live generator.
+pub fn encode(
+    cfg: &ModelConfig,
+    provenance: &Provenance,
+    tensors: &[(String, Tensor)],
+    path: &Path,
+) -> Result<Vec<u8>, StoreError> {
     let content = |reason: String| StoreError::Content { path: path.display().to_string(), reason };
     let mut meta = HashMap::new();
     meta.insert(CONFIG_KEY.to_string(), serde_json::to_string(cfg).map_err(|e| content(e.to_string()))?);
     meta.insert(PROVENANCE_KEY.to_string(), serde_json::to_string(provenance).map_err(|e| content(e.to_string()))?);
-    let bytes = store::encode(tensors, meta, path)?;
-    store::write_atomic(path, &bytes)
+    store::encode(tensors, meta, path)
 }
 
 /// Loads a model file (or a run directory's `model.safetensors`).
@@ -123,7 +133,7 @@ impl Model {
         dropout: Option<&mut rand_chacha::ChaCha8Rng>,
     ) -> candle_core::Result<Vec<f32>> {
         let dim = self.config.z_dim;
-        if dim == 0 || latents.len() % dim != 0 {
+        if dim == 0 || !latents.len().is_multiple_of(dim) {
             candle_core::bail!("latents of length {} are not rows of {dim}", latents.len());
         }
         let device = self.device.clone();

@@ -60,9 +60,10 @@ impl Geom {
         }
     }
 
-    /// Adds `cols` (C*K*K x Hi*Wi, patches of an Ho x Wo conv input grid)
+    /// Adds `cols` (C*K*K x Hi*Wi, the patches a conv over `y` would see)
     /// back into `y` (C x H x W): the adjoint of `im2col`.
-    fn col2im(&self, cols: &[f32], c: usize, h: usize, w: usize, hi: usize, wi: usize, y: &mut [f32]) {
+    fn col2im(&self, cols: &[f32], c: usize, h: usize, w: usize, y: &mut [f32]) {
+        let (hi, wi) = (self.conv_out(h), self.conv_out(w));
         let k = self.k;
         y.fill(0.0);
         for ci in 0..c {
@@ -202,7 +203,7 @@ impl CustomOp2 for ConvT {
             || vec![0f32; okk * hi * wi],
             |cols, (i, out)| {
                 matmul(okk, hi * wi, c, cols, false, w, true, &x[i * c * hi * wi..(i + 1) * c * hi * wi], false);
-                self.g.col2im(cols, o, h, wd, hi, wi, out);
+                self.g.col2im(cols, o, h, wd, out);
             },
         );
         Ok((CpuStorage::F32(y), Shape::from((n, o, h, wd))))

@@ -79,6 +79,11 @@ impl Trainer {
 
     /// Writes the sampling generator (EMA when enabled) as a model file.
     pub fn export_model(&self, path: &Path) -> Result<(), StoreError> {
+        store::write_atomic(path, &self.model_bytes(path)?)
+    }
+
+    /// The sampling generator as model-file bytes; `path` names them in errors.
+    pub fn model_bytes(&self, path: &Path) -> Result<Vec<u8>, StoreError> {
         let provenance = Provenance {
             dataset: self.dataset().name.clone(),
             classes: self.dataset().classes.clone(),
@@ -87,16 +92,21 @@ impl Trainer {
             ganscope_version: env!("CARGO_PKG_VERSION").into(),
             train_config: toml::to_string(self.config()).unwrap_or_default(),
         };
-        model_file::save(path, self.model_config(), &provenance, &self.sampling_tensors())
+        model_file::encode(self.model_config(), &provenance, &self.sampling_tensors(), path)
     }
 
     /// Restores a checkpoint written by [`Self::save_checkpoint`] into this
     /// freshly built trainer (same config and dataset).
     pub fn load_checkpoint(&mut self, dir: &Path) -> Result<(), StoreError> {
-        let path = dir.join(CHECKPOINT_FILE);
+        self.load_checkpoint_file(&dir.join(CHECKPOINT_FILE))
+    }
+
+    /// Restores the checkpoint file at `path` (a run's current checkpoint or
+    /// a copy of it, such as the last healthy one).
+    pub fn load_checkpoint_file(&mut self, path: &Path) -> Result<(), StoreError> {
         let source = path.display().to_string();
         let content = |reason: String| StoreError::Content { path: source.clone(), reason };
-        let bytes = store::read_limited(&path)?;
+        let bytes = store::read_limited(path)?;
         let head = store::header(&bytes, &source)?;
         let mut expected: Vec<(String, Vec<usize>)> = self
             .state_tensors()

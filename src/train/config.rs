@@ -2,7 +2,7 @@
 //! default and a doc comment. `ganscope train --print-config` prints it as
 //! commented TOML; `--config FILE` and `--set key=value` override it.
 
-use documented::DocumentedFields;
+use documented::{DocumentedFields, DocumentedVariants};
 use serde::{Deserialize, Serialize};
 
 use crate::gan::ModelConfig;
@@ -43,6 +43,9 @@ pub struct HealthConfig {
     pub d_loss_floor: f64,
     /// Gradient norm above this in G or D is an explosion.
     pub grad_norm_limit: f64,
+    /// Consecutive steps over `grad_norm_limit` before the alarm: D's norm spikes
+    /// past 100 now and then in healthy BCE runs; an explosion stays there.
+    pub grad_norm_steps: usize,
     /// Standard deviation of D's loss over the window above this is oscillation.
     pub d_loss_std_limit: f64,
     /// Fake-batch diversity below this fraction of the real batch's is mode collapse.
@@ -57,6 +60,7 @@ impl Default for HealthConfig {
             window: 50,
             d_loss_floor: 0.05,
             grad_norm_limit: 100.0,
+            grad_norm_steps: 5,
             d_loss_std_limit: 1.5,
             diversity_floor: 0.15,
             grace_steps: 200,
@@ -168,7 +172,7 @@ impl Default for TrainConfig {
 }
 
 /// Named starting points for the training panel and `--preset`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, DocumentedVariants)]
 pub enum Preset {
     /// Radford et al.'s DCGAN with none of the extra tricks.
     PlainDcgan,
@@ -288,6 +292,13 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// Whether option `key` may change mid-run: everything but the
+    /// architecture and what sizes the run's state (seed, batch, buffers).
+    pub fn steerable(key: &str) -> bool {
+        !key.starts_with("model.")
+            && !["data", "seed", "batch_size", "replay_size", "ema_decay", "d_optimizer", "conditional"].contains(&key)
+    }
+
     /// Parses TOML (a full or partial config) and validates it.
     pub fn from_toml(text: &str) -> Result<Self, String> {
         let cfg: Self = toml::from_str(text).map_err(|e| e.to_string())?;
@@ -320,6 +331,16 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// The doc comment of option `key` (dotted for `model.` and `health.`).
+    pub fn doc(key: &str) -> Option<&'static str> {
+        match key.split_once('.') {
+            Some(("model", k)) => ModelConfig::get_field_docs(k).ok(),
+            Some(("health", k)) => HealthConfig::get_field_docs(k).ok(),
+            Some(_) => None,
+            None => Self::get_field_docs(key).ok(),
+        }
+    }
+
     /// The config as TOML with each option's doc comment above it.
     pub fn to_commented_toml(&self) -> String {
         let table = toml::Table::try_from(self).unwrap_or_default();
@@ -328,18 +349,14 @@ impl TrainConfig {
         for (key, value) in &table {
             match value {
                 toml::Value::Table(sub) => {
-                    let docs: fn(&str) -> Option<&'static str> = match key.as_str() {
-                        "model" => |k| ModelConfig::get_field_docs(k).ok(),
-                        _ => |k| HealthConfig::get_field_docs(k).ok(),
-                    };
-                    sections.push_str(&format!("\n# {}\n[{key}]\n", Self::get_field_docs(key).unwrap_or("")));
+                    sections.push_str(&format!("\n# {}\n[{key}]\n", Self::doc(key).unwrap_or("")));
                     for (k, v) in sub {
-                        sections.push_str(&comment_line(docs(k)));
+                        sections.push_str(&comment_line(Self::doc(&format!("{key}.{k}"))));
                         sections.push_str(&format!("{k} = {v}\n"));
                     }
                 }
                 _ => {
-                    out.push_str(&comment_line(Self::get_field_docs(key).ok()));
+                    out.push_str(&comment_line(Self::doc(key)));
                     out.push_str(&format!("{key} = {value}\n"));
                 }
             }

@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod health;
+pub mod history;
 pub mod labels;
 pub mod losses;
 pub mod optim;

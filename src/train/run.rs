@@ -16,8 +16,26 @@ use super::checkpoint::CHECKPOINT_FILE;
 use super::config::TrainConfig;
 use super::health::AlarmKind;
 use super::trainer::{StepStats, Trainer};
-use crate::data::Dataset;
+use crate::data::{self, Dataset, LoadOptions};
 use crate::export::grid;
+
+/// The copy of the last checkpoint written while no alarm was raised: what
+/// [`Session::roll_back`] returns to.
+pub const HEALTHY_FILE: &str = "healthy.safetensors";
+
+/// Loads `cfg.data` at the model's resolution and channels.
+pub fn load_data(cfg: &TrainConfig) -> Result<Dataset> {
+    let m = &cfg.model;
+    let opts = LoadOptions { resolution: m.resolution, channels: m.channels, background: cfg.background };
+    Ok(data::load(&cfg.data, &opts)?)
+}
+
+/// Reads a run directory's `config.toml`.
+pub fn read_config(dir: &Path) -> Result<TrainConfig> {
+    let path = dir.join("config.toml");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    TrainConfig::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
 
 /// What one call to [`Session::advance`] did.
 pub struct Advance {
@@ -25,6 +43,8 @@ pub struct Advance {
     pub stats: StepStats,
     /// Images per second over the recent steps.
     pub images_per_sec: f64,
+    /// Whether the step was written to metrics.jsonl.
+    pub logged: bool,
     /// The sample grid written this step, if any.
     pub grid: Option<PathBuf>,
     /// Whether a checkpoint was written this step.
@@ -52,8 +72,8 @@ impl Session {
         }
         let trainer = Trainer::new(cfg, data, device).map_err(|e| anyhow::anyhow!("{e}"))?;
         std::fs::create_dir_all(dir.join("samples")).with_context(|| format!("cannot create {}", dir.display()))?;
-        let s = Self::open(trainer, dir)?;
-        s.trainer.save_checkpoint(dir)?;
+        let mut s = Self::open(trainer, dir)?;
+        s.checkpoint()?;
         Ok(s)
     }
 
@@ -93,10 +113,28 @@ impl Session {
         self.record(json!({ "step": step, "event": "set", "key": key, "value": value }))
     }
 
-    /// Writes a checkpoint now.
+    /// Writes a checkpoint now; while no alarm is raised it also becomes
+    /// the healthy one that [`Self::roll_back`] returns to.
     pub fn checkpoint(&mut self) -> Result<()> {
         self.trainer.save_checkpoint(&self.dir)?;
+        if self.trainer.alarms().is_empty() {
+            let bytes = crate::store::read_limited(&self.dir.join(CHECKPOINT_FILE))?;
+            crate::store::write_atomic(&self.dir.join(HEALTHY_FILE), &bytes)?;
+        }
         Ok(())
+    }
+
+    /// Goes back to the last healthy checkpoint, keeping the current
+    /// settings, and records the jump in metrics.jsonl. Returns the step.
+    pub fn roll_back(&mut self) -> Result<u64> {
+        let from = self.trainer.step_count();
+        self.trainer.load_checkpoint_file(&self.dir.join(HEALTHY_FILE))?;
+        self.trainer.reset_health();
+        let step = self.trainer.step_count();
+        self.record(json!({ "step": step, "event": "rollback", "from": from }))?;
+        (self.clock, self.clock_step) = (Instant::now(), step);
+        self.checkpoint()?;
+        Ok(step)
     }
 
     /// Writes the fixed-noise grid for the current step; returns its path.
@@ -125,7 +163,8 @@ impl Session {
             self.clock_step = step;
         }
         let fatal = stats.alarms.iter().any(|a| a.kind == AlarmKind::NonFinite);
-        if step % cfg.log_every == 0 || !stats.alarms.is_empty() {
+        let logged = step.is_multiple_of(cfg.log_every) || !stats.alarms.is_empty();
+        if logged {
             let mut line = serde_json::to_value(&stats)?;
             line["images_per_sec"] = json!(self.rate);
             line["lr_g"] = json!(cfg.lr_g);
@@ -141,11 +180,11 @@ impl Session {
             );
         }
         let finished = step >= cfg.steps;
-        let grid = if step % cfg.sample_every == 0 || finished { Some(self.write_grid()?) } else { None };
-        let checkpointed = step % cfg.checkpoint_every == 0 || finished;
+        let grid = if step.is_multiple_of(cfg.sample_every) || finished { Some(self.write_grid()?) } else { None };
+        let checkpointed = step.is_multiple_of(cfg.checkpoint_every) || finished;
         if checkpointed {
             self.checkpoint()?;
         }
-        Ok(Advance { stats, images_per_sec: self.rate, grid, checkpointed, finished })
+        Ok(Advance { stats, images_per_sec: self.rate, logged, grid, checkpointed, finished })
     }
 }

@@ -227,18 +227,22 @@ impl Trainer {
     /// Changes a steerable option mid-run (labels, noise, replay, D steps,
     /// learning rates, ...); architecture options are refused.
     pub fn set_option(&mut self, key: &str, value: &str) -> std::result::Result<(), String> {
-        if key.starts_with("model.")
-            || ["seed", "batch_size", "replay_size", "ema_decay", "d_optimizer", "conditional"].contains(&key)
-        {
+        if !TrainConfig::steerable(key) {
             return Err(format!("`{key}` cannot change during a run"));
         }
         let mut next = self.cfg.clone();
         next.set(key, value)?;
         self.opt_g.lr = next.lr_g;
         self.opt_d.lr = next.lr_d;
-        self.health = HealthMonitor::new(next.health.clone());
         self.cfg = next;
+        self.reset_health();
         Ok(())
+    }
+
+    /// Clears the health monitor's windows and alarms: after a setting
+    /// changes or the run rolls back, old measurements no longer apply.
+    pub fn reset_health(&mut self) {
+        self.health = HealthMonitor::new(self.cfg.health.clone());
     }
 
     /// Instance-noise std at `step`: linear decay to zero (tip 13).
@@ -294,7 +298,7 @@ impl Trainer {
     pub fn step(&mut self) -> Result<StepStats> {
         let sigma = self.noise_at(self.state.step);
         let mut stats = StepStats { instance_noise: sigma, ..Default::default() };
-        let measure = (self.state.step + 1) % self.cfg.log_every == 0;
+        let measure = (self.state.step + 1).is_multiple_of(self.cfg.log_every);
         for _ in 0..self.cfg.d_steps_per_g {
             self.d_step(sigma, measure, &mut stats)?;
         }
