@@ -156,7 +156,39 @@ fn every_loss_and_architecture_choice_trains_finitely() {
 
 #[test]
 fn resume_is_exact() {
-    let cfg = TrainConfig { steps: 6, checkpoint_every: 3, replay_size: 16, replay_fraction: 0.25, ..tiny() };
+    assert_resume_is_exact(TrainConfig {
+        steps: 6,
+        checkpoint_every: 3,
+        replay_size: 16,
+        replay_fraction: 0.25,
+        ..tiny()
+    });
+}
+
+#[test]
+fn resume_is_exact_with_the_vae_gan_encoder() {
+    assert_resume_is_exact(TrainConfig { steps: 6, checkpoint_every: 3, vae_gan: true, ..tiny() });
+}
+
+#[test]
+fn vae_gan_hybrid_trains_the_encoder_to_reconstruct() {
+    let plain = Trainer::new(tiny(), digits(), &Device::Cpu).unwrap().step().unwrap();
+    assert_eq!((plain.recon_loss, plain.kl), (None, None), "the hybrid is off by default");
+    let cfg = TrainConfig { vae_gan: true, batch_size: 16, kl_weight: 0.01, ..tiny() };
+    let mut t = Trainer::new(cfg, digits(), &Device::Cpu).unwrap();
+    let recon: Vec<f32> = (0..120)
+        .map(|_| {
+            let s = t.step().unwrap();
+            assert!(s.kl.is_some_and(f32::is_finite));
+            s.recon_loss.unwrap()
+        })
+        .collect();
+    let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+    let (first, last) = (mean(&recon[..10]), mean(&recon[110..]));
+    assert!(last < 0.75 * first, "reconstruction error {first} -> {last}");
+}
+
+fn assert_resume_is_exact(cfg: TrainConfig) {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("straight"), dir.path().join("resumed"));
     let mut s = Session::create(cfg.clone(), digits(), &Device::Cpu, &a).unwrap();

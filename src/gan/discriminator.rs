@@ -23,11 +23,55 @@ struct DownBlock {
     norm: Norm,
 }
 
+/// D's convolutional body, shared with the VAE-GAN encoder: halves the
+/// resolution `levels` times down to the base size.
+pub(crate) struct DownStack {
+    blocks: Vec<DownBlock>,
+    slope: f64,
+    /// Channels of the output.
+    pub(crate) channels: usize,
+}
+
+impl DownStack {
+    /// Blocks `down0..` under `s`, from `cin` input channels.
+    pub(crate) fn new(s: &mut Scope, cfg: &ModelConfig, cin: usize, spectral_norm: bool) -> Result<Self> {
+        let mut cin = cin;
+        let mut blocks = Vec::new();
+        for level in 0..cfg.levels() {
+            let cout = cfg.d_width << level;
+            let mut b = s.pp(format!("down{level}"));
+            let conv = match cfg.downsample {
+                Downsample::StridedConv => Conv::new(&mut b, cin, cout, 4, 2, 1, spectral_norm)?,
+                Downsample::AvgPool => Conv::new(&mut b, cin, cout, 3, 1, 1, spectral_norm)?,
+            };
+            // No norm on the first layer (DCGAN), so D sees raw pixel statistics.
+            let kind = if level == 0 { NormKind::None } else { cfg.d_norm };
+            let norm = Norm::new(&mut b.pp("norm"), kind, cout)?;
+            blocks.push(DownBlock { conv, pool: cfg.downsample == Downsample::AvgPool, norm });
+            cin = cout;
+        }
+        Ok(Self { blocks, slope: cfg.d_leaky_slope, channels: cin })
+    }
+
+    /// (N, C, R, R) to (N, channels, base, base).
+    pub(crate) fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut h = x.clone();
+        for b in &self.blocks {
+            h = b.conv.forward(&h, train)?;
+            if b.pool {
+                h = h.avg_pool2d(2)?;
+            }
+            h = leaky_relu(&b.norm.forward(&h, train)?, self.slope)?;
+        }
+        Ok(h)
+    }
+}
+
 /// The discriminator network.
 pub struct Discriminator {
     cfg: ModelConfig,
     embed: Option<Tensor>,
-    blocks: Vec<DownBlock>,
+    body: DownStack,
     head: Linear,
     aux: Option<Linear>,
 }
@@ -44,26 +88,12 @@ impl Discriminator {
         } else {
             None
         };
-        let mut cin = cfg.channels + usize::from(cfg.conditional());
-        let mut blocks = Vec::new();
-        for level in 0..cfg.levels() {
-            let cout = cfg.d_width << level;
-            let mut b = s.pp(format!("down{level}"));
-            let conv = match cfg.downsample {
-                Downsample::StridedConv => Conv::new(&mut b, cin, cout, 4, 2, 1, sn)?,
-                Downsample::AvgPool => Conv::new(&mut b, cin, cout, 3, 1, 1, sn)?,
-            };
-            // No norm on the first layer (DCGAN), so D sees raw pixel statistics.
-            let kind = if level == 0 { NormKind::None } else { cfg.d_norm };
-            let norm = Norm::new(&mut b.pp("norm"), kind, cout)?;
-            blocks.push(DownBlock { conv, pool: cfg.downsample == Downsample::AvgPool, norm });
-            cin = cout;
-        }
-        let features = (cin + usize::from(cfg.minibatch_stddev)) * base * base;
+        let body = DownStack::new(&mut s, cfg, cfg.channels + usize::from(cfg.conditional()), sn)?;
+        let features = (body.channels + usize::from(cfg.minibatch_stddev)) * base * base;
         let head = Linear::new(&mut s.pp("head"), features, 1, sn)?;
         let aux =
             if cfg.conditional() { Some(Linear::new(&mut s.pp("aux"), features, cfg.num_classes, sn)?) } else { None };
-        Ok(Self { cfg: cfg.clone(), embed, blocks, head, aux })
+        Ok(Self { cfg: cfg.clone(), embed, body, head, aux })
     }
 
     /// Judges images `x` (N, C, R, R); `labels` (N, u32) are required for a
@@ -71,7 +101,7 @@ impl Discriminator {
     /// BatchNorm (tip 4): the trainer does.
     pub fn forward(&self, x: &Tensor, labels: Option<&Tensor>, train: bool) -> Result<Verdict> {
         let (n, _, r, _) = x.dims4()?;
-        let mut h = match (&self.embed, labels) {
+        let input = match (&self.embed, labels) {
             (Some(e), Some(l)) => {
                 let base = self.cfg.base_size();
                 let plane = e.index_select(l, 0)?.reshape((n, 1, base, base))?.upsample_nearest2d(r, r)?;
@@ -80,13 +110,7 @@ impl Discriminator {
             (Some(_), None) => candle_core::bail!("this discriminator is conditional: give class labels"),
             (None, _) => x.clone(),
         };
-        for b in &self.blocks {
-            h = b.conv.forward(&h, train)?;
-            if b.pool {
-                h = h.avg_pool2d(2)?;
-            }
-            h = leaky_relu(&b.norm.forward(&h, train)?, self.cfg.d_leaky_slope)?;
-        }
+        let mut h = self.body.forward(&input, train)?;
         if self.cfg.minibatch_stddev {
             h = minibatch_stddev(&h)?;
         }

@@ -1,4 +1,4 @@
-//! Run checkpoints: G, D, EMA, optimizer moments, the replay buffer, the RNG
+//! Run checkpoints: G, D, the VAE-GAN encoder, EMA, optimizer moments, the replay buffer, the RNG
 //! position and the step, in one atomically written safetensors file, so a
 //! resumed run continues exactly where it stopped. Beside it, the run's
 //! `model.safetensors` is the exported generator that the explorer loads.
@@ -10,7 +10,8 @@ use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::trainer::{RunState, Trainer};
+use super::optim::Optimizer;
+use super::trainer::{Net, RunState, Trainer};
 use crate::gan::model_file::{self, Provenance};
 use crate::store::{self, StoreError};
 
@@ -26,17 +27,29 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 impl Trainer {
+    /// Each trained network with its optimizer and the checkpoint prefix of
+    /// the optimizer's moments.
+    fn optimized(&self) -> Vec<(&'static str, &Optimizer, &Net)> {
+        let mut out = vec![("opt_g", &self.opt_g, &self.g_net), ("opt_d", &self.opt_d, &self.d_net)];
+        if let Some(vae) = &self.vae {
+            out.push(("opt_e", &vae.opt, &vae.net));
+        }
+        out
+    }
+
     fn state_tensors(&self) -> candle_core::Result<Vec<(String, Tensor)>> {
         let mut out = Vec::new();
-        for (name, v, _) in self.g_net.vars.iter().chain(&self.d_net.vars) {
-            out.push((name.clone(), v.as_tensor().clone()));
+        for (_, _, net) in self.optimized() {
+            for (name, v, _) in &net.vars {
+                out.push((name.clone(), v.as_tensor().clone()));
+            }
         }
         if let Some(ema) = &self.ema {
             for ((name, _, _), t) in self.g_net.vars.iter().zip(ema) {
                 out.push((format!("ema.{name}"), t.clone()));
             }
         }
-        for (prefix, opt, net) in [("opt_g", &self.opt_g, &self.g_net), ("opt_d", &self.opt_d, &self.d_net)] {
+        for (prefix, opt, net) in self.optimized() {
             let names =
                 net.vars.iter().filter(|(_, _, r)| *r == crate::gan::params::Role::Trainable).map(|(n, _, _)| n);
             let (m, v) = opt.moments();
@@ -69,7 +82,8 @@ impl Trainer {
         };
         let mut meta = HashMap::new();
         meta.insert(STATE_KEY.into(), serde_json::to_string(&state).map_err(|e| content(e.to_string()))?);
-        meta.insert(OPT_KEY.into(), format!("{},{}", self.opt_g.steps(), self.opt_d.steps()));
+        let steps: Vec<String> = self.optimized().iter().map(|(_, opt, _)| opt.steps().to_string()).collect();
+        meta.insert(OPT_KEY.into(), steps.join(","));
         let bytes = store::encode(&tensors, meta, &path)?;
         store::write_atomic(&path, &bytes)?;
         self.export_model(&dir.join(MODEL_FILE))?;
@@ -123,7 +137,12 @@ impl Trainer {
         let mut map = store::decode(&bytes, &source, &expected, &self.device().clone())?;
         let mut take = |name: &str| map.remove(name).ok_or_else(|| content(format!("missing tensor `{name}`")));
         let set = |v: &candle_core::Var, t: Tensor| v.set(&t).map_err(|e| content(e.to_string()));
-        for (name, v, _) in self.g_net.vars.iter().chain(&self.d_net.vars) {
+        let vars: Vec<(String, candle_core::Var)> = self
+            .optimized()
+            .iter()
+            .flat_map(|(_, _, net)| net.vars.iter().map(|(n, v, _)| (n.clone(), v.clone())))
+            .collect();
+        for (name, v) in &vars {
             set(v, take(name)?)?;
         }
         if let Some(ema) = &mut self.ema {
@@ -136,27 +155,26 @@ impl Trainer {
             .get(OPT_KEY)
             .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
             .unwrap_or_default();
-        if opt_steps.len() != 2 {
-            return Err(content("missing optimizer step counts".into()));
-        }
-        for (i, (prefix, net)) in [("opt_g", &self.g_net), ("opt_d", &self.d_net)].into_iter().enumerate() {
-            let names: Vec<String> = net
-                .vars
-                .iter()
-                .filter(|(_, _, r)| *r == crate::gan::params::Role::Trainable)
-                .map(|(n, _, _)| n.clone())
-                .collect();
-            let has_moments =
-                if i == 0 { !self.opt_g.moments().0.is_empty() } else { !self.opt_d.moments().0.is_empty() };
+        let mut restored = Vec::new();
+        for (prefix, opt, net) in self.optimized() {
             let (mut m, mut v) = (Vec::new(), Vec::new());
-            if has_moments {
-                for n in &names {
+            if !opt.moments().0.is_empty() {
+                for (n, _, _) in net.vars.iter().filter(|(_, _, r)| *r == crate::gan::params::Role::Trainable) {
                     m.push(take(&format!("{prefix}.m.{n}"))?);
                     v.push(take(&format!("{prefix}.v.{n}"))?);
                 }
             }
-            let opt = if i == 0 { &mut self.opt_g } else { &mut self.opt_d };
-            opt.restore(opt_steps[i], m, v).map_err(|e| content(e.to_string()))?;
+            restored.push((m, v));
+        }
+        if opt_steps.len() != restored.len() {
+            return Err(content(format!("{} optimizer step counts, expected {}", opt_steps.len(), restored.len())));
+        }
+        let mut opts = vec![&mut self.opt_g, &mut self.opt_d];
+        if let Some(vae) = &mut self.vae {
+            opts.push(&mut vae.opt);
+        }
+        for ((opt, (m, v)), t) in opts.into_iter().zip(restored).zip(opt_steps) {
+            opt.restore(t, m, v).map_err(|e| content(e.to_string()))?;
         }
         if let (Some(images), Some(labels)) = (map.remove("replay.images"), map.remove("replay.labels")) {
             let images: Vec<f32> =

@@ -118,6 +118,13 @@ pub struct TrainConfig {
     pub aux_weight: f64,
     /// Train a class-conditional model (AC-GAN) when the dataset has labels (tip 12).
     pub conditional: bool,
+    /// Tip 7: the VAE-GAN hybrid: an encoder maps real images to z, and G is
+    /// also trained to reconstruct them (plus a KL term toward N(0, I)).
+    pub vae_gan: bool,
+    /// Tip 7: weight of the VAE-GAN reconstruction loss (mean squared pixel error).
+    pub recon_weight: f64,
+    /// Tip 7: weight of the VAE-GAN KL term (mean over latent dimensions).
+    pub kl_weight: f64,
     /// Steps between metrics lines in metrics.jsonl.
     pub log_every: u64,
     /// Steps between sample grids of the fixed evaluation noise.
@@ -160,6 +167,9 @@ impl Default for TrainConfig {
             ema_decay: 0.999,
             aux_weight: 1.0,
             conditional: false,
+            vae_gan: false,
+            recon_weight: 1.0,
+            kl_weight: 0.05,
             log_every: 10,
             sample_every: 250,
             checkpoint_every: 500,
@@ -286,6 +296,9 @@ impl TrainConfig {
         if !(0.0..=1000.0).contains(&self.gp_weight) || !(0.0..=100.0).contains(&self.aux_weight) {
             return Err("gp_weight must be in [0, 1000] and aux_weight in [0, 100]".into());
         }
+        if !(0.0..=100.0).contains(&self.recon_weight) || !(0.0..=100.0).contains(&self.kl_weight) {
+            return Err("recon_weight and kl_weight must be in [0, 100]".into());
+        }
         if self.health.window < 2 {
             return Err("health.window must be at least 2".into());
         }
@@ -296,7 +309,8 @@ impl TrainConfig {
     /// architecture and what sizes the run's state (seed, batch, buffers).
     pub fn steerable(key: &str) -> bool {
         !key.starts_with("model.")
-            && !["data", "seed", "batch_size", "replay_size", "ema_decay", "d_optimizer", "conditional"].contains(&key)
+            && !["data", "seed", "batch_size", "replay_size", "ema_decay", "d_optimizer", "conditional", "vae_gan"]
+                .contains(&key)
     }
 
     /// Parses TOML (a full or partial config) and validates it.

@@ -21,7 +21,7 @@ use super::replay::ReplayBuffer;
 use crate::data::Dataset;
 use crate::gan::discriminator::Verdict;
 use crate::gan::params::{FreshParams, LoadedParams, Role, randn, uniform};
-use crate::gan::{Discriminator, Generator, ModelConfig, Pass};
+use crate::gan::{Discriminator, Encoder, Generator, ModelConfig, Pass};
 use crate::latent;
 
 /// Images compared by the diversity measure (pairwise, so kept small).
@@ -54,6 +54,12 @@ pub struct StepStats {
     pub flips: usize,
     /// Replayed fakes in D's fake batch this step.
     pub replayed: usize,
+    /// VAE-GAN reconstruction loss (tip 7), when the hybrid is on.
+    #[serde(default)]
+    pub recon_loss: Option<f32>,
+    /// VAE-GAN KL term (tip 7), when the hybrid is on.
+    #[serde(default)]
+    pub kl: Option<f32>,
     /// Alarms newly raised this step.
     pub alarms: Vec<Alarm>,
 }
@@ -90,6 +96,13 @@ impl Net {
     }
 }
 
+/// Tip 7's hybrid: the encoder, its variables and its optimizer.
+pub(crate) struct Vae {
+    enc: Encoder,
+    pub(crate) net: Net,
+    pub(crate) opt: Optimizer,
+}
+
 /// A GAN in training.
 pub struct Trainer {
     cfg: TrainConfig,
@@ -105,6 +118,7 @@ pub struct Trainer {
     pub(crate) ema: Option<Vec<Tensor>>,
     pub(crate) opt_g: Optimizer,
     pub(crate) opt_d: Optimizer,
+    pub(crate) vae: Option<Vae>,
     pub(crate) rng: ChaCha8Rng,
     pub(crate) state: RunState,
     pub(crate) replay: ReplayBuffer,
@@ -162,6 +176,15 @@ impl Trainer {
         let d_frozen = Discriminator::new(&model, &mut LoadedParams::new(d_net.detached(), device))?;
         let opt_g = Optimizer::new(OptimizerKind::Adam, g_net.trainable(), cfg.lr_g, cfg.beta1, cfg.beta2)?;
         let opt_d = Optimizer::new(cfg.d_optimizer, d_net.trainable(), cfg.lr_d, cfg.beta1, cfg.beta2)?;
+        let vae = if cfg.vae_gan {
+            let mut p = FreshParams::new(&mut rng, device);
+            let enc = Encoder::new(&model, &mut p)?;
+            let net = Net { vars: p.vars };
+            let opt = Optimizer::new(OptimizerKind::Adam, net.trainable(), cfg.lr_g, cfg.beta1, cfg.beta2)?;
+            Some(Vae { enc, net, opt })
+        } else {
+            None
+        };
         let ema = if cfg.ema_decay > 0.0 {
             Some(g_net.vars.iter().map(|(_, v, _)| v.as_tensor().detach().copy()).collect::<Result<Vec<_>>>()?)
         } else {
@@ -186,6 +209,7 @@ impl Trainer {
             ema,
             opt_g,
             opt_d,
+            vae,
             rng,
             state,
             perm: (u64::MAX, Vec::new()),
@@ -234,6 +258,9 @@ impl Trainer {
         next.set(key, value)?;
         self.opt_g.lr = next.lr_g;
         self.opt_d.lr = next.lr_d;
+        if let Some(vae) = &mut self.vae {
+            vae.opt.lr = next.lr_g;
+        }
         self.cfg = next;
         self.reset_health();
         Ok(())
@@ -427,12 +454,42 @@ impl Trainer {
         if let (Some(c), Some(l)) = (&v.class_logits, &labels) {
             loss = (loss + (losses::cross_entropy(c, l)? * self.cfg.aux_weight)?)?;
         }
+        let vae_terms = self.vae_terms()?;
+        if let Some((rec, kl)) = &vae_terms {
+            loss = ((loss + (rec * self.cfg.recon_weight)?)? + (kl * self.cfg.kl_weight)?)?;
+        }
         let grads = loss.backward()?;
         stats.g_grad_norm = grad_norm(&grads, &self.g_net.trainable())?;
         self.opt_g.step(&grads)?;
+        if let Some(vae) = &mut self.vae {
+            vae.opt.step(&grads)?;
+        }
+        if let Some((rec, kl)) = vae_terms {
+            stats.recon_loss = Some(rec.to_scalar::<f32>()?);
+            stats.kl = Some(kl.to_scalar::<f32>()?);
+        }
         stats.g_loss = loss.to_scalar::<f32>()?;
         self.update_ema()?;
         Ok(())
+    }
+
+    /// Tip 7's VAE-GAN terms on the last real batch D saw: G's
+    /// reconstruction error through the encoder's sampled z, and the KL
+    /// divergence of q(z | x) from N(0, I). None when the hybrid is off.
+    fn vae_terms(&mut self) -> Result<Option<(Tensor, Tensor)>> {
+        let Some(vae) = &self.vae else { return Ok(None) };
+        let (b, c, r) = (self.cfg.batch_size, self.model.channels, self.model.resolution);
+        let real = Tensor::from_slice(&self.real_buf, (b, c, r, r), &self.device)?;
+        let labels =
+            if self.model.conditional() { Some(Tensor::from_slice(&self.label_buf, b, &self.device)?) } else { None };
+        let (mu, logvar) = vae.enc.forward(&real, true)?;
+        let eps = randn(&mut self.rng, mu.dims(), 1.0, &self.device)?;
+        let z = (&mu + ((&logvar * 0.5)?.exp()? * eps)?)?;
+        let mut pass = Pass { train: true, dropout: true, rng: Some(&mut self.rng) };
+        let recon = self.g.forward(&z, labels.as_ref(), &mut pass)?;
+        let rec = (recon - &real)?.sqr()?.mean_all()?;
+        let kl = (((mu.sqr()? + logvar.exp()?)? - &logvar)? - 1.0)?.mean_all()?.affine(0.5, 0.0)?;
+        Ok(Some((rec, kl)))
     }
 
     /// EMA of G's weights; buffers (running statistics) are copied. Every

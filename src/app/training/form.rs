@@ -56,6 +56,9 @@ pub const GROUPS: &[Group] = &[
             "model.g_leaky_slope",
             "model.minibatch_stddev",
             "model.class_embed_dim",
+            "vae_gan",
+            "recon_weight",
+            "kl_weight",
         ],
     ),
     (
