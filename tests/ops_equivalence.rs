@@ -2,11 +2,24 @@
 //! on random shapes including odd sizes. Tolerance: 1e-4 relative to the
 //! largest magnitude (f32 sums of up to a few thousand terms, in a different
 //! order).
+//!
+//! The fast convolutions batch images into groups of up to 512 GEMM columns,
+//! capped at an even share per rayon thread; small spatial sizes with odd
+//! batches (5, 7) give groups of several images and a short last group. Each
+//! case runs in the default pool and in a one-thread pool, where the groups
+//! are largest.
+//!
+//! The fused BatchNorm is checked against the candle-op formulation it
+//! replaces in `Norm::forward`, and its second-order gradient (the WGAN
+//! gradient penalty differentiates through D) against central differences
+//! in f64: candle's own double backprop through that formulation disagrees
+//! with finite differences, so it cannot serve as the reference there.
 
-use candle_core::{Device, Result, Tensor, Var};
-use ganscope::ops::conv;
+use candle_core::{DType, Device, Result, Tensor, Var};
+use ganscope::ops::{batch_norm, conv};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::ThreadPoolBuilder;
 
 fn rand_tensor(rng: &mut ChaCha8Rng, shape: &[usize]) -> Result<Tensor> {
     let n = shape.iter().product();
@@ -48,53 +61,177 @@ fn check(
     Ok(())
 }
 
+/// (n, c, h, w, o, k, stride, pad) of one convolution case.
+type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
+
+/// Runs `body` in rayon's default pool and again in a one-thread pool, where
+/// each thread's share of the batch, and so the largest group, is biggest.
+fn in_both_pools(body: impl Fn() -> Result<()> + Send + Sync) -> Result<()> {
+    body()?;
+    let one = ThreadPoolBuilder::new().num_threads(1).build().map_err(candle_core::Error::wrap)?;
+    one.install(body)
+}
+
 #[test]
 fn conv2d_matches_candle() -> Result<()> {
-    let mut rng = ChaCha8Rng::seed_from_u64(11);
-    // (n, c, h, w, o, k, stride, pad): DCGAN's shapes plus odd ones.
-    let cases = [
+    // DCGAN's shapes, odd ones, then grouped ones: outputs of 2x2, 3x3, 1x1
+    // and 5x4 with batches of 5 and 7 that do not divide into the groups.
+    let cases: [Case; 9] = [
         (2, 3, 8, 8, 4, 4, 2, 1),
         (3, 5, 7, 9, 2, 3, 1, 1),
         (1, 1, 5, 5, 3, 3, 2, 0),
         (4, 6, 13, 11, 5, 4, 2, 1),
         (2, 2, 6, 6, 3, 1, 1, 0),
+        (5, 3, 4, 4, 6, 4, 2, 1),
+        (7, 4, 3, 3, 5, 3, 1, 1),
+        (5, 6, 4, 4, 1, 4, 1, 0),
+        (5, 2, 9, 7, 3, 3, 2, 1),
     ];
-    for (n, c, h, w, o, k, s, p) in cases {
-        let x = rand_tensor(&mut rng, &[n, c, h, w])?;
-        let wt = rand_tensor(&mut rng, &[o, c, k, k])?;
-        check(
-            &format!("conv2d {n}x{c}x{h}x{w} k{k} s{s} p{p}"),
-            &x,
-            &wt,
-            &mut rng,
-            |x, w| conv::conv2d(x, w, s, p),
-            |x, w| x.conv2d(w, p, s, 1, 1),
-        )?;
-    }
-    Ok(())
+    in_both_pools(|| {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        for (n, c, h, w, o, k, s, p) in cases {
+            let x = rand_tensor(&mut rng, &[n, c, h, w])?;
+            let wt = rand_tensor(&mut rng, &[o, c, k, k])?;
+            check(
+                &format!("conv2d {n}x{c}x{h}x{w} k{k} s{s} p{p}"),
+                &x,
+                &wt,
+                &mut rng,
+                |x, w| conv::conv2d(x, w, s, p),
+                |x, w| x.conv2d(w, p, s, 1, 1),
+            )?;
+        }
+        Ok(())
+    })
 }
 
 #[test]
 fn conv_transpose2d_matches_candle() -> Result<()> {
-    let mut rng = ChaCha8Rng::seed_from_u64(12);
-    let cases = [
+    // As above; the grouped cases read 1x1 to 3x3 inputs.
+    let cases: [Case; 9] = [
         (2, 4, 4, 4, 3, 4, 2, 1),
         (3, 3, 5, 7, 2, 4, 2, 1),
         (1, 2, 7, 7, 1, 3, 1, 1),
         (2, 5, 3, 3, 4, 3, 2, 0),
         (2, 3, 6, 5, 2, 1, 1, 0),
+        (5, 4, 2, 2, 3, 4, 2, 1),
+        (7, 3, 3, 3, 2, 3, 1, 1),
+        (5, 6, 1, 1, 4, 4, 1, 0),
+        (5, 2, 3, 2, 3, 3, 2, 1),
     ];
-    for (n, c, h, w, o, k, s, p) in cases {
-        let x = rand_tensor(&mut rng, &[n, c, h, w])?;
-        let wt = rand_tensor(&mut rng, &[c, o, k, k])?;
-        check(
-            &format!("conv_transpose2d {n}x{c}x{h}x{w} k{k} s{s} p{p}"),
-            &x,
-            &wt,
-            &mut rng,
-            |x, w| conv::conv_transpose2d(x, w, s, p),
-            |x, w| x.conv_transpose2d(w, p, 0, s, 1),
-        )?;
+    in_both_pools(|| {
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        for (n, c, h, w, o, k, s, p) in cases {
+            let x = rand_tensor(&mut rng, &[n, c, h, w])?;
+            let wt = rand_tensor(&mut rng, &[c, o, k, k])?;
+            check(
+                &format!("conv_transpose2d {n}x{c}x{h}x{w} k{k} s{s} p{p}"),
+                &x,
+                &wt,
+                &mut rng,
+                |x, w| conv::conv_transpose2d(x, w, s, p),
+                |x, w| x.conv_transpose2d(w, p, 0, s, 1),
+            )?;
+        }
+        Ok(())
+    })
+}
+
+/// Training-mode BatchNorm written with candle ops, as `Norm::forward` does
+/// off the fast path: output, batch mean and biased batch variance.
+fn batch_norm_reference(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+    let (n, c, h, w) = x.dims4()?;
+    let flat = x.transpose(0, 1)?.reshape((c, n * h * w))?;
+    let m = flat.mean(1)?;
+    let v = flat.broadcast_sub(&m.unsqueeze(1)?)?.sqr()?.mean(1)?;
+    let scale = (gamma / (&v + 1e-5)?.sqrt()?)?;
+    let shift = (beta - (&m * &scale)?)?;
+    let y = x.broadcast_mul(&scale.reshape((1, (), 1, 1))?)?.broadcast_add(&shift.reshape((1, (), 1, 1))?)?;
+    Ok((y, m, v))
+}
+
+#[test]
+fn batch_norm_matches_candle() -> Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    // (n, c, h, w, offset): odd shapes, 1x1 planes, and a large mean to
+    // catch cancellation in the one-pass variance.
+    let cases = [(5, 3, 4, 4, 0.0), (2, 7, 3, 5, 0.0), (3, 2, 1, 1, 0.0), (16, 8, 8, 8, 20.0), (4, 5, 7, 9, -3.0)];
+    for (n, c, h, w, offset) in cases {
+        let what = format!("batch_norm {n}x{c}x{h}x{w}");
+        let x = Var::from_tensor(&(rand_tensor(&mut rng, &[n, c, h, w])? + offset)?)?;
+        let gamma = Var::from_tensor(&(rand_tensor(&mut rng, &[c])? + 1.0)?)?;
+        let beta = Var::from_tensor(&rand_tensor(&mut rng, &[c])?)?;
+        let (xt, gt, bt) = (x.as_tensor(), gamma.as_tensor(), beta.as_tensor());
+        let fused = batch_norm::train(xt, gt, bt, 1e-5)?.expect("fast path on the CPU");
+        let (y, m, v) = batch_norm_reference(xt, gt, bt)?;
+        assert_close(&format!("{what} y"), &fused.y, &y)?;
+        assert_close(&format!("{what} mean"), &fused.mean, &m)?;
+        assert_close(&format!("{what} var"), &fused.var, &v)?;
+
+        let up = rand_tensor(&mut rng, &[n, c, h, w])?;
+        let gf = (&fused.y * &up)?.sum_all()?.backward()?;
+        let gr = (&y * &up)?.sum_all()?.backward()?;
+        for (name, t) in [("dx", xt), ("dgamma", gt), ("dbeta", bt)] {
+            let (a, b) = (gf.get(t).expect("fast grad"), gr.get(t).expect("reference grad"));
+            assert_close(&format!("{what} {name}"), a, b)?;
+        }
+    }
+    Ok(())
+}
+
+/// The penalty `|d(sum(y * up))/dx|^2` of a BatchNorm, in f64 through the
+/// candle-op formulation, and its gradient in `x` and `gamma` by central
+/// differences.
+fn penalty_grad_fd(x: &Tensor, gamma: &Tensor, beta: &Tensor, up: &Tensor) -> Result<(Tensor, Tensor)> {
+    let f64s = |t: &Tensor| -> Result<Vec<f64>> { t.to_dtype(DType::F64)?.flatten_all()?.to_vec1() };
+    let (beta, up) = (beta.to_dtype(DType::F64)?, up.to_dtype(DType::F64)?);
+    let penalty = |x: &[f64], gamma: &[f64]| -> Result<f64> {
+        let xv = Var::from_vec(x.to_vec(), up.dims(), &Device::Cpu)?;
+        let gv = Tensor::from_slice(gamma, gamma.len(), &Device::Cpu)?;
+        let (y, _, _) = batch_norm_reference(xv.as_tensor(), &gv, &beta)?;
+        let g = (y * &up)?.sum_all()?.backward()?;
+        g.get(xv.as_tensor()).expect("dx").sqr()?.sum_all()?.to_scalar::<f64>()
+    };
+    let (mut xs, mut gs) = (f64s(x)?, f64s(gamma)?);
+    let h = 1e-5;
+    let mut central = |which: bool, i: usize| -> Result<f64> {
+        let mut at = |d: f64| -> Result<f64> {
+            if which {
+                xs[i] += d
+            } else {
+                gs[i] += d
+            }
+            let p = penalty(&xs, &gs);
+            if which {
+                xs[i] -= d
+            } else {
+                gs[i] -= d
+            }
+            p
+        };
+        Ok((at(h)? - at(-h)?) / (2.0 * h))
+    };
+    let dx: Vec<f64> = (0..x.elem_count()).map(|i| central(true, i)).collect::<Result<_>>()?;
+    let dg: Vec<f64> = (0..gamma.elem_count()).map(|i| central(false, i)).collect::<Result<_>>()?;
+    let dx = Tensor::from_vec(dx, x.dims(), &Device::Cpu)?.to_dtype(DType::F32)?;
+    Ok((dx, Tensor::from_vec(dg, gamma.dims(), &Device::Cpu)?.to_dtype(DType::F32)?))
+}
+
+#[test]
+fn batch_norm_second_order_matches_finite_differences() -> Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(14);
+    for (n, c, h, w) in [(5, 3, 4, 4), (3, 2, 3, 1)] {
+        let what = format!("batch_norm {n}x{c}x{h}x{w}");
+        let x = Var::from_tensor(&rand_tensor(&mut rng, &[n, c, h, w])?)?;
+        let gamma = Var::from_tensor(&(rand_tensor(&mut rng, &[c])? + 1.0)?)?;
+        let beta = rand_tensor(&mut rng, &[c])?;
+        let up = rand_tensor(&mut rng, &[n, c, h, w])?;
+        let fused = batch_norm::train(x.as_tensor(), gamma.as_tensor(), &beta, 1e-5)?.expect("fast path on the CPU");
+        let g = (&fused.y * &up)?.sum_all()?.backward()?;
+        let second = g.get(x.as_tensor()).expect("dx").sqr()?.sum_all()?.backward()?;
+        let (want_x, want_gamma) = penalty_grad_fd(x.as_tensor(), gamma.as_tensor(), &beta, &up)?;
+        assert_close(&format!("{what} d2x"), second.get(x.as_tensor()).expect("d2x"), &want_x)?;
+        assert_close(&format!("{what} d2gamma"), second.get(gamma.as_tensor()).expect("d2gamma"), &want_gamma)?;
     }
     Ok(())
 }

@@ -181,15 +181,25 @@ impl Norm {
         let per_channel = |t: &Tensor| t.reshape((1, (), 1, 1));
         match self {
             Norm::Batch { gamma, beta, mean, var } => {
+                // Batch mean and biased variance in, running averages updated
+                // (with the unbiased variance, as PyTorch does).
+                let update_running = |m: &Tensor, v: &Tensor| -> Result<()> {
+                    let (n, _, h, w) = x.dims4()?;
+                    let count = (n * h * w) as f64;
+                    let unbiased = v.affine(count / (count - 1.0).max(1.0), 0.0)?;
+                    update_buffer(mean, &(mean.affine(1.0 - BN_MOMENTUM, 0.0)? + m.affine(BN_MOMENTUM, 0.0)?)?)?;
+                    update_buffer(var, &(var.affine(1.0 - BN_MOMENTUM, 0.0)? + unbiased.affine(BN_MOMENTUM, 0.0)?)?)
+                };
+                if train && let Some(fused) = ops::batch_norm::train(x, gamma, beta, EPS)? {
+                    update_running(&fused.mean, &fused.var)?;
+                    return Ok(fused.y);
+                }
                 let (m, v) = if train {
                     let (n, c, h, w) = x.dims4()?;
                     let flat = x.transpose(0, 1)?.reshape((c, n * h * w))?;
                     let m = flat.mean(1)?;
                     let v = flat.broadcast_sub(&m.unsqueeze(1)?)?.sqr()?.mean(1)?;
-                    let count = (n * h * w) as f64;
-                    let unbiased = v.affine(count / (count - 1.0).max(1.0), 0.0)?;
-                    update_buffer(mean, &(mean.affine(1.0 - BN_MOMENTUM, 0.0)? + m.affine(BN_MOMENTUM, 0.0)?)?)?;
-                    update_buffer(var, &(var.affine(1.0 - BN_MOMENTUM, 0.0)? + unbiased.affine(BN_MOMENTUM, 0.0)?)?)?;
+                    update_running(&m, &v)?;
                     (m, v)
                 } else {
                     (mean.clone(), var.clone())

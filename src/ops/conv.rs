@@ -1,5 +1,6 @@
 //! Convolution and transposed convolution on the CPU as im2col/col2im plus
-//! one GEMM per image, written as candle custom ops with their backward.
+//! one GEMM per group of images, written as candle custom ops with their
+//! backward.
 //!
 //! Why not candle's own: on the CPU, candle's `conv_transpose2d` is a direct
 //! loop (6-16 GFLOP/s here) and conv2d's input gradient goes through it, so
@@ -12,12 +13,50 @@
 //!
 //! conv's input gradient is a transposed convolution and vice versa; both
 //! weight gradients are `weight_grad` with the roles of the tensors swapped.
-//! Images of a batch run in parallel on rayon, each with its own scratch.
+//!
+//! The deep layers of a DCGAN are 4x4 or 8x8 pixels, so one image gives a
+//! GEMM of 16 or 64 columns, which the gemm crate runs in its slow edge
+//! kernels. Images therefore go in groups (see [`group_size`]) whose
+//! matrices sit side by side: each primitive runs one GEMM per group, with
+//! at least ~512 columns (or inner dimension, for `weight_grad`). Groups of a
+//! batch run in parallel on rayon, each with its own scratch.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+/// The fewest GEMM columns per group worth aiming for: below this the gemm
+/// crate's edge microkernels and per-call overhead dominate.
+const MIN_GEMM_COLS: usize = 512;
+
+/// Images per group when one image gives `cols` GEMM columns: enough for
+/// [`MIN_GEMM_COLS`], but no more than an even share of the `n` images per
+/// rayon thread, so that every thread still gets a group.
+fn group_size(n: usize, cols: usize) -> usize {
+    let share = n.div_ceil(rayon::current_num_threads().max(1));
+    MIN_GEMM_COLS.div_ceil(cols.max(1)).min(share).max(1)
+}
+
+/// Copies `src` (`imgs` x `rows` x `len`, image-major) into `dst` (`rows` x
+/// `imgs * len`): the group's images side by side as one GEMM operand.
+fn gather(src: &[f32], imgs: usize, rows: usize, len: usize, dst: &mut [f32]) {
+    for (t, img) in src.chunks_exact(rows * len).take(imgs).enumerate() {
+        for (r, part) in img.chunks_exact(len).enumerate() {
+            dst[r * imgs * len + t * len..][..len].copy_from_slice(part);
+        }
+    }
+}
+
+/// The inverse of [`gather`]: `src` (`rows` x `imgs * len`) back into `dst`
+/// (`imgs` x `rows` x `len`).
+fn scatter(src: &[f32], imgs: usize, rows: usize, len: usize, dst: &mut [f32]) {
+    for (t, img) in dst.chunks_exact_mut(rows * len).take(imgs).enumerate() {
+        for (r, part) in img.chunks_exact_mut(len).enumerate() {
+            part.copy_from_slice(&src[r * imgs * len + t * len..][..len]);
+        }
+    }
+}
 
 /// Geometry of one convolution (square kernel, equal stride/padding on both axes).
 #[derive(Debug, Clone, Copy)]
@@ -33,26 +72,46 @@ impl Geom {
         (size + 2 * self.pad - self.k) / self.stride + 1
     }
 
-    /// Copies the patches of `x` (C x H x W) into `cols` (C*K*K x Ho*Wo).
-    fn im2col(&self, x: &[f32], c: usize, h: usize, w: usize, cols: &mut [f32]) {
+    /// The outputs `lo..hi` (of `0..outs`) whose kernel tap `kk` lands
+    /// inside `0..size`, i.e. `0 <= o * stride + kk - pad < size`. Computed
+    /// once per tap so the copy loops need no per-pixel bounds tests.
+    fn inside(&self, outs: usize, kk: usize, size: usize) -> (usize, usize) {
+        let lo = self.pad.saturating_sub(kk).div_ceil(self.stride);
+        let hi = if size + self.pad > kk { ((size - 1 + self.pad - kk) / self.stride + 1).min(outs) } else { 0 };
+        (lo.min(hi), hi)
+    }
+
+    /// Copies the patches of `x` (C x H x W) into columns `col0..col0 +
+    /// Ho*Wo` of `cols` (C*K*K rows, `ld` apart), so that a group of images
+    /// can sit side by side in one GEMM operand.
+    fn im2col(&self, x: &[f32], (c, h, w): (usize, usize, usize), cols: &mut [f32], ld: usize, col0: usize) {
         let (ho, wo) = (self.conv_out(h), self.conv_out(w));
-        let k = self.k;
+        let (k, s) = (self.k, self.stride);
         for ci in 0..c {
             let plane = &x[ci * h * w..(ci + 1) * h * w];
             for kh in 0..k {
+                let (oh0, oh1) = self.inside(ho, kh, h);
                 for kw in 0..k {
-                    let row = &mut cols[((ci * k + kh) * k + kw) * ho * wo..][..ho * wo];
-                    for oh in 0..ho {
-                        let ih = (oh * self.stride + kh) as isize - self.pad as isize;
+                    let (ow0, ow1) = self.inside(wo, kw, w);
+                    let row = &mut cols[((ci * k + kh) * k + kw) * ld + col0..][..ho * wo];
+                    if ow0 == ow1 {
+                        row.fill(0.0);
+                        continue;
+                    }
+                    row[..oh0 * wo].fill(0.0);
+                    row[oh1 * wo..].fill(0.0);
+                    // Both subtractions stay >= 0 on the `inside` ranges.
+                    let iw0 = ow0 * s + kw - self.pad;
+                    for oh in oh0..oh1 {
                         let out = &mut row[oh * wo..(oh + 1) * wo];
-                        if ih < 0 || ih >= h as isize {
-                            out.fill(0.0);
-                            continue;
-                        }
-                        let src = &plane[ih as usize * w..(ih as usize + 1) * w];
-                        for (ow, o) in out.iter_mut().enumerate() {
-                            let iw = (ow * self.stride + kw) as isize - self.pad as isize;
-                            *o = if iw >= 0 && iw < w as isize { src[iw as usize] } else { 0.0 };
+                        out[..ow0].fill(0.0);
+                        out[ow1..].fill(0.0);
+                        let src = &plane[(oh * s + kh - self.pad) * w + iw0..];
+                        let out = &mut out[ow0..ow1];
+                        if s == 1 {
+                            out.copy_from_slice(&src[..out.len()]);
+                        } else {
+                            out.iter_mut().zip(src.iter().step_by(s)).for_each(|(o, v)| *o = *v);
                         }
                     }
                 }
@@ -60,29 +119,31 @@ impl Geom {
         }
     }
 
-    /// Adds `cols` (C*K*K x Hi*Wi, the patches a conv over `y` would see)
-    /// back into `y` (C x H x W): the adjoint of `im2col`.
-    fn col2im(&self, cols: &[f32], c: usize, h: usize, w: usize, y: &mut [f32]) {
+    /// Adds columns `col0..col0 + Hi*Wi` of `cols` (C*K*K rows, `ld` apart:
+    /// the patches a conv over `y` would see) into `y` (C x H x W): the
+    /// adjoint of `im2col`. `y` is not cleared first, so the caller hands
+    /// in zeros (a fresh output buffer already is).
+    fn col2im(&self, cols: &[f32], ld: usize, col0: usize, (c, h, w): (usize, usize, usize), y: &mut [f32]) {
         let (hi, wi) = (self.conv_out(h), self.conv_out(w));
-        let k = self.k;
-        y.fill(0.0);
+        let (k, s) = (self.k, self.stride);
         for ci in 0..c {
             let plane = &mut y[ci * h * w..(ci + 1) * h * w];
             for kh in 0..k {
+                let (ih0, ih1) = self.inside(hi, kh, h);
                 for kw in 0..k {
-                    let row = &cols[((ci * k + kh) * k + kw) * hi * wi..][..hi * wi];
-                    for ih in 0..hi {
-                        let oh = (ih * self.stride + kh) as isize - self.pad as isize;
-                        if oh < 0 || oh >= h as isize {
-                            continue;
-                        }
-                        let dst = &mut plane[oh as usize * w..(oh as usize + 1) * w];
-                        let src = &row[ih * wi..(ih + 1) * wi];
-                        for (iw, v) in src.iter().enumerate() {
-                            let ow = (iw * self.stride + kw) as isize - self.pad as isize;
-                            if ow >= 0 && ow < w as isize {
-                                dst[ow as usize] += v;
-                            }
+                    let (iw0, iw1) = self.inside(wi, kw, w);
+                    if iw0 == iw1 {
+                        continue;
+                    }
+                    let row = &cols[((ci * k + kh) * k + kw) * ld + col0..][..hi * wi];
+                    let ow0 = iw0 * s + kw - self.pad;
+                    for ih in ih0..ih1 {
+                        let src = &row[ih * wi + iw0..ih * wi + iw1];
+                        let dst = &mut plane[(ih * s + kh - self.pad) * w + ow0..];
+                        if s == 1 {
+                            dst.iter_mut().zip(src).for_each(|(d, v)| *d += v);
+                        } else {
+                            dst.iter_mut().step_by(s).zip(src).for_each(|(d, v)| *d += v);
                         }
                     }
                 }
@@ -154,13 +215,25 @@ impl CustomOp2 for Conv {
             candle_core::bail!("conv2d: input has {c} channels, kernel {c2}x{k}x{k}");
         }
         let (ho, wo) = (self.0.conv_out(h), self.0.conv_out(wd));
-        let ckk = c * k * k;
-        let mut y = vec![0f32; n * o * ho * wo];
-        y.par_chunks_mut(o * ho * wo).enumerate().for_each_init(
-            || vec![0f32; ckk * ho * wo],
-            |cols, (i, out)| {
-                self.0.im2col(&x[i * c * h * wd..(i + 1) * c * h * wd], c, h, wd, cols);
-                matmul(o, ho * wo, ckk, out, false, w, false, cols, false);
+        let (ckk, hw) = (c * k * k, ho * wo);
+        let g = group_size(n, hw);
+        let mut y = vec![0f32; n * o * hw];
+        y.par_chunks_mut(g * o * hw).enumerate().for_each_init(
+            // A group of one multiplies straight into the output.
+            || (vec![0f32; ckk * g * hw], vec![0f32; if g > 1 { o * g * hw } else { 0 }]),
+            |(cols, prod), (j, out)| {
+                let gi = out.len() / (o * hw);
+                let ld = gi * hw;
+                for t in 0..gi {
+                    let img = &x[(j * g + t) * c * h * wd..][..c * h * wd];
+                    self.0.im2col(img, (c, h, wd), cols, ld, t * hw);
+                }
+                if g == 1 {
+                    matmul(o, ld, ckk, out, false, w, false, cols, false);
+                } else {
+                    matmul(o, ld, ckk, prod, false, w, false, cols, false);
+                    scatter(prod, gi, o, hw, out);
+                }
             },
         );
         Ok((CpuStorage::F32(y), Shape::from((n, o, ho, wo))))
@@ -197,13 +270,26 @@ impl CustomOp2 for ConvT {
         if self.g.conv_out(h) != hi || self.g.conv_out(wd) != wi {
             candle_core::bail!("conv_transpose2d: output {h}x{wd} does not match input {hi}x{wi}");
         }
-        let okk = o * k * k;
+        let (okk, hw) = (o * k * k, hi * wi);
+        let g = group_size(n, hw);
         let mut y = vec![0f32; n * o * h * wd];
-        y.par_chunks_mut(o * h * wd).enumerate().for_each_init(
-            || vec![0f32; okk * hi * wi],
-            |cols, (i, out)| {
-                matmul(okk, hi * wi, c, cols, false, w, true, &x[i * c * hi * wi..(i + 1) * c * hi * wi], false);
-                self.g.col2im(cols, o, h, wd, out);
+        y.par_chunks_mut(g * o * h * wd).enumerate().for_each_init(
+            // A group of one reads its input in place.
+            || (vec![0f32; okk * g * hw], vec![0f32; if g > 1 { c * g * hw } else { 0 }]),
+            |(cols, xg), (j, out)| {
+                let gi = out.len() / (o * h * wd);
+                let ld = gi * hw;
+                let xs = &x[j * g * c * hw..][..gi * c * hw];
+                let b = if g == 1 {
+                    xs
+                } else {
+                    gather(xs, gi, c, hw, xg);
+                    &xg[..c * ld]
+                };
+                matmul(okk, ld, c, cols, false, w, true, b, false);
+                for (t, img) in out.chunks_exact_mut(o * h * wd).enumerate() {
+                    self.g.col2im(cols, ld, t * hw, (o, h, wd), img);
+                }
             },
         );
         Ok((CpuStorage::F32(y), Shape::from((n, o, h, wd))))
@@ -232,27 +318,32 @@ impl CustomOp2 for WeightGrad {
         if n != n2 || self.0.conv_out(h) != ho || self.0.conv_out(w) != wo {
             candle_core::bail!("weight grad: shapes {:?} and {:?} do not match", l1.dims(), l2.dims());
         }
-        let akk = ca * k * k;
+        let (akk, hw) = (ca * k * k, ho * wo);
+        let g = group_size(n, hw);
         let threads = rayon::current_num_threads().max(1);
-        let per = n.div_ceil(threads);
+        // Whole groups per thread, each thread summing into its own partial.
+        let per = n.div_ceil(threads).div_ceil(g) * g;
         let partials: Vec<Vec<f32>> = (0..n.div_ceil(per))
             .into_par_iter()
             .map(|t| {
                 let mut acc = vec![0f32; cb * akk];
-                let mut cols = vec![0f32; akk * ho * wo];
-                for i in t * per..((t + 1) * per).min(n) {
-                    self.0.im2col(&a[i * ca * h * w..(i + 1) * ca * h * w], ca, h, w, &mut cols);
-                    matmul(
-                        cb,
-                        akk,
-                        ho * wo,
-                        &mut acc,
-                        true,
-                        &b[i * cb * ho * wo..(i + 1) * cb * ho * wo],
-                        false,
-                        &cols,
-                        true,
-                    );
+                let mut cols = vec![0f32; akk * g * hw];
+                let mut bg = vec![0f32; if g > 1 { cb * g * hw } else { 0 }];
+                let end = ((t + 1) * per).min(n);
+                for i0 in (t * per..end).step_by(g) {
+                    let gi = g.min(end - i0);
+                    let ld = gi * hw;
+                    for u in 0..gi {
+                        self.0.im2col(&a[(i0 + u) * ca * h * w..][..ca * h * w], (ca, h, w), &mut cols, ld, u * hw);
+                    }
+                    let bs = &b[i0 * cb * hw..][..gi * cb * hw];
+                    let bm = if g == 1 {
+                        bs
+                    } else {
+                        gather(bs, gi, cb, hw, &mut bg);
+                        &bg[..cb * ld]
+                    };
+                    matmul(cb, akk, ld, &mut acc, true, bm, false, &cols, true);
                 }
                 acc
             })
@@ -274,7 +365,7 @@ pub fn set_fast_cpu(enabled: bool) {
 }
 
 /// Whether the fast path applies: f32 tensors on the CPU.
-fn fast(x: &Tensor, w: &Tensor) -> bool {
+pub(super) fn fast(x: &Tensor, w: &Tensor) -> bool {
     FAST_CPU.load(Ordering::Relaxed)
         && x.device().is_cpu()
         && x.dtype() == candle_core::DType::F32

@@ -1,6 +1,8 @@
 //! The convolution entry points every network layer calls, and the fast CPU
-//! kernels behind them (see [`conv`]). On other devices candle's own ops run.
+//! kernels behind them (see [`conv`]), plus a fused training-mode BatchNorm
+//! ([`batch_norm`]). On other devices candle's own ops run.
 
+pub mod batch_norm;
 pub mod conv;
 
 use candle_core::{Result, Tensor};
