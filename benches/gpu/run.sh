@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared GPU session (see ../shared/GPU.md): trains the shipped emoji
 # model on CUDA, then runs `ganscope bench` and the PyTorch reference on the
-# same GPU. Everything lands in $OUT.
+# same GPU, and samples the default model on both devices. Everything lands in $OUT.
 #
 #   bash benches/gpu/run.sh            # on the GPU machine, from the project root with .gpu/
 set -uo pipefail
@@ -33,4 +33,21 @@ echo "digits exit $?" >> "$OUT/digits.log"
 timeout 50 $BIN bench --device cuda --json --quick --resolutions 64 > "$OUT/bench-ganscope-cuda.json" 2> "$OUT/bench-ganscope-cuda.txt"
 timeout 50 python3 benches/reference/torch_dcgan.py --device cuda --json --quick --resolutions 64 \
   > "$OUT/bench-torch-cuda.json" 2> "$OUT/bench-torch-cuda.txt"
+# 4. Same pictures on both devices (issue 7, item 4): the embedded default
+# model, seeds 0..63, on CUDA and on the CPU; compare the PNGs back home
+# (e.g. max per-pixel difference), where tools to read them exist.
+$BIN sample --device cuda --seed 0 --count 64 --out "$OUT/same-cuda.png" > "$OUT/same.log" 2>&1
+$BIN sample --device cpu --seed 0 --count 64 --out "$OUT/same-cpu.png" >> "$OUT/same.log" 2>&1
+cmp -s "$OUT/same-cuda.png" "$OUT/same-cpu.png" && echo "identical bytes" >> "$OUT/same.log"
+# Only a few files come back from the machine: keep each run's model, config,
+# last grid and metrics tail, and drop the rest (checkpoints, older grids).
+rm -rf "$OUT/smoke"
+for run in emoji digits; do
+  d="$OUT/$run"
+  [ -d "$d" ] || continue
+  last=$(ls "$d"/samples/*.png 2>/dev/null | tail -1)
+  [ -n "$last" ] && cp "$last" "$d/last.png"
+  tail -5 "$d/metrics.jsonl" > "$d/metrics-tail.jsonl" 2>/dev/null
+  rm -rf "$d/samples" "$d/checkpoint.safetensors" "$d/healthy.safetensors" "$d/metrics.jsonl"
+done
 ls -la "$OUT" "$OUT/emoji" | tail -20
