@@ -12,31 +12,22 @@
 
 #![cfg(feature = "gui")]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eframe::egui::{self, Pos2, Rect, pos2};
+use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-use egui_kittest::{Harness, HarnessBuilder};
-use egui_wgpu::wgpu;
 use ganscope::app::{ExplorerApp, View};
 use ganscope::worker::{Command, Event, Generate, Target, Worker};
 use image::RgbaImage;
 
+mod common;
+use common::{Dropped, builder};
+
 /// Longest wait for the worker (model load + first images on a slow CPU).
 const WAIT: Duration = Duration::from_secs(120);
-
-/// A builder whose wgpu instance uses Vulkan unless `WGPU_BACKEND` is set.
-fn builder() -> HarnessBuilder<ExplorerApp> {
-    let mut setup = egui_kittest::wgpu::default_wgpu_setup();
-    if std::env::var_os("WGPU_BACKEND").is_none()
-        && let egui_wgpu::WgpuSetup::CreateNew(create) = &mut setup
-    {
-        create.instance_descriptor.backends = wgpu::Backends::VULKAN;
-    }
-    Harness::builder().with_size(egui::vec2(1280.0, 800.0)).wgpu_setup(setup)
-}
 
 /// The model under test: the embedded default, or `GANSCOPE_TEST_MODEL`.
 fn model_spec() -> Option<String> {
@@ -190,20 +181,6 @@ fn slerp_and_lerp_differ_mid_path_and_agree_at_anchors() {
         let [ps, pl] = probe_pixels(&mut h);
         let d = mean_diff(&ps, &pl);
         assert!(d < 0.5, "and on screen at anchor {end} (mean diff {d:.2})");
-    }
-}
-
-/// A file "dropped" on the window.
-#[derive(Debug)]
-struct Dropped(PathBuf);
-
-impl egui::DroppedFile for Dropped {
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn bytes(&self) -> Result<Vec<u8>, String> {
-        std::fs::read(&self.0).map_err(|e| e.to_string())
     }
 }
 

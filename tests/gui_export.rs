@@ -14,12 +14,10 @@
 use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 use eframe::egui;
+use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-use egui_kittest::{Harness, HarnessBuilder};
-use egui_wgpu::wgpu;
 use ganscope::app::ExplorerApp;
 use ganscope::app::export_job::Outcome;
 use ganscope::export::keyframes::ExportSettings;
@@ -29,9 +27,10 @@ use ganscope::gan::{Generator, ModelConfig, Provenance, model_file};
 use ganscope::latent::{self, Ease, Mode, Prior};
 use rand::SeedableRng;
 
+mod common;
+use common::{open_app, wait};
+
 const BIN: &str = env!("CARGO_BIN_EXE_ganscope");
-/// Longest wait for a model load or an export.
-const WAIT: Duration = Duration::from_secs(180);
 
 /// The model under test: `GANSCOPE_TEST_MODEL`, or a small untrained
 /// generator saved by the first test that needs it.
@@ -52,36 +51,6 @@ fn model_path() -> &'static str {
         model_file::save(&path, &cfg, &Provenance::default(), &tensors).expect("save the test model");
         path.display().to_string()
     })
-}
-
-/// The app on the test model, rendered with wgpu (Vulkan unless `WGPU_BACKEND` says otherwise).
-fn app() -> Harness<'static, ExplorerApp> {
-    let mut setup = egui_kittest::wgpu::default_wgpu_setup();
-    if std::env::var_os("WGPU_BACKEND").is_none()
-        && let egui_wgpu::WgpuSetup::CreateNew(create) = &mut setup
-    {
-        create.instance_descriptor.backends = wgpu::Backends::VULKAN;
-    }
-    let builder: HarnessBuilder<ExplorerApp> =
-        Harness::builder().with_size(egui::vec2(1280.0, 800.0)).wgpu_setup(setup);
-    let mut h = builder.build_eframe(|cc| {
-        ExplorerApp::new(&cc.egui_ctx, cc.wgpu_render_state.as_ref(), Some(model_path().to_string()))
-            .expect("app starts")
-    });
-    wait(&mut h, "the model loads", |app| app.is_idle());
-    assert!(h.state().model().is_some(), "the model loaded: {:?}", h.state().last_error());
-    h
-}
-
-/// Steps frames until `done` holds.
-fn wait(h: &mut Harness<'_, ExplorerApp>, what: &str, done: impl Fn(&ExplorerApp) -> bool) {
-    let start = Instant::now();
-    while !done(h.state()) {
-        assert!(start.elapsed() < WAIT, "{what}: not within {WAIT:?}");
-        h.step();
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    h.run_ok();
 }
 
 /// Opens the export dialog with the side panel's button and types `out` as the target.
@@ -148,7 +117,7 @@ fn gui_export_of_a_bookmark_matches_the_cli_byte_for_byte() {
     let saved = dir.path().join("bookmark.json");
     b.save(&saved).unwrap();
 
-    let mut h = app();
+    let mut h = open_app(model_path().to_string());
     h.state_mut().load_bookmark(&saved);
     h.run_ok();
     assert_eq!(h.state().last_error(), None, "same model, no warning");
@@ -193,7 +162,7 @@ fn cancelling_mid_export_leaves_nothing_at_the_target() {
     // Long enough that it cannot finish between two frames of the test.
     let saved = dir.path().join("long.json");
     bookmark(frames::MAX_FRAMES, 256).save(&saved).unwrap();
-    let mut h = app();
+    let mut h = open_app(model_path().to_string());
     h.state_mut().load_bookmark(&saved);
     h.run_ok();
     let out = dir.path().join("long.gif");
@@ -216,7 +185,7 @@ fn cancelling_mid_export_leaves_nothing_at_the_target() {
 #[test]
 fn an_unwritable_target_is_an_error_before_any_work() {
     let dir = tempfile::tempdir().unwrap();
-    let mut h = app();
+    let mut h = open_app(model_path().to_string());
     let out = dir.path().join("missing/sub/out.mp4");
     open_export(&mut h, &out);
     h.get_by_label("Export").click();
@@ -238,7 +207,7 @@ fn a_bookmark_for_another_model_warns_and_still_loads() {
     b.anchors.truncate(2);
     let saved = dir.path().join("other.json");
     b.save(&saved).unwrap();
-    let mut h = app();
+    let mut h = open_app(model_path().to_string());
     h.state_mut().load_bookmark(&saved);
     h.run_ok();
     let warning = h.state().last_error().unwrap_or_default().to_string();

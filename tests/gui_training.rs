@@ -14,10 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
-use eframe::egui;
+use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-use egui_kittest::{Harness, HarnessBuilder};
-use egui_wgpu::wgpu;
 use ganscope::app::training::Phase;
 use ganscope::app::{ExplorerApp, View};
 use ganscope::data::{self, LoadOptions};
@@ -25,8 +23,8 @@ use ganscope::train::history::Curves;
 use ganscope::train::{TrainConfig, Trainer};
 use serde_json::Value;
 
-/// Longest wait for the training thread.
-const WAIT: Duration = Duration::from_secs(180);
+mod common;
+use common::{Dropped, WAIT, open_app, wait};
 
 /// A tiny 28x28 grey config that steps in milliseconds, logging every step.
 fn tiny(steps: u64) -> TrainConfig {
@@ -59,52 +57,6 @@ fn tiny_model(dir: &Path) -> PathBuf {
     path
 }
 
-fn builder() -> HarnessBuilder<ExplorerApp> {
-    let mut setup = egui_kittest::wgpu::default_wgpu_setup();
-    if std::env::var_os("WGPU_BACKEND").is_none()
-        && let egui_wgpu::WgpuSetup::CreateNew(create) = &mut setup
-    {
-        create.instance_descriptor.backends = wgpu::Backends::VULKAN;
-    }
-    Harness::builder().with_size(egui::vec2(1280.0, 800.0)).wgpu_setup(setup)
-}
-
-/// The app on `model`, with its first load answered.
-fn app(model: &Path) -> Harness<'static, ExplorerApp> {
-    let spec = model.display().to_string();
-    let mut h = builder().build_eframe(move |cc| {
-        ExplorerApp::new(&cc.egui_ctx, cc.wgpu_render_state.as_ref(), Some(spec)).expect("app")
-    });
-    wait(&mut h, "the model loads", |a| a.is_idle());
-    assert!(h.state().model().is_some(), "{:?}", h.state().last_error());
-    h
-}
-
-/// Steps frames until `done` holds.
-fn wait(h: &mut Harness<'_, ExplorerApp>, what: &str, done: impl Fn(&ExplorerApp) -> bool) {
-    let start = Instant::now();
-    while !done(h.state()) {
-        assert!(start.elapsed() < WAIT, "timed out waiting until {what}; error: {:?}", h.state().last_error());
-        h.step();
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    h.step();
-}
-
-/// A file "dropped" on the window.
-#[derive(Debug)]
-struct Dropped(PathBuf);
-
-impl egui::DroppedFile for Dropped {
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn bytes(&self) -> Result<Vec<u8>, String> {
-        std::fs::read(&self.0).map_err(|e| e.to_string())
-    }
-}
-
 /// Shows the Train view, picks builtin:digits with its buttons, then sets
 /// the tiny config and the run directory.
 fn set_up_run(h: &mut Harness<'_, ExplorerApp>, cfg: TrainConfig, dir: &Path) {
@@ -131,7 +83,7 @@ fn start_pause_steer_resume_stop_and_reopen() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let model = tiny_model(tmp.path());
     let run = tmp.path().join("run");
-    let mut h = app(&model);
+    let mut h = open_app(model.display().to_string());
     set_up_run(&mut h, tiny(100_000), &run);
     h.get_by_label("Start training").click();
     wait(&mut h, "the plots receive points", |a| a.training().curves().is_some_and(|c| c.points.len() >= 3));
@@ -172,7 +124,7 @@ fn start_pause_steer_resume_stop_and_reopen() {
     drop(h);
 
     // A fresh app: drop the run directory on the window.
-    let mut h = app(&model);
+    let mut h = open_app(model.display().to_string());
     h.input_mut().dropped_files.push(Arc::new(Dropped(run.clone())));
     wait(&mut h, "the run is read back", |a| a.training().curves().is_some());
     assert_eq!(h.state().view(), View::Train);
@@ -193,7 +145,7 @@ fn a_panel_run_matches_a_cli_run_of_the_same_config() {
     let model = tiny_model(tmp.path());
     let cfg = tiny(6);
     let panel_dir = tmp.path().join("panel");
-    let mut h = app(&model);
+    let mut h = open_app(model.display().to_string());
     set_up_run(&mut h, cfg.clone(), &panel_dir);
     h.get_by_label("Start training").click();
     wait(&mut h, "the run finishes", |a| a.training().phase() == Some(Phase::Finished));
@@ -224,7 +176,7 @@ fn a_panel_run_matches_a_cli_run_of_the_same_config() {
 fn dropping_a_file_that_is_neither_dataset_nor_model_changes_nothing() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let model = tiny_model(tmp.path());
-    let mut h = app(&model);
+    let mut h = open_app(model.display().to_string());
     let hash = h.state().model().map(|m| m.hash.clone());
     let notes = tmp.path().join("notes.txt");
     std::fs::write(&notes, "just some notes, not images").expect("write");
@@ -266,7 +218,7 @@ fn measure_frame_time_and_training_speed() {
     assert!(status.success());
     let headless = start.elapsed().as_secs_f64();
 
-    let mut h = app(&model);
+    let mut h = open_app(model.display().to_string());
     set_up_run(&mut h, cfg, &tmp.path().join("panel"));
     h.get_by_label("Start training").click();
     h.step();
