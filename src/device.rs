@@ -72,3 +72,25 @@ fn metal() -> anyhow::Result<Device> {
     }
     Device::new_metal(0).map_err(|e| anyhow::anyhow!("cannot open Metal device 0: {e}"))
 }
+
+/// Runs candle's elementwise CPU ops on the calling thread, unless the
+/// user set `CANDLE_NUM_THREADS`; the app calls it, headless commands don't.
+///
+/// Why: candle parallelizes elementwise ops on a barrier pool whose
+/// threads spin for ~25k pause instructions (about a millisecond) after
+/// every op, and whose caller spin-waits for them. These ops are memory
+/// bound and small next to our convolutions (which use rayon): headless,
+/// 100 digits steps take about the same wall time either way but 13.7 s of
+/// CPU instead of 17.0 s. In the app the spinning threads fight the
+/// renderer for the cores and training lost 27-34% instead of 9-11%
+/// (BENCHMARKS.md, "The training panel").
+///
+/// # Safety
+/// Sets an environment variable: call it before any other thread exists
+/// (first thing in `main`).
+pub unsafe fn serial_candle_elementwise() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // SAFETY: the caller guarantees no other thread reads the environment.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+    }
+}

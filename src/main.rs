@@ -12,6 +12,11 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    #[cfg(feature = "gui")]
+    if matches!(cli.command, None | Some(Command::Explore { .. })) {
+        // SAFETY: no other thread has started yet.
+        unsafe { ganscope::device::serial_candle_elementwise() };
+    }
     let result = match cli.command {
         #[cfg(feature = "gui")]
         None => ganscope::app::run(None),

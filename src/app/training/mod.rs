@@ -24,9 +24,10 @@ use crate::train::health::Alarm;
 use crate::train::history::Curves;
 use crate::train_worker::{DatasetSummary, Picture, RunView, TrainCommand, TrainEvent, TrainWorker};
 
-/// How often the training thread's news is shown (4 times a second): the
-/// curves need no more, and every frame drawn is CPU time training loses.
-const NEWS_EVERY: Duration = Duration::from_millis(250);
+/// How often the training thread's news is shown (twice a second): the
+/// curves need no more, and every frame drawn is CPU time training loses
+/// (a software-rendered frame costs ~110 ms of CPU; BENCHMARKS.md).
+const NEWS_EVERY: Duration = Duration::from_millis(500);
 /// Longest time a frame spends taking the training thread's events.
 const DRAIN_BUDGET: Duration = Duration::from_millis(8);
 
