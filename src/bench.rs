@@ -187,7 +187,7 @@ pub fn run_arch(m: &ModelConfig, device: &Device, quick: bool) -> Result<ArchRes
 
 /// Benchmarks the given resolutions with every upsampling kind.
 pub fn run(resolutions: &[usize], device: &Device, quick: bool, stock: bool) -> Result<Report> {
-    crate::ops::conv::set_fast_cpu(!stock);
+    crate::ops::set_fast_cpu(!stock);
     let ceiling = matmul_ceiling(device)?;
     let mut archs = Vec::new();
     for &res in resolutions {
@@ -206,7 +206,7 @@ pub fn run(resolutions: &[usize], device: &Device, quick: bool, stock: bool) -> 
             archs.push(r);
         }
     }
-    crate::ops::conv::set_fast_cpu(true);
+    crate::ops::set_fast_cpu(true);
     Ok(Report {
         backend: if stock { "candle-stock" } else { "candle+ganscope-ops" }.into(),
         threads: rayon::current_num_threads(),

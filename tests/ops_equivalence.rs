@@ -9,6 +9,10 @@
 //! case runs in the default pool and in a one-thread pool, where the groups
 //! are largest.
 //!
+//! Bias and LeakyReLU split their work into rayon jobs of whole planes or
+//! fixed chunks; the shapes include planes of one value, many planes per
+//! job and planes longer than a job.
+//!
 //! The fused BatchNorm is checked against the candle-op formulation it
 //! replaces in `Norm::forward`, and its second-order gradient (the WGAN
 //! gradient penalty differentiates through D) against central differences
@@ -16,7 +20,7 @@
 //! with finite differences, so it cannot serve as the reference there.
 
 use candle_core::{DType, Device, Result, Tensor, Var};
-use ganscope::ops::{batch_norm, conv};
+use ganscope::ops::{activation, batch_norm, bias, conv};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::ThreadPoolBuilder;
@@ -232,6 +236,73 @@ fn batch_norm_second_order_matches_finite_differences() -> Result<()> {
         let (want_x, want_gamma) = penalty_grad_fd(x.as_tensor(), gamma.as_tensor(), &beta, &up)?;
         assert_close(&format!("{what} d2x"), second.get(x.as_tensor()).expect("d2x"), &want_x)?;
         assert_close(&format!("{what} d2gamma"), second.get(gamma.as_tensor()).expect("d2gamma"), &want_gamma)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn bias_matches_candle() -> Result<()> {
+    in_both_pools(|| {
+        let mut rng = ChaCha8Rng::seed_from_u64(15);
+        for (n, c, h, w) in [(2, 3, 4, 4), (5, 7, 3, 1), (1, 1, 1, 1), (64, 9, 4, 4), (2, 3, 130, 130)] {
+            let x = rand_tensor(&mut rng, &[n, c, h, w])?;
+            let b = rand_tensor(&mut rng, &[c])?;
+            check(&format!("bias {n}x{c}x{h}x{w}"), &x, &b, &mut rng, bias::add, |x, b| {
+                x.broadcast_add(&b.reshape((1, (), 1, 1))?)
+            })?;
+        }
+        Ok(())
+    })
+}
+
+/// candle's LeakyReLU, as the layers wrote it before the fused op.
+fn leaky_reference(v: &Tensor, slope: f64) -> Result<Tensor> {
+    if slope == 0.0 { v.relu() } else { v.maximum(&v.affine(slope, 0.0)?) }
+}
+
+/// `leaky(x * s)`: the product gives the op's input a second tensor to
+/// differentiate against, as a layer's weights would.
+#[test]
+fn leaky_relu_matches_candle() -> Result<()> {
+    in_both_pools(|| {
+        let mut rng = ChaCha8Rng::seed_from_u64(16);
+        for shape in [[2, 3, 4, 4], [1, 1, 1, 1], [3, 5, 7, 9], [4, 8, 33, 65]] {
+            for slope in [0.0, 0.2] {
+                let x = rand_tensor(&mut rng, &shape)?;
+                let s = rand_tensor(&mut rng, &shape)?;
+                check(
+                    &format!("leaky_relu({slope}) {shape:?}"),
+                    &x,
+                    &s,
+                    &mut rng,
+                    |x, s| activation::leaky_relu(&(x * s)?, slope),
+                    |x, s| leaky_reference(&(x * s)?, slope),
+                )?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The gradient of `|d(sum(leaky(x * s) * up))/dx|^2` in `s`: what the
+/// WGAN gradient penalty differentiates, through the op's backward.
+#[test]
+fn leaky_relu_second_order_matches_candle() -> Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    for slope in [0.0, 0.2] {
+        let x = Var::from_tensor(&rand_tensor(&mut rng, &[3, 4, 5, 6])?)?;
+        let s = Var::from_tensor(&rand_tensor(&mut rng, &[3, 4, 5, 6])?)?;
+        let up = rand_tensor(&mut rng, &[3, 4, 5, 6])?;
+        let d2s = |f: &dyn Fn(&Tensor) -> Result<Tensor>| -> Result<Tensor> {
+            let y = f(&(x.as_tensor() * s.as_tensor())?)?;
+            let g = (y * &up)?.sum_all()?.backward()?;
+            let penalty = g.get(x.as_tensor()).expect("dx").sqr()?.sum_all()?;
+            Ok(penalty.backward()?.get(s.as_tensor()).expect("d2s").clone())
+        };
+        let fast = d2s(&|v| activation::leaky_relu(v, slope))?;
+        let want = d2s(&|v| leaky_reference(v, slope))?;
+        assert_close(&format!("leaky_relu({slope}) d2s"), &fast, &want)?;
+        assert!(fast.abs()?.sum_all()?.to_scalar::<f32>()? > 0.0, "the second-order gradient is not trivially zero");
     }
     Ok(())
 }

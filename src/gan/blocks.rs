@@ -224,11 +224,6 @@ impl Norm {
     }
 }
 
-/// LeakyReLU with `slope`; 0 is ReLU.
-pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
-    if slope == 0.0 { x.relu() } else { x.maximum(&x.affine(slope, 0.0)?) }
-}
-
 /// Inverted dropout with a mask drawn from `rng`: kept units are scaled by
 /// 1/(1-p) so the expected activation does not change.
 pub fn dropout(x: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Result<Tensor> {

@@ -4,9 +4,10 @@
 
 use candle_core::{Result, Tensor};
 
-use super::blocks::{Conv, Linear, Norm, leaky_relu, minibatch_stddev};
+use super::blocks::{Conv, Linear, Norm, minibatch_stddev};
 use super::config::{Downsample, ModelConfig, NormKind};
 use super::params::{Init, Params, Role, Scope};
+use crate::ops::activation::leaky_relu;
 
 /// What D says about a batch.
 pub struct Verdict {

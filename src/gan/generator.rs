@@ -4,9 +4,10 @@
 
 use candle_core::{Result, Tensor};
 
-use super::blocks::{Conv, ConvTranspose, Linear, Norm, Pass, dropout, leaky_relu, pixel_shuffle};
+use super::blocks::{Conv, ConvTranspose, Linear, Norm, Pass, dropout, pixel_shuffle};
 use super::config::{ModelConfig, Upsample};
 use super::params::{Init, Params, Role, Scope, randn};
+use crate::ops::activation::leaky_relu;
 
 /// One 2x upsampling step.
 enum Up {

@@ -12,6 +12,8 @@
 use std::sync::{Arc, OnceLock};
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, Var};
+
+use super::{fast, slice};
 use rayon::prelude::*;
 
 /// What a fused training pass returns: the output and the batch statistics
@@ -29,7 +31,7 @@ pub struct BatchNormTrain {
 /// (C): the fused op on the CPU fast path, `None` elsewhere (the caller then
 /// uses candle ops).
 pub fn train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Option<BatchNormTrain>> {
-    if !super::conv::fast(x, gamma) || beta.dtype() != candle_core::DType::F32 {
+    if !fast(&[x, gamma, beta]) {
         return Ok(None);
     }
     let stats = Arc::new(OnceLock::new());
@@ -91,15 +93,6 @@ fn grad_sums(dy: &[f32], x: &[f32], mean: f32) -> (f64, f64) {
     (s, p)
 }
 
-/// The contiguous f32 data of an argument.
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else { candle_core::bail!("batch norm takes f32") };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("batch norm takes contiguous tensors"),
-    }
-}
-
 /// Checks `x` (N, C, H, W) against a per-channel argument; returns (N, C, H*W).
 fn dims(lx: &Layout, lc: &Layout) -> Result<(usize, usize, usize)> {
     let (n, c, h, w) = lx.shape().dims4()?;
@@ -130,7 +123,8 @@ impl CustomOp3 for BatchNorm {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, gamma, beta) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
+        let (x, gamma, beta) =
+            (slice(s1, l1, "batch norm")?, slice(s2, l2, "batch norm")?, slice(s3, l3, "batch norm")?);
         let ((n, c, hw), _) = (dims(l1, l2)?, dims(l1, l3)?);
         let count = (n * hw) as f64;
         let (mean, var): (Vec<f32>, Vec<f32>) = (0..c)
@@ -205,7 +199,7 @@ impl CustomOp3 for BatchNormGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, dy, gamma) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
+        let (x, dy, gamma) = (slice(s1, l1, "batch norm")?, slice(s2, l2, "batch norm")?, slice(s3, l3, "batch norm")?);
         let (n, c, hw) = dims(l1, l3)?;
         if l2.dims() != l1.dims() {
             candle_core::bail!("batch norm grad: dy {:?} does not match x {:?}", l2.dims(), l1.dims());

@@ -21,10 +21,10 @@
 //! at least ~512 columns (or inner dimension, for `weight_grad`). Groups of a
 //! batch run in parallel on rayon, each with its own scratch.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+use super::{fast, slice};
 
 /// The fewest GEMM columns per group worth aiming for: below this the gemm
 /// crate's edge microkernels and per-call overhead dominate.
@@ -184,15 +184,6 @@ fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, a: &[
             false,
             gemm::Parallelism::None,
         )
-    }
-}
-
-/// The contiguous f32 data of a custom-op argument.
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else { candle_core::bail!("{what}: fast conv ops take f32") };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("{what}: fast conv ops take contiguous tensors"),
     }
 }
 
@@ -356,25 +347,9 @@ impl CustomOp2 for WeightGrad {
     }
 }
 
-/// Off only to measure candle's stock path against ours (`ganscope bench --stock`).
-static FAST_CPU: AtomicBool = AtomicBool::new(true);
-
-/// Turns the fast CPU path on or off for the whole process.
-pub fn set_fast_cpu(enabled: bool) {
-    FAST_CPU.store(enabled, Ordering::Relaxed);
-}
-
-/// Whether the fast path applies: f32 tensors on the CPU.
-pub(super) fn fast(x: &Tensor, w: &Tensor) -> bool {
-    FAST_CPU.load(Ordering::Relaxed)
-        && x.device().is_cpu()
-        && x.dtype() == candle_core::DType::F32
-        && w.dtype() == candle_core::DType::F32
-}
-
 /// Convolution without bias: the fast op on the CPU, candle's elsewhere.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
-    if !fast(x, w) {
+    if !fast(&[x, w]) {
         return x.conv2d(w, pad, stride, 1, 1);
     }
     let k = w.dim(3)?;
@@ -383,7 +358,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Result<Tenso
 
 /// Transposed convolution without bias (output padding 0).
 pub fn conv_transpose2d(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
-    if !fast(x, w) {
+    if !fast(&[x, w]) {
         return x.conv_transpose2d(w, pad, 0, stride, 1);
     }
     let (_, _, hi, wi) = x.dims4()?;

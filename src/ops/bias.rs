@@ -1,0 +1,92 @@
+//! Per-channel bias of (N, C, H, W) activations as one CPU op with its
+//! backward.
+//!
+//! Why: candle's `broadcast_add` is fine forward, but its backward sums the
+//! gradient over the batch and spatial axes with candle's generic strided
+//! reduction, which walked every element with index arithmetic: ~9% of a
+//! DCGAN training step. Here the bias gradient is a contiguous sum per
+//! (image, channel) plane.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::{fast, min_chunks, par_chunked, slice};
+
+/// `y + b` with `b` (C) broadcast over `y` (N, C, H, W).
+pub fn add(y: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if !fast(&[y, b]) {
+        return y.broadcast_add(&b.reshape((1, (), 1, 1))?);
+    }
+    y.contiguous()?.apply_op2(&b.contiguous()?, AddBias)
+}
+
+/// (N, C, H*W) of `y`, checked against a bias of C.
+fn planes(ly: &Layout, lb: &Layout) -> Result<(usize, usize, usize)> {
+    let (n, c, h, w) = ly.shape().dims4()?;
+    if lb.shape().dims1()? != c {
+        candle_core::bail!("bias: {c} channels but a bias of shape {:?}", lb.dims());
+    }
+    Ok((n, c, h * w))
+}
+
+/// The sum of `v`: eight f32 lanes (so the loop vectorizes) added in f64.
+fn lane_sum(v: &[f32]) -> f64 {
+    let mut lanes = [0f32; 8];
+    let chunks = v.chunks_exact(8);
+    let rest: f64 = chunks.remainder().iter().map(|&a| f64::from(a)).sum();
+    for ch in chunks {
+        lanes.iter_mut().zip(ch).for_each(|(s, &a)| *s += a);
+    }
+    lanes.iter().map(|&a| f64::from(a)).sum::<f64>() + rest
+}
+
+/// The forward op: y (N, C, H, W), b (C).
+struct AddBias;
+
+impl CustomOp2 for AddBias {
+    fn name(&self) -> &'static str {
+        "ganscope-add-bias"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (y, b) = (slice(s1, l1, "bias")?, slice(s2, l2, "bias")?);
+        let (_, c, hw) = planes(l1, l2)?;
+        // One chunk per (image, channel) plane.
+        let out = par_chunked(y.len(), hw, |p, r| {
+            let bc = b[p % c];
+            y[r].iter().map(move |&v| v + bc)
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(&self, _: &Tensor, _: &Tensor, _: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(g.clone()), Some(g.contiguous()?.apply_op1(ChannelSum)?)))
+    }
+}
+
+/// The bias gradient: (N, C, H, W) summed to (C), each plane in f64.
+struct ChannelSum;
+
+impl CustomOp1 for ChannelSum {
+    fn name(&self) -> &'static str {
+        "ganscope-channel-sum"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = slice(s, l, "bias grad")?;
+        let (_, c, h, w) = l.shape().dims4()?;
+        let hw = h * w;
+        let plane_sums: Vec<f64> =
+            if hw == 0 { Vec::new() } else { g.par_chunks(hw).with_min_len(min_chunks(hw)).map(lane_sum).collect() };
+        let mut sums = vec![0f64; c];
+        for (i, s) in plane_sums.into_iter().enumerate() {
+            sums[i % c] += s;
+        }
+        Ok((CpuStorage::F32(sums.into_iter().map(|s| s as f32).collect()), Shape::from(c)))
+    }
+
+    /// Each element of the input fed its channel's sum once.
+    fn bwd(&self, arg: &Tensor, _: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(g.reshape((1, (), 1, 1))?.broadcast_as(arg.shape())?.contiguous()?))
+    }
+}
