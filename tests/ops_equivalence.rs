@@ -20,7 +20,7 @@
 //! with finite differences, so it cannot serve as the reference there.
 
 use candle_core::{DType, Device, Result, Tensor, Var};
-use ganscope::ops::{activation, batch_norm, bias, conv};
+use ganscope::ops::{activation, adam, batch_norm, bias, conv};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::ThreadPoolBuilder;
@@ -303,6 +303,33 @@ fn leaky_relu_second_order_matches_candle() -> Result<()> {
         let want = d2s(&|v| leaky_reference(v, slope))?;
         assert_close(&format!("leaky_relu({slope}) d2s"), &fast, &want)?;
         assert!(fast.abs()?.sum_all()?.to_scalar::<f32>()? > 0.0, "the second-order gradient is not trivially zero");
+    }
+    Ok(())
+}
+
+/// Three Adam steps in place against the same steps written with candle
+/// ops, from random moments, on a tensor larger than one rayon chunk.
+#[test]
+fn adam_update_matches_candle_ops() -> Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(18);
+    let shape = [70_001];
+    let (p, m) = (rand_tensor(&mut rng, &shape)?, rand_tensor(&mut rng, &shape)?);
+    let v = rand_tensor(&mut rng, &shape)?.sqr()?;
+    let (fp, fm, fv) = (p.copy()?, m.copy()?, v.copy()?);
+    let (mut rp, mut rm, mut rv) = (p, m, v);
+    let (lr, b1, b2, eps) = (2e-4, 0.5, 0.999, 1e-8);
+    for t in 1..=3 {
+        let g = rand_tensor(&mut rng, &shape)?;
+        let (c1, c2) = (1.0 - f64::powi(b1, t), 1.0 - f64::powi(b2, t));
+        let step = adam::Step { lr, beta1: b1, beta2: b2, c1, c2, eps };
+        assert!(adam::update(&fp, &fm, &fv, &g, step)?, "fast path on the CPU");
+        rm = ((&rm * b1)? + (&g * (1.0 - b1))?)?;
+        rv = ((&rv * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+        let update = ((&rm / c1)? / ((&rv / c2)?.sqrt()? + eps)?)?;
+        rp = (rp - (update * lr)?)?;
+    }
+    for (name, got, want) in [("p", &fp, &rp), ("m", &fm, &rm), ("v", &fv, &rv)] {
+        assert_close(&format!("adam {name}"), got, want)?;
     }
     Ok(())
 }

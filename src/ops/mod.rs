@@ -1,10 +1,12 @@
 //! The layer ops every network calls, and the fast CPU kernels behind them:
 //! convolutions ([`conv`]), a fused training-mode BatchNorm
 //! ([`batch_norm`]), per-channel bias ([`bias`]) and LeakyReLU
-//! ([`activation`]), each a candle custom op with its backward. On other
+//! ([`activation`]), each a candle custom op with its backward, and Adam's
+//! update in place ([`adam`]). On other
 //! devices, and for other dtypes, candle's own ops run.
 
 pub mod activation;
+pub mod adam;
 pub mod batch_norm;
 pub mod bias;
 pub mod conv;

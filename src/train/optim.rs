@@ -7,6 +7,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, Var};
 
 use super::config::OptimizerKind;
+use crate::ops::adam;
 
 /// An optimizer with checkpointable state.
 pub struct Optimizer {
@@ -48,6 +49,10 @@ impl Optimizer {
             match self.kind {
                 OptimizerKind::Sgd => var.set(&(var.as_tensor().detach() - g.affine(self.lr, 0.0)?)?)?,
                 OptimizerKind::Adam => {
+                    let step = adam::Step { lr: self.lr, beta1: b1, beta2: b2, c1, c2, eps: ADAM_EPS };
+                    if adam::update(var.as_tensor(), &self.m[i], &self.v[i], g, step)? {
+                        continue;
+                    }
                     let m = ((&self.m[i] * b1)? + (g * (1.0 - b1))?)?;
                     let v = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
                     let update = ((&m / c1)? / ((&v / c2)?.sqrt()? + ADAM_EPS)?)?;
@@ -75,9 +80,11 @@ impl Optimizer {
         if m.len() != self.m.len() || v.len() != self.v.len() {
             candle_core::bail!("optimizer state has {} moments, expected {}", m.len(), self.m.len());
         }
+        // Own copies: the fast update writes the moments in place.
+        let own = |ts: Vec<Tensor>| ts.iter().map(|t| t.contiguous()?.copy()).collect::<Result<Vec<_>>>();
         self.t = t;
-        self.m = m;
-        self.v = v;
+        self.m = own(m)?;
+        self.v = own(v)?;
         Ok(())
     }
 }

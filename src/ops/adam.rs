@@ -1,0 +1,111 @@
+//! Adam's update as three in-place CPU passes.
+//!
+//! Why: written with candle ops, one Adam update is thirteen elementwise
+//! ops per parameter tensor, each allocating and writing a full tensor (and,
+//! in candle 0.11, each large one dispatched to its spinning thread pool).
+//! Here the moments are updated in place, and the parameter in one pass
+//! reading both; the arithmetic is the same as the candle-op version
+//! (`optim::Optimizer::step`), in the same order.
+
+use candle_core::{CpuStorage, InplaceOp2, InplaceOp3, Layout, Result, Tensor};
+use rayon::prelude::*;
+
+use super::{CHUNK, fast, slice};
+
+/// Adam's constants for one step.
+#[derive(Debug, Clone, Copy)]
+pub struct Step {
+    /// Learning rate.
+    pub lr: f64,
+    /// First-moment decay.
+    pub beta1: f64,
+    /// Second-moment decay.
+    pub beta2: f64,
+    /// Bias corrections, `1 - beta^t`.
+    pub c1: f64,
+    /// As `c1`, for the second moment.
+    pub c2: f64,
+    /// Added to the root of the second moment.
+    pub eps: f64,
+}
+
+/// Updates `p`, `m` and `v` in place from the gradient `g`, when all four
+/// are contiguous f32 on the CPU; returns false (touching nothing) otherwise.
+pub fn update(p: &Tensor, m: &Tensor, v: &Tensor, g: &Tensor, s: Step) -> Result<bool> {
+    if !fast(&[p, m, v, g]) || ![p, m, v].iter().all(|t| t.is_contiguous()) {
+        return Ok(false);
+    }
+    let g = g.contiguous()?;
+    m.inplace_op2(&g, &Moment { decay: s.beta1, square: false })?;
+    v.inplace_op2(&g, &Moment { decay: s.beta2, square: true })?;
+    p.inplace_op3(m, v, &Apply(s))?;
+    Ok(true)
+}
+
+/// The contiguous f32 data of an in-place destination.
+fn slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> Result<&'a mut [f32]> {
+    let CpuStorage::F32(v) = s else { candle_core::bail!("adam: the fast CPU ops take f32") };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&mut v[a..b]),
+        None => candle_core::bail!("adam: the fast CPU ops take contiguous tensors"),
+    }
+}
+
+/// `m = decay * m + (1 - decay) * g` (or `g * g` for the second moment).
+struct Moment {
+    decay: f64,
+    square: bool,
+}
+
+impl InplaceOp2 for Moment {
+    fn name(&self) -> &'static str {
+        "ganscope-adam-moment"
+    }
+
+    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
+        let (m, g) = (slice_mut(s1, l1)?, slice(s2, l2, "adam")?);
+        if m.len() != g.len() {
+            candle_core::bail!("adam: moment {:?} and gradient {:?} differ", l1.dims(), l2.dims());
+        }
+        let (d, rest, square) = (self.decay as f32, (1.0 - self.decay) as f32, self.square);
+        m.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).for_each(|(m, g)| {
+            for (m, &g) in m.iter_mut().zip(g) {
+                let g = if square { g * g } else { g };
+                *m = *m * d + g * rest;
+            }
+        });
+        Ok(())
+    }
+}
+
+/// `p -= lr * (m / c1) / (sqrt(v / c2) + eps)`.
+struct Apply(Step);
+
+impl InplaceOp3 for Apply {
+    fn name(&self) -> &'static str {
+        "ganscope-adam-apply"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<()> {
+        let (p, m, v) = (slice_mut(s1, l1)?, slice(s2, l2, "adam")?, slice(s3, l3, "adam")?);
+        if p.len() != m.len() || p.len() != v.len() {
+            candle_core::bail!("adam: parameter {:?} and moments {:?}, {:?} differ", l1.dims(), l2.dims(), l3.dims());
+        }
+        let s = self.0;
+        let (lr, c1, c2, eps) = (s.lr as f32, s.c1 as f32, s.c2 as f32, s.eps as f32);
+        p.par_chunks_mut(CHUNK).zip(m.par_chunks(CHUNK).zip(v.par_chunks(CHUNK))).for_each(|(p, (m, v))| {
+            for (p, (&m, &v)) in p.iter_mut().zip(m.iter().zip(v)) {
+                *p -= (m / c1) / ((v / c2).sqrt() + eps) * lr;
+            }
+        });
+        Ok(())
+    }
+}
