@@ -19,7 +19,9 @@
 //! kernels. Images therefore go in groups (see [`group_size`]) whose
 //! matrices sit side by side: each primitive runs one GEMM per group, with
 //! at least ~512 columns (or inner dimension, for `weight_grad`). Groups of a
-//! batch run in parallel on rayon, each with its own scratch.
+//! batch run in parallel on rayon, each thread reusing its own scratch buffers.
+
+use std::cell::RefCell;
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -36,6 +38,32 @@ const MIN_GEMM_COLS: usize = 512;
 fn group_size(n: usize, cols: usize) -> usize {
     let share = n.div_ceil(rayon::current_num_threads().max(1));
     MIN_GEMM_COLS.div_ceil(cols.max(1)).min(share).max(1)
+}
+
+thread_local! {
+    /// This thread's two scratch buffers, kept between calls.
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Runs `f` with this thread's scratch buffers, `a` and `b` values long.
+///
+/// Why: each group's columns and GEMM operands were fresh zeroed vectors,
+/// and zeroing plus first-touch page faults cost ~5% of a training step.
+/// Every user here overwrites its buffers in full before reading them
+/// (im2col writes every column it is given, the GEMMs do not read their
+/// output, gather/scatter cover their ranges), so stale values never leak.
+/// `f` must not run rayon work itself: a job stolen meanwhile on this
+/// thread would find the buffers borrowed.
+fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+    SCRATCH.with_borrow_mut(|(x, y)| {
+        if x.len() < a {
+            x.resize(a, 0.0);
+        }
+        if y.len() < b {
+            y.resize(b, 0.0);
+        }
+        f(&mut x[..a], &mut y[..b])
+    })
 }
 
 /// Copies `src` (`imgs` x `rows` x `len`, image-major) into `dst` (`rows` x
@@ -209,24 +237,23 @@ impl CustomOp2 for Conv {
         let (ckk, hw) = (c * k * k, ho * wo);
         let g = group_size(n, hw);
         let mut y = vec![0f32; n * o * hw];
-        y.par_chunks_mut(g * o * hw).enumerate().for_each_init(
+        y.par_chunks_mut(g * o * hw).enumerate().for_each(|(j, out)| {
+            let gi = out.len() / (o * hw);
+            let ld = gi * hw;
             // A group of one multiplies straight into the output.
-            || (vec![0f32; ckk * g * hw], vec![0f32; if g > 1 { o * g * hw } else { 0 }]),
-            |(cols, prod), (j, out)| {
-                let gi = out.len() / (o * hw);
-                let ld = gi * hw;
+            with_scratch(ckk * ld, if gi > 1 { o * ld } else { 0 }, |cols, prod| {
                 for t in 0..gi {
                     let img = &x[(j * g + t) * c * h * wd..][..c * h * wd];
                     self.0.im2col(img, (c, h, wd), cols, ld, t * hw);
                 }
-                if g == 1 {
+                if gi == 1 {
                     matmul(o, ld, ckk, out, false, w, false, cols, false);
                 } else {
                     matmul(o, ld, ckk, prod, false, w, false, cols, false);
                     scatter(prod, gi, o, hw, out);
                 }
-            },
-        );
+            });
+        });
         Ok((CpuStorage::F32(y), Shape::from((n, o, ho, wo))))
     }
 
@@ -264,25 +291,24 @@ impl CustomOp2 for ConvT {
         let (okk, hw) = (o * k * k, hi * wi);
         let g = group_size(n, hw);
         let mut y = vec![0f32; n * o * h * wd];
-        y.par_chunks_mut(g * o * h * wd).enumerate().for_each_init(
+        y.par_chunks_mut(g * o * h * wd).enumerate().for_each(|(j, out)| {
+            let gi = out.len() / (o * h * wd);
+            let ld = gi * hw;
             // A group of one reads its input in place.
-            || (vec![0f32; okk * g * hw], vec![0f32; if g > 1 { c * g * hw } else { 0 }]),
-            |(cols, xg), (j, out)| {
-                let gi = out.len() / (o * h * wd);
-                let ld = gi * hw;
+            with_scratch(okk * ld, if gi > 1 { c * ld } else { 0 }, |cols, xg| {
                 let xs = &x[j * g * c * hw..][..gi * c * hw];
-                let b = if g == 1 {
+                let b = if gi == 1 {
                     xs
                 } else {
                     gather(xs, gi, c, hw, xg);
-                    &xg[..c * ld]
+                    &*xg
                 };
                 matmul(okk, ld, c, cols, false, w, true, b, false);
                 for (t, img) in out.chunks_exact_mut(o * h * wd).enumerate() {
                     self.g.col2im(cols, ld, t * hw, (o, h, wd), img);
                 }
-            },
-        );
+            });
+        });
         Ok((CpuStorage::F32(y), Shape::from((n, o, h, wd))))
     }
 
@@ -318,23 +344,23 @@ impl CustomOp2 for WeightGrad {
             .into_par_iter()
             .map(|t| {
                 let mut acc = vec![0f32; cb * akk];
-                let mut cols = vec![0f32; akk * g * hw];
-                let mut bg = vec![0f32; if g > 1 { cb * g * hw } else { 0 }];
                 let end = ((t + 1) * per).min(n);
                 for i0 in (t * per..end).step_by(g) {
                     let gi = g.min(end - i0);
                     let ld = gi * hw;
-                    for u in 0..gi {
-                        self.0.im2col(&a[(i0 + u) * ca * h * w..][..ca * h * w], (ca, h, w), &mut cols, ld, u * hw);
-                    }
-                    let bs = &b[i0 * cb * hw..][..gi * cb * hw];
-                    let bm = if g == 1 {
-                        bs
-                    } else {
-                        gather(bs, gi, cb, hw, &mut bg);
-                        &bg[..cb * ld]
-                    };
-                    matmul(cb, akk, ld, &mut acc, true, bm, false, &cols, true);
+                    with_scratch(akk * ld, if gi > 1 { cb * ld } else { 0 }, |cols, bg| {
+                        for u in 0..gi {
+                            self.0.im2col(&a[(i0 + u) * ca * h * w..][..ca * h * w], (ca, h, w), cols, ld, u * hw);
+                        }
+                        let bs = &b[i0 * cb * hw..][..gi * cb * hw];
+                        let bm = if gi == 1 {
+                            bs
+                        } else {
+                            gather(bs, gi, cb, hw, bg);
+                            &*bg
+                        };
+                        matmul(cb, akk, ld, &mut acc, true, bm, false, cols, true);
+                    });
                 }
                 acc
             })
