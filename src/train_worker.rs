@@ -288,7 +288,12 @@ impl Trainee {
 
     fn handle(&mut self, cmd: TrainCommand) -> Result<()> {
         match cmd {
-            TrainCommand::Inspect(cfg) => {
+            TrainCommand::Inspect(mut cfg) => {
+                // A new dataset trains at its own channel count by default
+                // (the form keeps whatever the last one had otherwise).
+                if let Ok(c) = crate::data::native_channels(&cfg.data) {
+                    cfg.model.channels = c;
+                }
                 let summary = self.dataset(&cfg).map(|d| summarize(&d)).map_err(|e| format!("{e:#}"));
                 self.send(TrainEvent::Dataset { spec: cfg.data, summary });
             }

@@ -197,7 +197,32 @@ fn idx_folder_round_trips_plain_and_gzipped() {
         let file = dir.path().join(if gz { "train-images-idx3-ubyte.gz" } else { "train-images-idx3-ubyte" });
         let d = data::load(file.to_str().expect("utf-8"), &opts(3, 1)).expect("idx file");
         assert_eq!(d.labels, [1, 0]);
+        for spec in [dir.path(), file.as_path()] {
+            assert_eq!(data::native_channels(spec.to_str().expect("utf-8")).expect("idx"), 1, "IDX is grey");
+        }
     }
+}
+
+/// A new run trains at the dataset's own channel count: built-ins say
+/// theirs, and an image folder is grey only when its images are.
+#[test]
+fn native_channels_follow_the_images() {
+    assert_eq!(data::native_channels("builtin:digits").expect("digits"), 1);
+    assert_eq!(data::native_channels("builtin:emoji").expect("emoji"), 3);
+    let err = data::native_channels("builtin:nope").expect_err("unknown").to_string();
+    assert!(err.contains("builtin:nope") && err.contains("digits"), "{err}");
+
+    let grey = tempfile::tempdir().expect("tempdir");
+    for i in 0..3 {
+        image::GrayImage::from_pixel(8, 8, image::Luma([40 * i]))
+            .save(grey.path().join(format!("{i}.png")))
+            .expect("png");
+    }
+    assert_eq!(data::native_channels(grey.path().to_str().expect("utf-8")).expect("grey"), 1);
+    // One colour image among grey ones makes the folder RGB.
+    RgbImage::from_pixel(8, 8, Rgb([200, 10, 10])).save(grey.path().join("1b.png")).expect("png");
+    assert_eq!(data::native_channels(grey.path().to_str().expect("utf-8")).expect("mixed"), 3);
+    assert!(data::native_channels("/no/such/folder").is_err());
 }
 
 #[test]

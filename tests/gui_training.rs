@@ -119,6 +119,8 @@ fn start_pause_steer_resume_stop_and_reopen() {
     wait(&mut h, "training goes on", |a| a.training().step() >= paused_at + 3);
     h.get_by_label("Stop").click();
     wait(&mut h, "the run stops", |a| a.training().phase() == Some(Phase::Viewing));
+    let next = PathBuf::from(h.state().training().out_dir());
+    assert!(next != run && !next.exists(), "Start now trains into a fresh directory, not {}", next.display());
     let live: Curves = h.state().training().curves().expect("curves").clone();
     assert!(h.state().training().grid_count() >= 1, "sample grids arrived");
     assert_eq!(live.points.last().map(|p| p.step), Some(h.state().training().step()));
@@ -190,6 +192,28 @@ fn dropping_a_file_that_is_neither_dataset_nor_model_changes_nothing() {
     assert_eq!(h.state().model().map(|m| m.hash.clone()), hash, "the model stays");
     assert_eq!(h.state().view(), View::Explore, "the view stays");
     assert!(h.state().training().dataset().is_none(), "no dataset was chosen");
+}
+
+/// Picking an RGB image folder after the grey digits trains in colour: a
+/// new dataset sets the form's channels (and the preview says RGB).
+#[test]
+fn a_new_dataset_sets_its_own_channel_count() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let model = tiny_model(tmp.path());
+    let mut h = open_app(model.display().to_string());
+    set_up_run(&mut h, tiny(1), &tmp.path().join("run"));
+    assert_eq!(h.state_mut().training_mut().config_mut().model.channels, 1);
+    let folder = tmp.path().join("colour");
+    std::fs::create_dir(&folder).expect("mkdir");
+    for i in 0..4u8 {
+        image::RgbImage::from_pixel(28, 28, image::Rgb([60 * i, 200, 10]))
+            .save(folder.join(format!("{i}.png")))
+            .expect("png");
+    }
+    h.state_mut().training_mut().choose_dataset(folder.display().to_string(), false);
+    wait(&mut h, "the folder is described", |a| a.training().dataset().is_some_and(|d| d.count == 4));
+    assert_eq!(h.state().training().dataset().map(|d| d.channels), Some(3));
+    assert_eq!(h.state_mut().training_mut().config_mut().model.channels, 3);
 }
 
 /// Steps frames only when the app asks for one, as eframe's event loop

@@ -86,14 +86,19 @@ pub fn builtins() -> Vec<BuiltinInfo> {
         .collect()
 }
 
+/// The error for `builtin:NAME` when we ship no such dataset.
+pub(super) fn unknown(name: &str) -> DataError {
+    DataError::UnknownBuiltin {
+        name: name.to_owned(),
+        known: ASSETS.iter().map(|a| a.name).collect::<Vec<_>>().join(", "),
+    }
+}
+
 /// Decodes built-in dataset `name` at the requested resolution and channels.
 /// Digits at 32 are resized from 28 (not padded): the strokes then fill the
 /// frame as they do at 28, which is what the DCGAN MNIST setups train on.
 pub(super) fn load(name: &str, opts: &LoadOptions) -> Result<Dataset, DataError> {
-    let asset = ASSETS.iter().find(|a| a.name == name).ok_or_else(|| DataError::UnknownBuiltin {
-        name: name.to_owned(),
-        known: ASSETS.iter().map(|a| a.name).collect::<Vec<_>>().join(", "),
-    })?;
+    let asset = ASSETS.iter().find(|a| a.name == name).ok_or_else(|| unknown(name))?;
     let broken = |reason: String| DataError::Builtin { name: name.to_owned(), reason };
     let index: Index = serde_json::from_str(asset.index).map_err(|e| broken(format!("index: {e}")))?;
     let sheet =

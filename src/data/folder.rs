@@ -81,6 +81,23 @@ pub(super) fn load(root: &Path, opts: &LoadOptions) -> Result<Dataset, DataError
 
 /// Decodes one file, guessing the format from its bytes (extensions lie).
 /// GIFs give their first frame.
+/// Files whose headers [`native_channels`] reads.
+const CHANNEL_PEEK: usize = 16;
+
+/// 1 when the first image files under `root` (in load order) are all grey,
+/// else 3: read from the headers only, so a large folder answers at once.
+pub(super) fn native_channels(root: &Path) -> Result<usize, DataError> {
+    let mut files = Vec::new();
+    collect(root, &mut files)?;
+    files.sort();
+    let colour = |p: &PathBuf| -> image::ImageResult<bool> {
+        use image::ImageDecoder;
+        Ok(image::ImageReader::open(p)?.with_guessed_format()?.into_decoder()?.color_type().has_color())
+    };
+    let seen: Vec<bool> = files.iter().take(CHANNEL_PEEK).filter_map(|p| colour(p).ok()).collect();
+    Ok(if !seen.is_empty() && seen.iter().all(|c| !c) { 1 } else { 3 })
+}
+
 fn decode(path: &Path) -> image::ImageResult<image::DynamicImage> {
     image::ImageReader::open(path)?.with_guessed_format()?.decode()
 }

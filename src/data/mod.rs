@@ -195,6 +195,24 @@ pub enum DataError {
     },
 }
 
+/// The channel count `spec`'s images have: a built-in's own, 1 for IDX
+/// files, and for an image folder 1 when its first images are all grey,
+/// else 3. What a new run on `spec` should train at unless told otherwise.
+pub fn native_channels(spec: &str) -> Result<usize, DataError> {
+    if let Some(name) = spec.strip_prefix("builtin:") {
+        return builtins()
+            .into_iter()
+            .find(|b| b.name == name)
+            .map(|b| b.channels)
+            .ok_or_else(|| builtin::unknown(name));
+    }
+    let path = Path::new(spec);
+    if path.is_file() || (path.is_dir() && idx::find(path)?.is_some()) {
+        return Ok(1);
+    }
+    folder::native_channels(path)
+}
+
 /// Loads a dataset.
 ///
 /// `spec` is "builtin:NAME" (see [`builtins`]), a folder of images (searched

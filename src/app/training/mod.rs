@@ -123,6 +123,11 @@ impl TrainingPanel {
         self.out_dir = dir.display().to_string();
     }
 
+    /// The directory Start would train into.
+    pub fn out_dir(&self) -> &str {
+        &self.out_dir
+    }
+
     /// The dataset chosen and described, if any.
     pub fn dataset(&self) -> Option<&DatasetSummary> {
         self.dataset.as_ref().map(|(d, _)| d)
@@ -161,7 +166,6 @@ impl TrainingPanel {
             && [28, 32, 64].contains(&b.native_resolution)
         {
             probe.model.resolution = b.native_resolution;
-            probe.model.channels = b.channels;
         }
         self.inspecting = Some(Inspecting { spec, dropped });
         self.worker.send(TrainCommand::Inspect(probe));
@@ -222,7 +226,8 @@ impl TrainingPanel {
     fn adopt(&mut self, v: RunView, phase: Phase) {
         let grids = v.grids.iter().map(|(s, p)| (*s, self.texture(&format!("grid_{s}"), p))).collect();
         self.cfg = v.config.clone();
-        self.out_dir = v.dir.display().to_string();
+        // Start trains anew, so it must not point at this run's directory.
+        self.out_dir = fresh_run_dir(&v.config.data);
         self.run = Some(Run {
             step: v.curves.last_step(),
             dir: v.dir,
@@ -246,14 +251,7 @@ impl TrainingPanel {
                         self.cfg.data = spec;
                         self.cfg.model.resolution = d.resolution;
                         self.cfg.model.channels = d.channels;
-                        let secs = std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_or(0, |t| t.as_secs());
-                        let last = d.name.rsplit([':', '/', '\\']).find(|s| !s.is_empty()).unwrap_or("run");
-                        let name: String = last.chars().filter(|c| c.is_alphanumeric() || *c == '-').collect();
-                        if self.run.is_none() {
-                            self.out_dir = format!("runs/{name}-{secs}");
-                        }
+                        self.out_dir = fresh_run_dir(&d.name);
                         let tex = self.texture("dataset_preview", &d.preview);
                         self.dataset = Some((d, tex));
                         return ours.dropped.then_some(Action::ShowView(View::Train));
@@ -295,6 +293,19 @@ impl TrainingPanel {
         let shown = self.dialogs.show(pick, Ask::Folder, dialog);
         shown.err().map(|e| Action::ShowError(format!("cannot open a file dialog: {e}")))
     }
+}
+
+/// `runs/NAME-SECONDS`, with `-2`, `-3`, ... until no such path exists,
+/// where NAME is the last part of the dataset spec `data`.
+fn fresh_run_dir(data: &str) -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.as_secs());
+    let last = data.rsplit([':', '/', '\\']).find(|s| !s.is_empty()).unwrap_or("run");
+    let name: String = last.chars().filter(|c| c.is_alphanumeric() || *c == '-').collect();
+    let base = format!("runs/{name}-{secs}");
+    (1..)
+        .map(|k| if k == 1 { base.clone() } else { format!("{base}-{k}") })
+        .find(|d| !Path::new(d).exists())
+        .unwrap_or(base)
 }
 
 impl Run {
