@@ -7,6 +7,7 @@
 #[cfg(feature = "gui")]
 pub mod app;
 pub mod assets;
+pub mod background;
 pub mod bench;
 pub mod cli;
 pub mod data;

@@ -10,12 +10,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::thread::JoinHandle;
+use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::background::{Background, Shutdown};
 use crate::data::Dataset;
 use crate::device::{self, DeviceChoice};
 use crate::export::grid;
@@ -186,46 +186,17 @@ pub enum TrainEvent {
 
 /// The UI's handle on the training thread. Dropping it stops the run
 /// (with a checkpoint) and the thread.
-pub struct TrainWorker {
-    commands: Sender<TrainCommand>,
-    events: Receiver<TrainEvent>,
-    thread: Option<JoinHandle<()>>,
-}
+pub type TrainWorker = Background<TrainCommand, TrainEvent>;
 
-impl TrainWorker {
-    /// Starts the thread; `wake` is called after every event.
-    pub fn spawn(wake: Box<dyn Fn() + Send>) -> std::io::Result<Self> {
-        let (commands, command_rx) = mpsc::channel();
-        let (event_tx, events) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("ganscope-train".into())
-            .spawn(move || Trainee::new(event_tx, wake).run(&command_rx))?;
-        Ok(Self { commands, events, thread: Some(thread) })
-    }
-
-    /// Queues a command. Returns false when the thread is gone.
-    pub fn send(&self, command: TrainCommand) -> bool {
-        self.commands.send(command).is_ok()
-    }
-
-    /// The next event, if one is ready.
-    pub fn try_recv(&self) -> Option<TrainEvent> {
-        self.events.try_recv().ok()
-    }
-
-    /// The next event, waiting at most `timeout`.
-    pub fn recv_timeout(&self, timeout: Duration) -> Option<TrainEvent> {
-        self.events.recv_timeout(timeout).ok()
+impl Shutdown for TrainCommand {
+    fn shutdown() -> Self {
+        TrainCommand::Shutdown
     }
 }
 
-impl Drop for TrainWorker {
-    fn drop(&mut self) {
-        let _ = self.commands.send(TrainCommand::Shutdown);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// Starts the training thread; `wake` is called after every event.
+pub fn spawn(wake: Box<dyn Fn() + Send>) -> std::io::Result<TrainWorker> {
+    Background::spawn("ganscope-train", move |commands, events| Trainee::new(events, wake).run(&commands))
 }
 
 /// What shapes a loaded dataset: spec, resolution, channels, background.

@@ -12,13 +12,13 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::thread::JoinHandle;
+use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::background::{Background, Shutdown};
 use crate::device::{self, DeviceChoice};
 use crate::gan::Model;
 
@@ -151,53 +151,19 @@ pub enum Event {
     },
 }
 
-/// The UI's handle on the worker thread. Dropping it stops the thread.
-pub struct Worker {
-    commands: Sender<Command>,
-    events: Receiver<Event>,
-    thread: Option<JoinHandle<()>>,
-}
+/// The app's handle on the generator thread. Dropping it stops the thread.
+pub type Worker = Background<Command, Event>;
 
-impl Worker {
-    /// Starts the thread. `wake` is called after every event is sent (the
-    /// app passes `egui::Context::request_repaint`).
-    pub fn spawn(wake: Box<dyn Fn() + Send>) -> std::io::Result<Self> {
-        let (commands, command_rx) = mpsc::channel();
-        let (event_tx, events) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("ganscope-worker".into())
-            .spawn(move || run(&command_rx, &event_tx, wake.as_ref()))?;
-        Ok(Self { commands, events, thread: Some(thread) })
-    }
-
-    /// Queues a command. Returns false when the thread is gone.
-    pub fn send(&self, command: Command) -> bool {
-        self.commands.send(command).is_ok()
-    }
-
-    /// A command sender, for other threads (e.g. a file dialog).
-    pub fn sender(&self) -> Sender<Command> {
-        self.commands.clone()
-    }
-
-    /// The next event, if one is ready.
-    pub fn try_recv(&self) -> Option<Event> {
-        self.events.try_recv().ok()
-    }
-
-    /// The next event, waiting at most `timeout`.
-    pub fn recv_timeout(&self, timeout: Duration) -> Option<Event> {
-        self.events.recv_timeout(timeout).ok()
+impl Shutdown for Command {
+    fn shutdown() -> Self {
+        Command::Shutdown
     }
 }
 
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.commands.send(Command::Shutdown);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// Starts the generator thread. `wake` is called after every event is sent
+/// (the app passes `egui::Context::request_repaint`).
+pub fn spawn(wake: Box<dyn Fn() + Send>) -> std::io::Result<Worker> {
+    Background::spawn("ganscope-worker", move |commands, events| run(&commands, &events, wake.as_ref()))
 }
 
 /// The worker's state on its own thread.
@@ -402,7 +368,7 @@ mod tests {
 
     #[test]
     fn loads_default_model_and_generates() {
-        let worker = Worker::spawn(Box::new(|| {})).expect("spawn");
+        let worker = spawn(Box::new(|| {})).expect("spawn");
         // The embedded default, or another model while it is being replaced.
         worker.send(Command::LoadModel(std::env::var("GANSCOPE_TEST_MODEL").ok().filter(|s| !s.is_empty())));
         let Some(Event::ModelLoaded(info)) = worker.recv_timeout(Duration::from_secs(60)) else {

@@ -20,7 +20,7 @@ use eframe::egui::{self, Pos2, Rect, pos2};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use ganscope::app::{ExplorerApp, View};
-use ganscope::worker::{Command, Event, Generate, Target, Worker};
+use ganscope::worker::{Command, Event, Generate, Target};
 use image::RgbaImage;
 
 mod common;
@@ -243,7 +243,7 @@ fn without_wgpu_the_app_shows_a_notice() {
 #[test]
 #[ignore = "prints timings; run with --ignored --nocapture"]
 fn measure_latency() {
-    let worker = Worker::spawn(Box::new(|| {})).expect("worker");
+    let worker = ganscope::worker::spawn(Box::new(|| {})).expect("worker");
     worker.send(Command::LoadModel(model_spec()));
     let Some(Event::ModelLoaded(info)) = worker.recv_timeout(WAIT) else { panic!("model did not load") };
     let dim = info.z_dim;

@@ -134,8 +134,8 @@ impl ExplorerApp {
             render::install(rs);
         }
         let wake_ctx = ctx.clone();
-        let worker =
-            Worker::spawn(Box::new(move || wake_ctx.request_repaint())).context("cannot start the generator thread")?;
+        let worker = crate::worker::spawn(Box::new(move || wake_ctx.request_repaint()))
+            .context("cannot start the generator thread")?;
         let loading = model_spec.clone().unwrap_or_else(|| "builtin:emoji".into());
         worker.send(Command::LoadModel(model_spec));
         Ok(Self {

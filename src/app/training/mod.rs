@@ -93,7 +93,7 @@ impl TrainingPanel {
     /// Input still repaints at once: this only paces the curves.
     pub fn new(ctx: &egui::Context) -> std::io::Result<Self> {
         let wake = ctx.clone();
-        let worker = TrainWorker::spawn(Box::new(move || wake.request_repaint_after(NEWS_EVERY)))?;
+        let worker = crate::train_worker::spawn(Box::new(move || wake.request_repaint_after(NEWS_EVERY)))?;
         Ok(Self {
             worker,
             ctx: ctx.clone(),
