@@ -10,7 +10,7 @@
 use candle_core::{CpuStorage, InplaceOp2, InplaceOp3, Layout, Result, Tensor};
 use rayon::prelude::*;
 
-use super::{CHUNK, fast, slice};
+use super::{CHUNK, fast, slice, slice_mut};
 
 /// Adam's constants for one step.
 #[derive(Debug, Clone, Copy)]
@@ -42,15 +42,6 @@ pub fn update(p: &Tensor, m: &Tensor, v: &Tensor, g: &Tensor, s: Step) -> Result
     Ok(true)
 }
 
-/// The contiguous f32 data of an in-place destination.
-fn slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> Result<&'a mut [f32]> {
-    let CpuStorage::F32(v) = s else { candle_core::bail!("adam: the fast CPU ops take f32") };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&mut v[a..b]),
-        None => candle_core::bail!("adam: the fast CPU ops take contiguous tensors"),
-    }
-}
-
 /// `m = decay * m + (1 - decay) * g` (or `g * g` for the second moment).
 struct Moment {
     decay: f64,
@@ -63,7 +54,7 @@ impl InplaceOp2 for Moment {
     }
 
     fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
-        let (m, g) = (slice_mut(s1, l1)?, slice(s2, l2, "adam")?);
+        let (m, g) = (slice_mut(s1, l1, "adam")?, slice(s2, l2, "adam")?);
         if m.len() != g.len() {
             candle_core::bail!("adam: moment {:?} and gradient {:?} differ", l1.dims(), l2.dims());
         }
@@ -95,7 +86,7 @@ impl InplaceOp3 for Apply {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<()> {
-        let (p, m, v) = (slice_mut(s1, l1)?, slice(s2, l2, "adam")?, slice(s3, l3, "adam")?);
+        let (p, m, v) = (slice_mut(s1, l1, "adam")?, slice(s2, l2, "adam")?, slice(s3, l3, "adam")?);
         if p.len() != m.len() || p.len() != v.len() {
             candle_core::bail!("adam: parameter {:?} and moments {:?}, {:?} differ", l1.dims(), l2.dims(), l3.dims());
         }

@@ -49,6 +49,15 @@ fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     }
 }
 
+/// As [`slice`], for the destination of an in-place op.
+fn slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout, what: &str) -> Result<&'a mut [f32]> {
+    let CpuStorage::F32(v) = s else { candle_core::bail!("{what}: the fast CPU ops take f32") };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&mut v[a..b]),
+        None => candle_core::bail!("{what}: the fast CPU ops take contiguous tensors"),
+    }
+}
+
 /// Values per chunk of elementwise work on rayon.
 const CHUNK: usize = 1 << 15;
 
