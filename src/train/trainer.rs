@@ -126,6 +126,8 @@ pub struct Trainer {
     perm: (u64, Vec<usize>),
     real_buf: Vec<f32>,
     label_buf: Vec<u32>,
+    /// The last real batch D saw and its labels, kept for the VAE-GAN terms.
+    last_real: Option<(Tensor, Option<Tensor>)>,
 }
 
 impl Trainer {
@@ -215,6 +217,7 @@ impl Trainer {
             perm: (u64::MAX, Vec::new()),
             real_buf: Vec::new(),
             label_buf: Vec::new(),
+            last_real: None,
         })
     }
 
@@ -353,6 +356,9 @@ impl Trainer {
         let real = Tensor::from_slice(&self.real_buf, (b, c, r, r), &self.device)?;
         let real_labels =
             if self.model.conditional() { Some(Tensor::from_slice(&self.label_buf, b, &self.device)?) } else { None };
+        if self.vae.is_some() {
+            self.last_real = Some((real.clone(), real_labels.clone()));
+        }
         let (z, mut fake_labels) = self.latents(b)?;
         let mut pass = Pass { train: true, dropout: true, rng: Some(&mut self.rng) };
         let mut fake = self.g_frozen.forward(&z, fake_labels.as_ref(), &mut pass)?;
@@ -478,16 +484,13 @@ impl Trainer {
     /// divergence of q(z | x) from N(0, I). None when the hybrid is off.
     fn vae_terms(&mut self) -> Result<Option<(Tensor, Tensor)>> {
         let Some(vae) = &self.vae else { return Ok(None) };
-        let (b, c, r) = (self.cfg.batch_size, self.model.channels, self.model.resolution);
-        let real = Tensor::from_slice(&self.real_buf, (b, c, r, r), &self.device)?;
-        let labels =
-            if self.model.conditional() { Some(Tensor::from_slice(&self.label_buf, b, &self.device)?) } else { None };
-        let (mu, logvar) = vae.enc.forward(&real, true)?;
+        let Some((real, labels)) = &self.last_real else { candle_core::bail!("the VAE-GAN terms need a D step first") };
+        let (mu, logvar) = vae.enc.forward(real, true)?;
         let eps = randn(&mut self.rng, mu.dims(), 1.0, &self.device)?;
         let z = (&mu + ((&logvar * 0.5)?.exp()? * eps)?)?;
         let mut pass = Pass { train: true, dropout: true, rng: Some(&mut self.rng) };
         let recon = self.g.forward(&z, labels.as_ref(), &mut pass)?;
-        let rec = (recon - &real)?.sqr()?.mean_all()?;
+        let rec = (recon - real)?.sqr()?.mean_all()?;
         let kl = (((mu.sqr()? + logvar.exp()?)? - &logvar)? - 1.0)?.mean_all()?.affine(0.5, 0.0)?;
         Ok(Some((rec, kl)))
     }
