@@ -79,8 +79,6 @@ pub(super) fn load(root: &Path, opts: &LoadOptions) -> Result<Dataset, DataError
     Ok(data)
 }
 
-/// Decodes one file, guessing the format from its bytes (extensions lie).
-/// GIFs give their first frame.
 /// Files whose headers [`native_channels`] reads.
 const CHANNEL_PEEK: usize = 16;
 
@@ -92,14 +90,20 @@ pub(super) fn native_channels(root: &Path) -> Result<usize, DataError> {
     files.sort();
     let colour = |p: &PathBuf| -> image::ImageResult<bool> {
         use image::ImageDecoder;
-        Ok(image::ImageReader::open(p)?.with_guessed_format()?.into_decoder()?.color_type().has_color())
+        Ok(open(p)?.into_decoder()?.color_type().has_color())
     };
     let seen: Vec<bool> = files.iter().take(CHANNEL_PEEK).filter_map(|p| colour(p).ok()).collect();
     Ok(if !seen.is_empty() && seen.iter().all(|c| !c) { 1 } else { 3 })
 }
 
+/// Opens one file, guessing the format from its bytes (extensions lie).
+fn open(path: &Path) -> image::ImageResult<image::ImageReader<std::io::BufReader<std::fs::File>>> {
+    Ok(image::ImageReader::open(path)?.with_guessed_format()?)
+}
+
+/// Decodes one file; GIFs give their first frame.
 fn decode(path: &Path) -> image::ImageResult<image::DynamicImage> {
-    image::ImageReader::open(path)?.with_guessed_format()?.decode()
+    open(path)?.decode()
 }
 
 /// True for names with one of our image extensions.

@@ -7,8 +7,9 @@
 //! Here it is one pass each way. The gradient at exactly 0 is `slope`, as in
 //! PyTorch (candle's `maximum` splits it between the branches).
 
-use super::{CHUNK, fast, par_chunked, slice};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+
+use super::{CHUNK, fast, par_chunked, slice};
 
 /// `x` where positive, `slope * x` elsewhere.
 pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {

@@ -12,9 +12,9 @@
 use std::sync::{Arc, OnceLock};
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, Var};
+use rayon::prelude::*;
 
 use super::{fast, slice};
-use rayon::prelude::*;
 
 /// What a fused training pass returns: the output and the batch statistics
 /// the caller needs for its running averages.

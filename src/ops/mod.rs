@@ -2,8 +2,8 @@
 //! convolutions ([`conv`]), a fused training-mode BatchNorm
 //! ([`batch_norm`]), per-channel bias ([`bias`]) and LeakyReLU
 //! ([`activation`]), each a candle custom op with its backward, and Adam's
-//! update in place ([`adam`]). On other
-//! devices, and for other dtypes, candle's own ops run.
+//! update in place ([`adam`]). On other devices, and for other dtypes,
+//! candle's own ops run.
 
 pub mod activation;
 pub mod adam;
