@@ -255,6 +255,35 @@ fn bias_matches_candle() -> Result<()> {
     })
 }
 
+/// A frozen D in a G step: the weights are plain tensors and only the input
+/// wants a gradient. The fast ops return none for the weights (candle's
+/// would spend a full weight gradient there) and the same input gradient.
+#[test]
+fn frozen_weights_get_no_gradient() -> Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    let x = Var::from_tensor(&rand_tensor(&mut rng, &[3, 4, 8, 8])?)?;
+    let (w, wt) = (rand_tensor(&mut rng, &[5, 4, 4, 4])?, rand_tensor(&mut rng, &[5, 4, 4, 4])?);
+    let (b, gamma, beta) =
+        (rand_tensor(&mut rng, &[5])?, (rand_tensor(&mut rng, &[5])? + 1.0)?, rand_tensor(&mut rng, &[5])?);
+    let xt = x.as_tensor();
+    let fast = {
+        let y = bias::add(&conv::conv2d(xt, &w, 2, 1)?, &b)?;
+        let y = batch_norm::train(&y, &gamma, &beta, 1e-5)?.expect("fast path on the CPU").y;
+        conv::conv_transpose2d(&y, &wt, 2, 1)?
+    };
+    let reference = {
+        let y = xt.conv2d(&w, 1, 2, 1, 1)?.broadcast_add(&b.reshape((1, (), 1, 1))?)?;
+        batch_norm_reference(&y, &gamma, &beta)?.0.conv_transpose2d(&wt, 1, 0, 2, 1)?
+    };
+    let up = rand_tensor(&mut rng, reference.dims())?;
+    let gf = (fast * &up)?.sum_all()?.backward()?;
+    let gr = (reference * &up)?.sum_all()?.backward()?;
+    for (name, t) in [("w", &w), ("wt", &wt), ("b", &b), ("gamma", &gamma), ("beta", &beta)] {
+        assert!(gf.get(t).is_none(), "frozen {name} got a gradient");
+    }
+    assert_close("frozen stack dx", gf.get(xt).expect("fast grad"), gr.get(xt).expect("reference grad"))
+}
+
 /// candle's LeakyReLU, as the layers wrote it before the fused op.
 fn leaky_reference(v: &Tensor, slope: f64) -> Result<Tensor> {
     if slope == 0.0 { v.relu() } else { v.maximum(&v.affine(slope, 0.0)?) }

@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, Var};
 use rayon::prelude::*;
 
-use super::{fast, slice};
+use super::{fast, slice, tracked};
 
 /// What a fused training pass returns: the output and the batch statistics
 /// the caller needs for its running averages.
@@ -156,7 +156,7 @@ impl CustomOp3 for BatchNorm {
         &self,
         x: &Tensor,
         gamma: &Tensor,
-        _: &Tensor,
+        beta: &Tensor,
         _: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
@@ -166,9 +166,9 @@ impl CustomOp3 for BatchNorm {
         let dx = x.apply_op3(&dy.contiguous()?, gamma, op)?;
         let Some((dgamma, dbeta)) = sums.get() else { candle_core::bail!("batch norm: no parameter gradients") };
         let c = dgamma.len();
-        let dgamma = Tensor::from_slice(dgamma, c, x.device())?;
-        let dbeta = Tensor::from_slice(dbeta, c, x.device())?;
-        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+        let dgamma = tracked(gamma, || Tensor::from_slice(dgamma, c, x.device()))?;
+        let dbeta = tracked(beta, || Tensor::from_slice(dbeta, c, x.device()))?;
+        Ok((tracked(x, || Ok(dx))?, dgamma, dbeta))
     }
 }
 

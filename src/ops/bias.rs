@@ -10,7 +10,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{fast, min_chunks, par_chunked, slice};
+use super::{fast, min_chunks, par_chunked, slice, tracked};
 
 /// `y + b` with `b` (C) broadcast over `y` (N, C, H, W).
 pub fn add(y: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -59,8 +59,8 @@ impl CustomOp2 for AddBias {
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
-    fn bwd(&self, _: &Tensor, _: &Tensor, _: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(g.clone()), Some(g.contiguous()?.apply_op1(ChannelSum)?)))
+    fn bwd(&self, y: &Tensor, b: &Tensor, _: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((tracked(y, || Ok(g.clone()))?, tracked(b, || g.contiguous()?.apply_op1(ChannelSum))?))
     }
 }
 

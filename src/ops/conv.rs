@@ -26,7 +26,7 @@ use std::cell::RefCell;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{fast, slice};
+use super::{fast, slice, tracked};
 
 /// The fewest GEMM columns per group worth aiming for: below this the gemm
 /// crate's edge microkernels and per-call overhead dominate.
@@ -260,9 +260,9 @@ impl CustomOp2 for Conv {
     fn bwd(&self, x: &Tensor, w: &Tensor, _: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (_, _, h, wd) = x.dims4()?;
         let dy = dy.contiguous()?;
-        let dx = dy.apply_op2(w, ConvT { g: self.0, out_h: h, out_w: wd })?;
-        let dw = x.apply_op2(&dy, WeightGrad(self.0))?;
-        Ok((Some(dx), Some(dw)))
+        let dx = tracked(x, || dy.apply_op2(w, ConvT { g: self.0, out_h: h, out_w: wd }))?;
+        let dw = tracked(w, || x.apply_op2(&dy, WeightGrad(self.0)))?;
+        Ok((dx, dw))
     }
 }
 
@@ -314,9 +314,9 @@ impl CustomOp2 for ConvT {
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
-        let dx = dy.apply_op2(w, Conv(self.g))?;
-        let dw = dy.apply_op2(x, WeightGrad(self.g))?;
-        Ok((Some(dx), Some(dw)))
+        let dx = tracked(x, || dy.apply_op2(w, Conv(self.g)))?;
+        let dw = tracked(w, || dy.apply_op2(x, WeightGrad(self.g)))?;
+        Ok((dx, dw))
     }
 }
 

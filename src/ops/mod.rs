@@ -40,6 +40,16 @@ fn fast(ts: &[&Tensor]) -> bool {
     FAST_CPU.load(Ordering::Relaxed) && ts.iter().all(|t| t.device().is_cpu() && t.dtype() == candle_core::DType::F32)
 }
 
+/// `grad()` when autograd wants a gradient for `arg`, else None.
+///
+/// Why: candle calls a custom op's backward for every argument, frozen or
+/// not, and adds each returned gradient into a zeroed tensor. The frozen
+/// D of a G step, for one, would pay a full weight gradient per layer
+/// that nobody reads.
+fn tracked(arg: &Tensor, grad: impl FnOnce() -> Result<Tensor>) -> Result<Option<Tensor>> {
+    if arg.track_op() { grad().map(Some) } else { Ok(None) }
+}
+
 /// The contiguous f32 data of a custom-op argument; `what` names the op in errors.
 fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else { candle_core::bail!("{what}: the fast CPU ops take f32") };
