@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, Var};
 use rayon::prelude::*;
 
-use super::{fast, slice, tracked};
+use super::{fast, par_chunked, slice, tracked};
 
 /// What a fused training pass returns: the output and the batch statistics
 /// the caller needs for its running averages.
@@ -142,10 +142,10 @@ impl CustomOp3 for BatchNorm {
         // Same order of operations as the candle formulation in `Norm::forward`.
         let scale: Vec<f32> = (0..c).map(|ci| gamma[ci] / (var[ci] + self.eps as f32).sqrt()).collect();
         let shift: Vec<f32> = (0..c).map(|ci| beta[ci] - mean[ci] * scale[ci]).collect();
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(hw.max(1)).zip(x.par_chunks(hw.max(1))).enumerate().for_each(|(j, (out, src))| {
+        // One chunk per (image, channel) plane.
+        let y = par_chunked(x.len(), hw, |j, r| {
             let (a, b) = (scale[j % c], shift[j % c]);
-            out.iter_mut().zip(src).for_each(|(o, v)| *o = v * a + b);
+            x[r].iter().map(move |v| v * a + b)
         });
         // The op runs once per `apply_op3`, so the cell is always empty here.
         let _ = self.stats.set(Stats { mean, var });
@@ -226,16 +226,10 @@ impl CustomOp3 for BatchNormGrad {
                 (a, b, -a * dbeta[ci] / count as f32)
             })
             .collect();
-        let mut dx = vec![0f32; x.len()];
-        let chunk = hw.max(1);
-        dx.par_chunks_mut(chunk).zip(x.par_chunks(chunk).zip(dy.par_chunks(chunk))).enumerate().for_each(
-            |(j, (out, (xs, ds)))| {
-                let ((a, b, d), m) = (coef[j % c], self.mean[j % c]);
-                for ((o, &xv), &g) in out.iter_mut().zip(xs).zip(ds) {
-                    *o = a * g + b * (xv - m) + d;
-                }
-            },
-        );
+        let dx = par_chunked(x.len(), hw, |j, r| {
+            let ((a, b, d), m) = (coef[j % c], self.mean[j % c]);
+            x[r.clone()].iter().zip(&dy[r]).map(move |(&xv, &g)| a * g + b * (xv - m) + d)
+        });
         let _ = self.sums.set((dgamma, dbeta));
         Ok((CpuStorage::F32(dx), Shape::from(l1.dims())))
     }
