@@ -68,12 +68,17 @@ fn check(
 /// (n, c, h, w, o, k, stride, pad) of one convolution case.
 type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
 
-/// Runs `body` in rayon's default pool and again in a one-thread pool, where
-/// each thread's share of the batch, and so the largest group, is biggest.
-fn in_both_pools(body: impl Fn() -> Result<()> + Send + Sync) -> Result<()> {
+/// Runs `body` in rayon's default pool, in a one-thread pool, where each
+/// thread's share of the batch, and so the largest group, is biggest, and
+/// in a three-thread pool, where a batch smaller than the pool splits its
+/// output channels unevenly between threads.
+fn in_each_pool(body: impl Fn() -> Result<()> + Send + Sync) -> Result<()> {
     body()?;
-    let one = ThreadPoolBuilder::new().num_threads(1).build().map_err(candle_core::Error::wrap)?;
-    one.install(body)
+    for threads in [1, 3] {
+        let pool = ThreadPoolBuilder::new().num_threads(threads).build().map_err(candle_core::Error::wrap)?;
+        pool.install(&body)?;
+    }
+    Ok(())
 }
 
 #[test]
@@ -91,7 +96,7 @@ fn conv2d_matches_candle() -> Result<()> {
         (5, 6, 4, 4, 1, 4, 1, 0),
         (5, 2, 9, 7, 3, 3, 2, 1),
     ];
-    in_both_pools(|| {
+    in_each_pool(|| {
         let mut rng = ChaCha8Rng::seed_from_u64(11);
         for (n, c, h, w, o, k, s, p) in cases {
             let x = rand_tensor(&mut rng, &[n, c, h, w])?;
@@ -111,8 +116,9 @@ fn conv2d_matches_candle() -> Result<()> {
 
 #[test]
 fn conv_transpose2d_matches_candle() -> Result<()> {
-    // As above; the grouped cases read 1x1 to 3x3 inputs.
-    let cases: [Case; 9] = [
+    // As above; the grouped cases read 1x1 to 3x3 inputs, the last two are
+    // single images whose channels split between threads.
+    let cases: [Case; 11] = [
         (2, 4, 4, 4, 3, 4, 2, 1),
         (3, 3, 5, 7, 2, 4, 2, 1),
         (1, 2, 7, 7, 1, 3, 1, 1),
@@ -122,8 +128,10 @@ fn conv_transpose2d_matches_candle() -> Result<()> {
         (7, 3, 3, 3, 2, 3, 1, 1),
         (5, 6, 1, 1, 4, 4, 1, 0),
         (5, 2, 3, 2, 3, 3, 2, 1),
+        (1, 3, 4, 4, 5, 4, 2, 1),
+        (1, 6, 3, 5, 8, 3, 1, 1),
     ];
-    in_both_pools(|| {
+    in_each_pool(|| {
         let mut rng = ChaCha8Rng::seed_from_u64(12);
         for (n, c, h, w, o, k, s, p) in cases {
             let x = rand_tensor(&mut rng, &[n, c, h, w])?;
@@ -242,7 +250,7 @@ fn batch_norm_second_order_matches_finite_differences() -> Result<()> {
 
 #[test]
 fn bias_matches_candle() -> Result<()> {
-    in_both_pools(|| {
+    in_each_pool(|| {
         let mut rng = ChaCha8Rng::seed_from_u64(15);
         for (n, c, h, w) in [(2, 3, 4, 4), (5, 7, 3, 1), (1, 1, 1, 1), (64, 9, 4, 4), (2, 3, 130, 130)] {
             let x = rand_tensor(&mut rng, &[n, c, h, w])?;
@@ -293,7 +301,7 @@ fn leaky_reference(v: &Tensor, slope: f64) -> Result<Tensor> {
 /// differentiate against, as a layer's weights would.
 #[test]
 fn leaky_relu_matches_candle() -> Result<()> {
-    in_both_pools(|| {
+    in_each_pool(|| {
         let mut rng = ChaCha8Rng::seed_from_u64(16);
         for shape in [[2, 3, 4, 4], [1, 1, 1, 1], [3, 5, 7, 9], [4, 8, 33, 65]] {
             for slope in [0.0, 0.2] {

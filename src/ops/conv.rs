@@ -20,6 +20,8 @@
 //! matrices sit side by side: each primitive runs one GEMM per group, with
 //! at least ~512 columns (or inner dimension, for `weight_grad`). Groups of a
 //! batch run in parallel on rayon, each thread reusing its own scratch buffers.
+//! A transposed convolution over fewer images than threads (the explorer's
+//! batch of one) splits each image's output channels between the threads.
 
 use std::cell::RefCell;
 
@@ -180,16 +182,48 @@ impl Geom {
     }
 }
 
-/// Row-major `dst (m x n) = [dst +] a (m x k) * b (k x n)`, where `a` and `b`
-/// may be transposed views (given by their strides).
-#[allow(clippy::too_many_arguments)]
-fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, a: &[f32], a_t: bool, b: &[f32], b_t: bool) {
-    debug_assert!(dst.len() >= m * n && a.len() >= m * k && b.len() >= k * n);
-    let (a_cs, a_rs) = if a_t { (m as isize, 1) } else { (1, k as isize) };
-    let (b_cs, b_rs) = if b_t { (k as isize, 1) } else { (1, n as isize) };
-    // SAFETY: the slices hold at least m*n, m*k and k*n elements (checked
-    // above in debug builds; every caller sizes them from the same dims), and
-    // the strides describe row-major or transposed views inside them.
+/// A GEMM operand stored row-major with `ld` values between stored rows,
+/// read as it is or transposed.
+#[derive(Clone, Copy)]
+struct Operand<'a> {
+    data: &'a [f32],
+    transposed: bool,
+    ld: usize,
+}
+
+impl<'a> Operand<'a> {
+    fn plain(data: &'a [f32], ld: usize) -> Self {
+        Self { data, transposed: false, ld }
+    }
+
+    fn transposed(data: &'a [f32], ld: usize) -> Self {
+        Self { data, transposed: true, ld }
+    }
+
+    /// (column stride, row stride) of the matrix as read, and the length it
+    /// needs for `rows` x `cols`.
+    fn strides(&self, rows: usize, cols: usize) -> (isize, isize, usize) {
+        if self.transposed {
+            (self.ld as isize, 1, (cols - 1) * self.ld + rows)
+        } else {
+            (1, self.ld as isize, (rows - 1) * self.ld + cols)
+        }
+    }
+}
+
+/// Row-major `dst (m x n) = [dst +] a (m x k) * b (k x n)`.
+fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, a: Operand, b: Operand) {
+    if m == 0 || n == 0 || k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    let (a_cs, a_rs, a_len) = a.strides(m, k);
+    let (b_cs, b_rs, b_len) = b.strides(k, n);
+    assert!(dst.len() >= m * n && a.data.len() >= a_len && b.data.len() >= b_len, "matmul: operands too short");
+    // SAFETY: the assert above keeps every element the strides reach inside
+    // its slice.
     unsafe {
         gemm::gemm(
             m,
@@ -199,10 +233,10 @@ fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, a: &[
             1,
             n as isize,
             accumulate,
-            a.as_ptr(),
+            a.data.as_ptr(),
             a_cs,
             a_rs,
-            b.as_ptr(),
+            b.data.as_ptr(),
             b_cs,
             b_rs,
             1.0,
@@ -247,9 +281,9 @@ impl CustomOp2 for Conv {
                     self.0.im2col(img, (c, h, wd), cols, ld, t * hw);
                 }
                 if gi == 1 {
-                    matmul(o, ld, ckk, out, false, w, false, cols, false);
+                    matmul(o, ld, ckk, out, false, Operand::plain(w, ckk), Operand::plain(cols, ld));
                 } else {
-                    matmul(o, ld, ckk, prod, false, w, false, cols, false);
+                    matmul(o, ld, ckk, prod, false, Operand::plain(w, ckk), Operand::plain(cols, ld));
                     scatter(prod, gi, o, hw, out);
                 }
             });
@@ -288,14 +322,24 @@ impl CustomOp2 for ConvT {
         if self.g.conv_out(h) != hi || self.g.conv_out(wd) != wi {
             candle_core::bail!("conv_transpose2d: output {h}x{wd} does not match input {hi}x{wi}");
         }
-        let (okk, hw) = (o * k * k, hi * wi);
+        let (kk, hw, plane) = (k * k, hi * wi, h * wd);
         let g = group_size(n, hw);
-        let mut y = vec![0f32; n * o * h * wd];
-        y.par_chunks_mut(g * o * h * wd).enumerate().for_each(|(j, out)| {
-            let gi = out.len() / (o * h * wd);
+        // With fewer images than threads (the explorer's batch of one), each
+        // image's output channels are split between the threads instead.
+        let parts = if g == 1 { (rayon::current_num_threads() / n).clamp(1, o.max(1)) } else { 1 };
+        let per_part = o.div_ceil(parts).max(1);
+        let mut y = vec![0f32; n * o * plane];
+        let jobs = y.par_chunks_mut(g * o * plane).enumerate().flat_map(|(j, out)| {
+            let chunk = if parts > 1 { per_part * plane } else { out.len() };
+            out.par_chunks_mut(chunk).enumerate().map(move |(q, part)| (j, q * per_part, part))
+        });
+        jobs.for_each(|(j, o0, out)| {
+            let gi = if parts > 1 { 1 } else { out.len() / (o * plane) };
+            // Output channels o0..o0 + oc, the rows o0*kk.. of W^T (O*K*K x C).
+            let oc = out.len() / (gi * plane);
             let ld = gi * hw;
             // A group of one reads its input in place.
-            with_scratch(okk * ld, if gi > 1 { c * ld } else { 0 }, |cols, xg| {
+            with_scratch(oc * kk * ld, if gi > 1 { c * ld } else { 0 }, |cols, xg| {
                 let xs = &x[j * g * c * hw..][..gi * c * hw];
                 let b = if gi == 1 {
                     xs
@@ -303,9 +347,10 @@ impl CustomOp2 for ConvT {
                     gather(xs, gi, c, hw, xg);
                     &*xg
                 };
-                matmul(okk, ld, c, cols, false, w, true, b, false);
-                for (t, img) in out.chunks_exact_mut(o * h * wd).enumerate() {
-                    self.g.col2im(cols, ld, t * hw, (o, h, wd), img);
+                let wt = Operand::transposed(&w[o0 * kk..], o * kk);
+                matmul(oc * kk, ld, c, cols, false, wt, Operand::plain(b, ld));
+                for (t, img) in out.chunks_exact_mut(oc * plane).enumerate() {
+                    self.g.col2im(cols, ld, t * hw, (oc, h, wd), img);
                 }
             });
         });
@@ -359,7 +404,7 @@ impl CustomOp2 for WeightGrad {
                             gather(bs, gi, cb, hw, bg);
                             &*bg
                         };
-                        matmul(cb, akk, ld, &mut acc, true, bm, false, cols, true);
+                        matmul(cb, akk, ld, &mut acc, true, Operand::plain(bm, ld), Operand::transposed(cols, ld));
                     });
                 }
                 acc
