@@ -292,6 +292,32 @@ fn frozen_weights_get_no_gradient() -> Result<()> {
     assert_close("frozen stack dx", gf.get(xt).expect("fast grad"), gr.get(xt).expect("reference grad"))
 }
 
+#[test]
+fn scale_shift_matches_candle() -> Result<()> {
+    in_each_pool(|| {
+        let mut rng = ChaCha8Rng::seed_from_u64(16);
+        for (n, c, h, w) in [(2, 3, 4, 4), (1, 5, 3, 1), (64, 9, 4, 4)] {
+            let what = format!("scale_shift {n}x{c}x{h}x{w}");
+            let x = Var::from_tensor(&rand_tensor(&mut rng, &[n, c, h, w])?)?;
+            let a = Var::from_tensor(&rand_tensor(&mut rng, &[c])?)?;
+            let b = Var::from_tensor(&rand_tensor(&mut rng, &[c])?)?;
+            let (xt, at, bt) = (x.as_tensor(), a.as_tensor(), b.as_tensor());
+            let yf = bias::scale_shift(xt, at, bt)?;
+            let per_channel = |t: &Tensor| t.reshape((1, (), 1, 1));
+            let yr = xt.broadcast_mul(&per_channel(at)?)?.broadcast_add(&per_channel(bt)?)?;
+            assert_close(&format!("{what} forward"), &yf, &yr)?;
+            let up = rand_tensor(&mut rng, yr.dims())?;
+            let gf = (yf * &up)?.sum_all()?.backward()?;
+            let gr = (yr * &up)?.sum_all()?.backward()?;
+            for (name, t) in [("dx", xt), ("dscale", at), ("dshift", bt)] {
+                let (p, q) = (gf.get(t).expect("fast grad"), gr.get(t).expect("reference grad"));
+                assert_close(&format!("{what} {name}"), p, q)?;
+            }
+        }
+        Ok(())
+    })
+}
+
 /// candle's LeakyReLU, as the layers wrote it before the fused op.
 fn leaky_reference(v: &Tensor, slope: f64) -> Result<Tensor> {
     if slope == 0.0 { v.relu() } else { v.maximum(&v.affine(slope, 0.0)?) }

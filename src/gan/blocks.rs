@@ -206,7 +206,7 @@ impl Norm {
                 };
                 let scale = (gamma / (v + EPS)?.sqrt()?)?;
                 let shift = (beta - (&m * &scale)?)?;
-                x.broadcast_mul(&per_channel(&scale)?)?.broadcast_add(&per_channel(&shift)?)
+                ops::bias::scale_shift(x, &scale, &shift)
             }
             Norm::Instance { gamma, beta } => {
                 let m = x.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2)?;

@@ -1,13 +1,14 @@
-//! Per-channel bias of (N, C, H, W) activations as one CPU op with its
-//! backward.
+//! Per-channel bias, and per-channel scale and shift, of (N, C, H, W)
+//! activations as CPU ops with their backward.
 //!
 //! Why: candle's `broadcast_add` is fine forward, but its backward sums the
 //! gradient over the batch and spatial axes with candle's generic strided
 //! reduction, which walked every element with index arithmetic: ~9% of a
 //! DCGAN training step. Here the bias gradient is a contiguous sum per
-//! (image, channel) plane.
+//! (image, channel) plane. Scale and shift is inference-mode BatchNorm in
+//! one pass instead of candle's two broadcast ops.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::{fast, min_chunks, par_chunked, slice, tracked};
@@ -18,6 +19,15 @@ pub fn add(y: &Tensor, b: &Tensor) -> Result<Tensor> {
         return y.broadcast_add(&b.reshape((1, (), 1, 1))?);
     }
     y.contiguous()?.apply_op2(&b.contiguous()?, AddBias)
+}
+
+/// `x * scale + shift` with `scale` and `shift` (C) broadcast over `x` (N, C, H, W).
+pub fn scale_shift(x: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<Tensor> {
+    if !fast(&[x, scale, shift]) {
+        let per_channel = |t: &Tensor| t.reshape((1, (), 1, 1));
+        return x.broadcast_mul(&per_channel(scale)?)?.broadcast_add(&per_channel(shift)?);
+    }
+    x.contiguous()?.apply_op3(&scale.contiguous()?, &shift.contiguous()?, ScaleShift)
 }
 
 /// (N, C, H*W) of `y`, checked against a bias of C.
@@ -88,5 +98,48 @@ impl CustomOp1 for ChannelSum {
     /// Each element of the input fed its channel's sum once.
     fn bwd(&self, arg: &Tensor, _: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(g.reshape((1, (), 1, 1))?.broadcast_as(arg.shape())?.contiguous()?))
+    }
+}
+
+/// The scale-and-shift op: x (N, C, H, W), scale (C), shift (C).
+struct ScaleShift;
+
+impl CustomOp3 for ScaleShift {
+    fn name(&self) -> &'static str {
+        "ganscope-scale-shift"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, a, b) = (slice(s1, l1, "scale")?, slice(s2, l2, "scale")?, slice(s3, l3, "shift")?);
+        let ((_, c, hw), _) = (planes(l1, l2)?, planes(l1, l3)?);
+        // One chunk per (image, channel) plane.
+        let out = par_chunked(x.len(), hw, |p, r| {
+            let (ac, bc) = (a[p % c], b[p % c]);
+            x[r].iter().map(move |&v| v * ac + bc)
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        scale: &Tensor,
+        shift: &Tensor,
+        _: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = g.contiguous()?;
+        let dx = tracked(x, || g.broadcast_mul(&scale.reshape((1, (), 1, 1))?))?;
+        let dscale = tracked(scale, || (&g * x)?.apply_op1(ChannelSum))?;
+        let dshift = tracked(shift, || g.apply_op1(ChannelSum))?;
+        Ok((dx, dscale, dshift))
     }
 }
