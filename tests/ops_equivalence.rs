@@ -41,28 +41,32 @@ fn assert_close(what: &str, got: &Tensor, want: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// Values and both gradients of `fast` and `reference` agree, with a random
-/// upstream gradient so every output element matters.
+/// Values and the gradients of every named input of `fast` and `reference`
+/// agree, with a random upstream gradient so every output element matters.
 fn check(
     what: &str,
-    x: &Tensor,
-    w: &Tensor,
+    inputs: &[(&str, Tensor)],
     rng: &mut ChaCha8Rng,
-    fast: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
-    reference: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
+    fast: impl Fn(&[&Tensor]) -> Result<Tensor>,
+    reference: impl Fn(&[&Tensor]) -> Result<Tensor>,
 ) -> Result<()> {
-    let (xv, wv) = (Var::from_tensor(x)?, Var::from_tensor(w)?);
-    let yf = fast(xv.as_tensor(), wv.as_tensor())?;
-    let yr = reference(xv.as_tensor(), wv.as_tensor())?;
+    let vars = inputs.iter().map(|(_, t)| Var::from_tensor(t)).collect::<Result<Vec<_>>>()?;
+    let ts: Vec<&Tensor> = vars.iter().map(Var::as_tensor).collect();
+    let (yf, yr) = (fast(&ts)?, reference(&ts)?);
     assert_close(&format!("{what} forward"), &yf, &yr)?;
     let up = rand_tensor(rng, yr.dims())?;
     let gf = (yf * &up)?.sum_all()?.backward()?;
     let gr = (yr * &up)?.sum_all()?.backward()?;
-    for (name, v) in [("dx", &xv), ("dw", &wv)] {
-        let (a, b) = (gf.get(v).expect("fast grad"), gr.get(v).expect("reference grad"));
-        assert_close(&format!("{what} {name}"), a, b)?;
+    for ((name, _), t) in inputs.iter().zip(ts) {
+        let (a, b) = (gf.get(t).expect("fast grad"), gr.get(t).expect("reference grad"));
+        assert_close(&format!("{what} d{name}"), a, b)?;
     }
     Ok(())
+}
+
+/// candle's per-channel bias add.
+fn add_bias(y: Tensor, b: &Tensor) -> Result<Tensor> {
+    y.broadcast_add(&b.reshape((1, (), 1, 1))?)
 }
 
 /// (n, c, h, w, o, k, stride, pad) of one convolution case.
@@ -101,13 +105,13 @@ fn conv2d_matches_candle() -> Result<()> {
         for (n, c, h, w, o, k, s, p) in cases {
             let x = rand_tensor(&mut rng, &[n, c, h, w])?;
             let wt = rand_tensor(&mut rng, &[o, c, k, k])?;
+            let b = rand_tensor(&mut rng, &[o])?;
             check(
                 &format!("conv2d {n}x{c}x{h}x{w} k{k} s{s} p{p}"),
-                &x,
-                &wt,
+                &[("x", x), ("w", wt), ("b", b)],
                 &mut rng,
-                |x, w| conv::conv2d(x, w, s, p),
-                |x, w| x.conv2d(w, p, s, 1, 1),
+                |t| conv::conv2d(t[0], t[1], t[2], s, p),
+                |t| add_bias(t[0].conv2d(t[1], p, s, 1, 1)?, t[2]),
             )?;
         }
         Ok(())
@@ -136,13 +140,13 @@ fn conv_transpose2d_matches_candle() -> Result<()> {
         for (n, c, h, w, o, k, s, p) in cases {
             let x = rand_tensor(&mut rng, &[n, c, h, w])?;
             let wt = rand_tensor(&mut rng, &[c, o, k, k])?;
+            let b = rand_tensor(&mut rng, &[o])?;
             check(
                 &format!("conv_transpose2d {n}x{c}x{h}x{w} k{k} s{s} p{p}"),
-                &x,
-                &wt,
+                &[("x", x), ("w", wt), ("b", b)],
                 &mut rng,
-                |x, w| conv::conv_transpose2d(x, w, s, p),
-                |x, w| x.conv_transpose2d(w, p, 0, s, 1),
+                |t| conv::conv_transpose2d(t[0], t[1], t[2], s, p),
+                |t| add_bias(t[0].conv_transpose2d(t[1], p, 0, s, 1)?, t[2]),
             )?;
         }
         Ok(())
@@ -248,21 +252,6 @@ fn batch_norm_second_order_matches_finite_differences() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn bias_matches_candle() -> Result<()> {
-    in_each_pool(|| {
-        let mut rng = ChaCha8Rng::seed_from_u64(15);
-        for (n, c, h, w) in [(2, 3, 4, 4), (5, 7, 3, 1), (1, 1, 1, 1), (64, 9, 4, 4), (2, 3, 130, 130)] {
-            let x = rand_tensor(&mut rng, &[n, c, h, w])?;
-            let b = rand_tensor(&mut rng, &[c])?;
-            check(&format!("bias {n}x{c}x{h}x{w}"), &x, &b, &mut rng, bias::add, |x, b| {
-                x.broadcast_add(&b.reshape((1, (), 1, 1))?)
-            })?;
-        }
-        Ok(())
-    })
-}
-
 /// A frozen D in a G step: the weights are plain tensors and only the input
 /// wants a gradient. The fast ops return none for the weights (candle's
 /// would spend a full weight gradient there) and the same input gradient.
@@ -271,48 +260,45 @@ fn frozen_weights_get_no_gradient() -> Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(17);
     let x = Var::from_tensor(&rand_tensor(&mut rng, &[3, 4, 8, 8])?)?;
     let (w, wt) = (rand_tensor(&mut rng, &[5, 4, 4, 4])?, rand_tensor(&mut rng, &[5, 4, 4, 4])?);
-    let (b, gamma, beta) =
-        (rand_tensor(&mut rng, &[5])?, (rand_tensor(&mut rng, &[5])? + 1.0)?, rand_tensor(&mut rng, &[5])?);
+    let (b, bt) = (rand_tensor(&mut rng, &[5])?, rand_tensor(&mut rng, &[4])?);
+    let (gamma, beta) = ((rand_tensor(&mut rng, &[5])? + 1.0)?, rand_tensor(&mut rng, &[5])?);
     let xt = x.as_tensor();
     let fast = {
-        let y = bias::add(&conv::conv2d(xt, &w, 2, 1)?, &b)?;
+        let y = conv::conv2d(xt, &w, &b, 2, 1)?;
         let y = batch_norm::train(&y, &gamma, &beta, 1e-5)?.expect("fast path on the CPU").y;
-        conv::conv_transpose2d(&y, &wt, 2, 1)?
+        conv::conv_transpose2d(&y, &wt, &bt, 2, 1)?
     };
     let reference = {
-        let y = xt.conv2d(&w, 1, 2, 1, 1)?.broadcast_add(&b.reshape((1, (), 1, 1))?)?;
-        batch_norm_reference(&y, &gamma, &beta)?.0.conv_transpose2d(&wt, 1, 0, 2, 1)?
+        let y = add_bias(xt.conv2d(&w, 1, 2, 1, 1)?, &b)?;
+        add_bias(batch_norm_reference(&y, &gamma, &beta)?.0.conv_transpose2d(&wt, 1, 0, 2, 1)?, &bt)?
     };
     let up = rand_tensor(&mut rng, reference.dims())?;
     let gf = (fast * &up)?.sum_all()?.backward()?;
     let gr = (reference * &up)?.sum_all()?.backward()?;
-    for (name, t) in [("w", &w), ("wt", &wt), ("b", &b), ("gamma", &gamma), ("beta", &beta)] {
+    for (name, t) in [("w", &w), ("wt", &wt), ("b", &b), ("bt", &bt), ("gamma", &gamma), ("beta", &beta)] {
         assert!(gf.get(t).is_none(), "frozen {name} got a gradient");
     }
     assert_close("frozen stack dx", gf.get(xt).expect("fast grad"), gr.get(xt).expect("reference grad"))
 }
 
+/// Scale and shift; its shift gradient is the convolutions' bias gradient,
+/// so the shapes cover planes of one value, many planes per job, and
+/// planes longer than a job.
 #[test]
 fn scale_shift_matches_candle() -> Result<()> {
     in_each_pool(|| {
-        let mut rng = ChaCha8Rng::seed_from_u64(16);
-        for (n, c, h, w) in [(2, 3, 4, 4), (1, 5, 3, 1), (64, 9, 4, 4)] {
-            let what = format!("scale_shift {n}x{c}x{h}x{w}");
-            let x = Var::from_tensor(&rand_tensor(&mut rng, &[n, c, h, w])?)?;
-            let a = Var::from_tensor(&rand_tensor(&mut rng, &[c])?)?;
-            let b = Var::from_tensor(&rand_tensor(&mut rng, &[c])?)?;
-            let (xt, at, bt) = (x.as_tensor(), a.as_tensor(), b.as_tensor());
-            let yf = bias::scale_shift(xt, at, bt)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(15);
+        for (n, c, h, w) in [(2, 3, 4, 4), (5, 7, 3, 1), (1, 1, 1, 1), (64, 9, 4, 4), (2, 3, 130, 130)] {
+            let x = rand_tensor(&mut rng, &[n, c, h, w])?;
+            let (a, b) = (rand_tensor(&mut rng, &[c])?, rand_tensor(&mut rng, &[c])?);
             let per_channel = |t: &Tensor| t.reshape((1, (), 1, 1));
-            let yr = xt.broadcast_mul(&per_channel(at)?)?.broadcast_add(&per_channel(bt)?)?;
-            assert_close(&format!("{what} forward"), &yf, &yr)?;
-            let up = rand_tensor(&mut rng, yr.dims())?;
-            let gf = (yf * &up)?.sum_all()?.backward()?;
-            let gr = (yr * &up)?.sum_all()?.backward()?;
-            for (name, t) in [("dx", xt), ("dscale", at), ("dshift", bt)] {
-                let (p, q) = (gf.get(t).expect("fast grad"), gr.get(t).expect("reference grad"));
-                assert_close(&format!("{what} {name}"), p, q)?;
-            }
+            check(
+                &format!("scale_shift {n}x{c}x{h}x{w}"),
+                &[("x", x), ("scale", a), ("shift", b)],
+                &mut rng,
+                |t| bias::scale_shift(t[0], t[1], t[2]),
+                |t| t[0].broadcast_mul(&per_channel(t[1])?)?.broadcast_add(&per_channel(t[2])?),
+            )?;
         }
         Ok(())
     })
@@ -335,11 +321,10 @@ fn leaky_relu_matches_candle() -> Result<()> {
                 let s = rand_tensor(&mut rng, &shape)?;
                 check(
                     &format!("leaky_relu({slope}) {shape:?}"),
-                    &x,
-                    &s,
+                    &[("x", x), ("s", s)],
                     &mut rng,
-                    |x, s| activation::leaky_relu(&(x * s)?, slope),
-                    |x, s| leaky_reference(&(x * s)?, slope),
+                    |t| activation::leaky_relu(&(t[0] * t[1])?, slope),
+                    |t| leaky_reference(&(t[0] * t[1])?, slope),
                 )?;
             }
         }

@@ -1,25 +1,18 @@
-//! Per-channel bias, and per-channel scale and shift, of (N, C, H, W)
-//! activations as CPU ops with their backward.
+//! Per-channel maps of (N, C, H, W) activations: the bias gradient and
+//! scale-and-shift, as CPU ops with their backward.
 //!
-//! Why: candle's `broadcast_add` is fine forward, but its backward sums the
-//! gradient over the batch and spatial axes with candle's generic strided
-//! reduction, which walked every element with index arithmetic: ~9% of a
-//! DCGAN training step. Here the bias gradient is a contiguous sum per
-//! (image, channel) plane. Scale and shift is inference-mode BatchNorm in
-//! one pass instead of candle's two broadcast ops.
+//! Why: candle's `broadcast_add` backward sums the gradient over the batch
+//! and spatial axes with candle's generic strided reduction, which walked
+//! every element with index arithmetic: ~9% of a DCGAN training step. Here
+//! the bias gradient (of the convolutions, which add their bias
+//! themselves) is a contiguous sum per (image, channel) plane. Scale and
+//! shift is inference-mode BatchNorm in one pass instead of candle's two
+//! broadcast ops.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::{fast, min_chunks, par_chunked, slice, tracked};
-
-/// `y + b` with `b` (C) broadcast over `y` (N, C, H, W).
-pub fn add(y: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if !fast(&[y, b]) {
-        return y.broadcast_add(&b.reshape((1, (), 1, 1))?);
-    }
-    y.contiguous()?.apply_op2(&b.contiguous()?, AddBias)
-}
 
 /// `x * scale + shift` with `scale` and `shift` (C) broadcast over `x` (N, C, H, W).
 pub fn scale_shift(x: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<Tensor> {
@@ -50,28 +43,9 @@ fn lane_sum(v: &[f32]) -> f64 {
     lanes.iter().map(|&a| f64::from(a)).sum::<f64>() + rest
 }
 
-/// The forward op: y (N, C, H, W), b (C).
-struct AddBias;
-
-impl CustomOp2 for AddBias {
-    fn name(&self) -> &'static str {
-        "ganscope-add-bias"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (y, b) = (slice(s1, l1, "bias")?, slice(s2, l2, "bias")?);
-        let (_, c, hw) = planes(l1, l2)?;
-        // One chunk per (image, channel) plane.
-        let out = par_chunked(y.len(), hw, |p, r| {
-            let bc = b[p % c];
-            y[r].iter().map(move |&v| v + bc)
-        });
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
-    }
-
-    fn bwd(&self, y: &Tensor, b: &Tensor, _: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((tracked(y, || Ok(g.clone()))?, tracked(b, || g.contiguous()?.apply_op1(ChannelSum))?))
-    }
+/// The bias gradient of (N, C, H, W) activations: `g` summed to (C).
+pub(super) fn channel_sum(g: &Tensor) -> Result<Tensor> {
+    g.contiguous()?.apply_op1(ChannelSum)
 }
 
 /// The bias gradient: (N, C, H, W) summed to (C), each plane in f64.
@@ -138,8 +112,8 @@ impl CustomOp3 for ScaleShift {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let g = g.contiguous()?;
         let dx = tracked(x, || g.broadcast_mul(&scale.reshape((1, (), 1, 1))?))?;
-        let dscale = tracked(scale, || (&g * x)?.apply_op1(ChannelSum))?;
-        let dshift = tracked(shift, || g.apply_op1(ChannelSum))?;
+        let dscale = tracked(scale, || channel_sum(&(&g * x)?))?;
+        let dshift = tracked(shift, || channel_sum(&g))?;
         Ok((dx, dscale, dshift))
     }
 }

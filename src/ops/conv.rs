@@ -25,10 +25,10 @@
 
 use std::cell::RefCell;
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{fast, slice, tracked};
+use super::{bias, fast, slice, tracked};
 
 /// The fewest GEMM columns per group worth aiming for: below this the gemm
 /// crate's edge microkernels and per-call overhead dominate.
@@ -253,20 +253,24 @@ fn dims4(l: &Layout) -> Result<(usize, usize, usize, usize)> {
     l.shape().dims4()
 }
 
-/// `conv(x, w)`: x (N, C, H, W), w (O, C, K, K) -> (N, O, Ho, Wo).
+/// `conv(x, w) [+ b]`: x (N, C, H, W), w (O, C, K, K), b (O) -> (N, O, Ho, Wo).
+/// Two arguments inside the other ops' backward, three with a bias.
 struct Conv(Geom);
 
-impl CustomOp2 for Conv {
-    fn name(&self) -> &'static str {
-        "ganscope-conv2d"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, w) = (slice(s1, l1, "conv2d input")?, slice(s2, l2, "conv2d kernel")?);
+impl Conv {
+    /// The forward; `bias`, when given, fills each output row before the
+    /// GEMM adds to it.
+    fn forward(
+        &self,
+        (x, l1): (&[f32], &Layout),
+        (w, l2): (&[f32], &Layout),
+        bias: Option<&[f32]>,
+    ) -> Result<(CpuStorage, Shape)> {
         let ((n, c, h, wd), (o, c2, k, _)) = (dims4(l1)?, dims4(l2)?);
         if c != c2 || k != self.0.k {
             candle_core::bail!("conv2d: input has {c} channels, kernel {c2}x{k}x{k}");
         }
+        check_bias(bias, o)?;
         let (ho, wo) = (self.0.conv_out(h), self.0.conv_out(wd));
         let (ckk, hw) = (c * k * k, ho * wo);
         let g = group_size(n, hw);
@@ -280,15 +284,52 @@ impl CustomOp2 for Conv {
                     let img = &x[(j * g + t) * c * h * wd..][..c * h * wd];
                     self.0.im2col(img, (c, h, wd), cols, ld, t * hw);
                 }
-                if gi == 1 {
-                    matmul(o, ld, ckk, out, false, Operand::plain(w, ckk), Operand::plain(cols, ld));
-                } else {
-                    matmul(o, ld, ckk, prod, false, Operand::plain(w, ckk), Operand::plain(cols, ld));
+                let (w, cols) = (Operand::plain(w, ckk), Operand::plain(cols, ld));
+                let dst = if gi == 1 { &mut *out } else { &mut *prod };
+                let add = fill_rows(dst, ld, bias);
+                matmul(o, ld, ckk, dst, add, w, cols);
+                if gi > 1 {
                     scatter(prod, gi, o, hw, out);
                 }
             });
         });
         Ok((CpuStorage::F32(y), Shape::from((n, o, ho, wo))))
+    }
+}
+
+/// The gradients of a convolution with bias.
+type Grads3 = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
+
+/// The bias-free op's two gradients, then the bias gradient: `dy` summed
+/// per channel.
+fn with_bias_grad((dx, dw): (Option<Tensor>, Option<Tensor>), b: &Tensor, dy: &Tensor) -> Result<Grads3> {
+    Ok((dx, dw, tracked(b, || bias::channel_sum(dy))?))
+}
+
+/// Fails unless `bias`, when given, has one value per output channel.
+fn check_bias(bias: Option<&[f32]>, o: usize) -> Result<()> {
+    match bias {
+        Some(b) if b.len() != o => candle_core::bail!("convolution: {o} output channels but {} biases", b.len()),
+        _ => Ok(()),
+    }
+}
+
+/// Fills row `i` (`len` values) of `dst` with `bias[i]`; whether there was
+/// a bias, i.e. whether the GEMM should add to `dst`.
+fn fill_rows(dst: &mut [f32], len: usize, bias: Option<&[f32]>) -> bool {
+    let Some(b) = bias else { return false };
+    dst.chunks_exact_mut(len).zip(b).for_each(|(row, &v)| row.fill(v));
+    true
+}
+
+impl CustomOp2 for Conv {
+    fn name(&self) -> &'static str {
+        "ganscope-conv2d"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, w) = (slice(s1, l1, "conv2d input")?, slice(s2, l2, "conv2d kernel")?);
+        self.forward((x, l1), (w, l2), None)
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
@@ -300,6 +341,30 @@ impl CustomOp2 for Conv {
     }
 }
 
+impl CustomOp3 for Conv {
+    fn name(&self) -> &'static str {
+        "ganscope-conv2d-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w, b) =
+            (slice(s1, l1, "conv2d input")?, slice(s2, l2, "conv2d kernel")?, slice(s3, l3, "conv2d bias")?);
+        self.forward((x, l1), (w, l2), Some(b))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, b: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Grads3> {
+        with_bias_grad(CustomOp2::bwd(self, x, w, y, dy)?, b, dy)
+    }
+}
+
 /// `conv_t(x, w)`: x (N, C, Hi, Wi), w (C, O, K, K) -> (N, O, out_h, out_w).
 struct ConvT {
     g: Geom,
@@ -307,13 +372,15 @@ struct ConvT {
     out_w: usize,
 }
 
-impl CustomOp2 for ConvT {
-    fn name(&self) -> &'static str {
-        "ganscope-conv-transpose2d"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, w) = (slice(s1, l1, "conv_transpose2d input")?, slice(s2, l2, "conv_transpose2d kernel")?);
+impl ConvT {
+    /// The forward; `bias`, when given, fills each output plane before the
+    /// columns are added into it.
+    fn forward(
+        &self,
+        (x, l1): (&[f32], &Layout),
+        (w, l2): (&[f32], &Layout),
+        bias: Option<&[f32]>,
+    ) -> Result<(CpuStorage, Shape)> {
         let ((n, c, hi, wi), (c2, o, k, _)) = (dims4(l1)?, dims4(l2)?);
         if c != c2 || k != self.g.k {
             candle_core::bail!("conv_transpose2d: input has {c} channels, kernel {c2}x{o}x{k}x{k}");
@@ -322,6 +389,7 @@ impl CustomOp2 for ConvT {
         if self.g.conv_out(h) != hi || self.g.conv_out(wd) != wi {
             candle_core::bail!("conv_transpose2d: output {h}x{wd} does not match input {hi}x{wi}");
         }
+        check_bias(bias, o)?;
         let (kk, hw, plane) = (k * k, hi * wi, h * wd);
         let g = group_size(n, hw);
         // With fewer images than threads (the explorer's batch of one), each
@@ -350,11 +418,23 @@ impl CustomOp2 for ConvT {
                 let wt = Operand::transposed(&w[o0 * kk..], o * kk);
                 matmul(oc * kk, ld, c, cols, false, wt, Operand::plain(b, ld));
                 for (t, img) in out.chunks_exact_mut(oc * plane).enumerate() {
+                    fill_rows(img, plane, bias.map(|b| &b[o0..o0 + oc]));
                     self.g.col2im(cols, ld, t * hw, (oc, h, wd), img);
                 }
             });
         });
         Ok((CpuStorage::F32(y), Shape::from((n, o, h, wd))))
+    }
+}
+
+impl CustomOp2 for ConvT {
+    fn name(&self) -> &'static str {
+        "ganscope-conv-transpose2d"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, w) = (slice(s1, l1, "conv_transpose2d input")?, slice(s2, l2, "conv_transpose2d kernel")?);
+        self.forward((x, l1), (w, l2), None)
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
@@ -362,6 +442,29 @@ impl CustomOp2 for ConvT {
         let dx = tracked(x, || dy.apply_op2(w, Conv(self.g)))?;
         let dw = tracked(w, || dy.apply_op2(x, WeightGrad(self.g)))?;
         Ok((dx, dw))
+    }
+}
+
+impl CustomOp3 for ConvT {
+    fn name(&self) -> &'static str {
+        "ganscope-conv-transpose2d-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w) = (slice(s1, l1, "conv_transpose2d input")?, slice(s2, l2, "conv_transpose2d kernel")?);
+        self.forward((x, l1), (w, l2), Some(slice(s3, l3, "conv_transpose2d bias")?))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, b: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Grads3> {
+        with_bias_grad(CustomOp2::bwd(self, x, w, y, dy)?, b, dy)
     }
 }
 
@@ -418,23 +521,25 @@ impl CustomOp2 for WeightGrad {
     }
 }
 
-/// Convolution without bias: the fast op on the CPU, candle's elsewhere.
-pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
-    if !fast(&[x, w]) {
-        return x.conv2d(w, pad, stride, 1, 1);
+/// 2D convolution of `x` (N, C, H, W) with `w` (O, C, K, K) plus bias `b`
+/// (O): the fast op on the CPU, candle's elsewhere.
+pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
+    if !fast(&[x, w, b]) {
+        return x.conv2d(w, pad, stride, 1, 1)?.broadcast_add(&b.reshape((1, (), 1, 1))?);
     }
     let k = w.dim(3)?;
-    x.contiguous()?.apply_op2(&w.contiguous()?, Conv(Geom { k, stride, pad }))
+    x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, Conv(Geom { k, stride, pad }))
 }
 
-/// Transposed convolution without bias (output padding 0).
-pub fn conv_transpose2d(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
-    if !fast(&[x, w]) {
-        return x.conv_transpose2d(w, pad, 0, stride, 1);
+/// Transposed 2D convolution of `x` (N, C, H, W) with `w` (C, O, K, K) plus
+/// bias `b` (O), output padding 0.
+pub fn conv_transpose2d(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
+    if !fast(&[x, w, b]) {
+        return x.conv_transpose2d(w, pad, 0, stride, 1)?.broadcast_add(&b.reshape((1, (), 1, 1))?);
     }
     let (_, _, hi, wi) = x.dims4()?;
     let k = w.dim(3)?;
     let out = |s: usize| (s - 1) * stride + k - 2 * pad;
     let op = ConvT { g: Geom { k, stride, pad }, out_h: out(hi), out_w: out(wi) };
-    x.contiguous()?.apply_op2(&w.contiguous()?, op)
+    x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, op)
 }

@@ -17,15 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use candle_core::{CpuStorage, Layout, Result, Tensor};
 use rayon::prelude::*;
 
-/// 2D convolution of `x` (N, C, H, W) with `w` (O, C, K, K) plus bias `b` (O).
-pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
-    bias::add(&conv::conv2d(x, w, stride, pad)?, b)
-}
-
-/// Transposed 2D convolution of `x` (N, C, H, W) with `w` (C, O, K, K) plus bias `b` (O).
-pub fn conv_transpose2d(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
-    bias::add(&conv::conv_transpose2d(x, w, stride, pad)?, b)
-}
+pub use conv::{conv_transpose2d, conv2d};
 
 /// Off only to measure candle's stock path against ours (`ganscope bench --stock`).
 static FAST_CPU: AtomicBool = AtomicBool::new(true);
