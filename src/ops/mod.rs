@@ -1,9 +1,9 @@
 //! The layer ops every network calls, and the fast CPU kernels behind them:
-//! convolutions ([`conv`]), a fused training-mode BatchNorm
-//! ([`batch_norm`]), per-channel bias ([`bias`]) and LeakyReLU
-//! ([`activation`]), each a candle custom op with its backward, and Adam's
-//! update in place ([`adam`]). On other devices, and for other dtypes,
-//! candle's own ops run.
+//! convolutions with their bias ([`conv`]), a fused training-mode BatchNorm
+//! ([`batch_norm`]), the per-channel bias gradient and scale-and-shift
+//! ([`bias`]) and LeakyReLU ([`activation`]), each a candle custom op with
+//! its backward, and Adam's update in place ([`adam`]). On other devices,
+//! and for other dtypes, candle's own ops run.
 
 pub mod activation;
 pub mod adam;
