@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, Var};
 use rayon::prelude::*;
 
-use super::{fast, par_chunked, slice, tracked};
+use super::{fast, par_chunked, planes, slice, tracked};
 
 /// What a fused training pass returns: the output and the batch statistics
 /// the caller needs for its running averages.
@@ -93,15 +93,6 @@ fn grad_sums(dy: &[f32], x: &[f32], mean: f32) -> (f64, f64) {
     (s, p)
 }
 
-/// Checks `x` (N, C, H, W) against a per-channel argument; returns (N, C, H*W).
-fn dims(lx: &Layout, lc: &Layout) -> Result<(usize, usize, usize)> {
-    let (n, c, h, w) = lx.shape().dims4()?;
-    if lc.shape().dims1()? != c {
-        candle_core::bail!("batch norm: {c} channels but parameters of shape {:?}", lc.dims());
-    }
-    Ok((n, c, h * w))
-}
-
 /// `y = (x - mean) / sqrt(var + eps) * gamma + beta` with batch statistics.
 struct BatchNorm {
     eps: f64,
@@ -125,7 +116,7 @@ impl CustomOp3 for BatchNorm {
     ) -> Result<(CpuStorage, Shape)> {
         let (x, gamma, beta) =
             (slice(s1, l1, "batch norm")?, slice(s2, l2, "batch norm")?, slice(s3, l3, "batch norm")?);
-        let ((n, c, hw), _) = (dims(l1, l2)?, dims(l1, l3)?);
+        let ((n, c, hw), _) = (planes(l1, l2, "batch norm")?, planes(l1, l3, "batch norm")?);
         let count = (n * hw) as f64;
         let (mean, var): (Vec<f32>, Vec<f32>) = (0..c)
             .into_par_iter()
@@ -200,7 +191,7 @@ impl CustomOp3 for BatchNormGrad {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (x, dy, gamma) = (slice(s1, l1, "batch norm")?, slice(s2, l2, "batch norm")?, slice(s3, l3, "batch norm")?);
-        let (n, c, hw) = dims(l1, l3)?;
+        let (n, c, hw) = planes(l1, l3, "batch norm grad")?;
         if l2.dims() != l1.dims() {
             candle_core::bail!("batch norm grad: dy {:?} does not match x {:?}", l2.dims(), l1.dims());
         }

@@ -12,7 +12,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{fast, min_chunks, par_chunked, slice, tracked};
+use super::{fast, min_chunks, par_chunked, planes, slice, tracked};
 
 /// `x * scale + shift` with `scale` and `shift` (C) broadcast over `x` (N, C, H, W).
 pub fn scale_shift(x: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<Tensor> {
@@ -21,15 +21,6 @@ pub fn scale_shift(x: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<Tensor>
         return x.broadcast_mul(&per_channel(scale)?)?.broadcast_add(&per_channel(shift)?);
     }
     x.contiguous()?.apply_op3(&scale.contiguous()?, &shift.contiguous()?, ScaleShift)
-}
-
-/// (N, C, H*W) of `y`, checked against a bias of C.
-fn planes(ly: &Layout, lb: &Layout) -> Result<(usize, usize, usize)> {
-    let (n, c, h, w) = ly.shape().dims4()?;
-    if lb.shape().dims1()? != c {
-        candle_core::bail!("bias: {c} channels but a bias of shape {:?}", lb.dims());
-    }
-    Ok((n, c, h * w))
 }
 
 /// The sum of `v`: eight f32 lanes (so the loop vectorizes) added in f64.
@@ -93,7 +84,7 @@ impl CustomOp3 for ScaleShift {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (x, a, b) = (slice(s1, l1, "scale")?, slice(s2, l2, "scale")?, slice(s3, l3, "shift")?);
-        let ((_, c, hw), _) = (planes(l1, l2)?, planes(l1, l3)?);
+        let ((_, c, hw), _) = (planes(l1, l2, "scale")?, planes(l1, l3, "shift")?);
         // One chunk per (image, channel) plane.
         let out = par_chunked(x.len(), hw, |p, r| {
             let (ac, bc) = (a[p % c], b[p % c]);

@@ -45,19 +45,31 @@ fn tracked(arg: &Tensor, grad: impl FnOnce() -> Result<Tensor>) -> Result<Option
 /// The contiguous f32 data of a custom-op argument; `what` names the op in errors.
 fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else { candle_core::bail!("{what}: the fast CPU ops take f32") };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("{what}: the fast CPU ops take contiguous tensors"),
-    }
+    Ok(&v[contiguous(l, what)?])
 }
 
 /// As [`slice`], for the destination of an in-place op.
 fn slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout, what: &str) -> Result<&'a mut [f32]> {
     let CpuStorage::F32(v) = s else { candle_core::bail!("{what}: the fast CPU ops take f32") };
+    Ok(&mut v[contiguous(l, what)?])
+}
+
+/// Where a contiguous argument's values lie in its storage.
+fn contiguous(l: &Layout, what: &str) -> Result<Range<usize>> {
     match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&mut v[a..b]),
+        Some((a, b)) => Ok(a..b),
         None => candle_core::bail!("{what}: the fast CPU ops take contiguous tensors"),
     }
+}
+
+/// (N, C, H*W) of `x` (N, C, H, W), checked against a per-channel argument
+/// of C values; `what` names the op in errors.
+fn planes(lx: &Layout, lc: &Layout, what: &str) -> Result<(usize, usize, usize)> {
+    let (n, c, h, w) = lx.shape().dims4()?;
+    if lc.shape().dims1()? != c {
+        candle_core::bail!("{what}: {c} channels but a per-channel argument of shape {:?}", lc.dims());
+    }
+    Ok((n, c, h * w))
 }
 
 /// Values per chunk of elementwise work on rayon.
