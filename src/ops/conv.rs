@@ -24,11 +24,12 @@
 //! batch of one) splits each image's output channels between the threads.
 
 use std::cell::RefCell;
+use std::iter::repeat_n;
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{bias, fast, slice, tracked};
+use super::{bias, fast, par_chunked, slice, tracked};
 
 /// The fewest GEMM columns per group worth aiming for: below this the gemm
 /// crate's edge microkernels and per-call overhead dominate.
@@ -151,8 +152,8 @@ impl Geom {
 
     /// Adds columns `col0..col0 + Hi*Wi` of `cols` (C*K*K rows, `ld` apart:
     /// the patches a conv over `y` would see) into `y` (C x H x W): the
-    /// adjoint of `im2col`. `y` is not cleared first, so the caller hands
-    /// in zeros (a fresh output buffer already is).
+    /// adjoint of `im2col`. `y` is not cleared first: the caller hands in
+    /// what the columns add onto (zeros, or a transposed convolution's bias).
     fn col2im(&self, cols: &[f32], ld: usize, col0: usize, (c, h, w): (usize, usize, usize), y: &mut [f32]) {
         let (hi, wi) = (self.conv_out(h), self.conv_out(w));
         let (k, s) = (self.k, self.stride);
@@ -249,6 +250,9 @@ fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, a: Op
     }
 }
 
+/// A custom-op argument as candle hands it over.
+type Arg<'a> = (&'a CpuStorage, &'a Layout);
+
 fn dims4(l: &Layout) -> Result<(usize, usize, usize, usize)> {
     l.shape().dims4()
 }
@@ -260,12 +264,9 @@ struct Conv(Geom);
 impl Conv {
     /// The forward; `bias`, when given, fills each output row before the
     /// GEMM adds to it.
-    fn forward(
-        &self,
-        (x, l1): (&[f32], &Layout),
-        (w, l2): (&[f32], &Layout),
-        bias: Option<&[f32]>,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn forward(&self, (s1, l1): Arg, (s2, l2): Arg, bias: Option<Arg>) -> Result<(CpuStorage, Shape)> {
+        let (x, w) = (slice(s1, l1, "conv2d input")?, slice(s2, l2, "conv2d kernel")?);
+        let bias = bias.map(|(s, l)| slice(s, l, "conv2d bias")).transpose()?;
         let ((n, c, h, wd), (o, c2, k, _)) = (dims4(l1)?, dims4(l2)?);
         if c != c2 || k != self.0.k {
             candle_core::bail!("conv2d: input has {c} channels, kernel {c2}x{k}x{k}");
@@ -328,8 +329,7 @@ impl CustomOp2 for Conv {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, w) = (slice(s1, l1, "conv2d input")?, slice(s2, l2, "conv2d kernel")?);
-        self.forward((x, l1), (w, l2), None)
+        self.forward((s1, l1), (s2, l2), None)
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
@@ -355,9 +355,7 @@ impl CustomOp3 for Conv {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, w, b) =
-            (slice(s1, l1, "conv2d input")?, slice(s2, l2, "conv2d kernel")?, slice(s3, l3, "conv2d bias")?);
-        self.forward((x, l1), (w, l2), Some(b))
+        self.forward((s1, l1), (s2, l2), Some((s3, l3)))
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, b: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Grads3> {
@@ -375,12 +373,9 @@ struct ConvT {
 impl ConvT {
     /// The forward; `bias`, when given, fills each output plane before the
     /// columns are added into it.
-    fn forward(
-        &self,
-        (x, l1): (&[f32], &Layout),
-        (w, l2): (&[f32], &Layout),
-        bias: Option<&[f32]>,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn forward(&self, (s1, l1): Arg, (s2, l2): Arg, bias: Option<Arg>) -> Result<(CpuStorage, Shape)> {
+        let (x, w) = (slice(s1, l1, "conv_transpose2d input")?, slice(s2, l2, "conv_transpose2d kernel")?);
+        let bias = bias.map(|(s, l)| slice(s, l, "conv_transpose2d bias")).transpose()?;
         let ((n, c, hi, wi), (c2, o, k, _)) = (dims4(l1)?, dims4(l2)?);
         if c != c2 || k != self.g.k {
             candle_core::bail!("conv_transpose2d: input has {c} channels, kernel {c2}x{o}x{k}x{k}");
@@ -396,7 +391,8 @@ impl ConvT {
         // image's output channels are split between the threads instead.
         let parts = if g == 1 { (rayon::current_num_threads() / n).clamp(1, o.max(1)) } else { 1 };
         let per_part = o.div_ceil(parts).max(1);
-        let mut y = vec![0f32; n * o * plane];
+        // Each plane starts at its channel's bias (or 0); col2im adds onto it.
+        let mut y = par_chunked(n * o * plane, plane, |p, r| repeat_n(bias.map_or(0.0, |b| b[p % o]), r.len()));
         let jobs = y.par_chunks_mut(g * o * plane).enumerate().flat_map(|(j, out)| {
             let chunk = if parts > 1 { per_part * plane } else { out.len() };
             out.par_chunks_mut(chunk).enumerate().map(move |(q, part)| (j, q * per_part, part))
@@ -418,7 +414,6 @@ impl ConvT {
                 let wt = Operand::transposed(&w[o0 * kk..], o * kk);
                 matmul(oc * kk, ld, c, cols, false, wt, Operand::plain(b, ld));
                 for (t, img) in out.chunks_exact_mut(oc * plane).enumerate() {
-                    fill_rows(img, plane, bias.map(|b| &b[o0..o0 + oc]));
                     self.g.col2im(cols, ld, t * hw, (oc, h, wd), img);
                 }
             });
@@ -433,8 +428,7 @@ impl CustomOp2 for ConvT {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, w) = (slice(s1, l1, "conv_transpose2d input")?, slice(s2, l2, "conv_transpose2d kernel")?);
-        self.forward((x, l1), (w, l2), None)
+        self.forward((s1, l1), (s2, l2), None)
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
@@ -459,8 +453,7 @@ impl CustomOp3 for ConvT {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, w) = (slice(s1, l1, "conv_transpose2d input")?, slice(s2, l2, "conv_transpose2d kernel")?);
-        self.forward((x, l1), (w, l2), Some(slice(s3, l3, "conv_transpose2d bias")?))
+        self.forward((s1, l1), (s2, l2), Some((s3, l3)))
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, b: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Grads3> {
