@@ -89,7 +89,10 @@ fn in_each_pool(body: impl Fn() -> Result<()> + Send + Sync) -> Result<()> {
 fn conv2d_matches_candle() -> Result<()> {
     // DCGAN's shapes, odd ones, then grouped ones: outputs of 2x2, 3x3, 1x1
     // and 5x4 with batches of 5 and 7 that do not divide into the groups.
-    let cases: [Case; 9] = [
+    // The last two copy patches channels-last (16+ output channels, 4+
+    // images, and at least one image per thread), as do their input
+    // gradients (16+ input channels).
+    let cases: [Case; 11] = [
         (2, 3, 8, 8, 4, 4, 2, 1),
         (3, 5, 7, 9, 2, 3, 1, 1),
         (1, 1, 5, 5, 3, 3, 2, 0),
@@ -99,6 +102,8 @@ fn conv2d_matches_candle() -> Result<()> {
         (7, 4, 3, 3, 5, 3, 1, 1),
         (5, 6, 4, 4, 1, 4, 1, 0),
         (5, 2, 9, 7, 3, 3, 2, 1),
+        (6, 17, 8, 6, 18, 4, 2, 1),
+        (4, 16, 5, 3, 20, 3, 1, 1),
     ];
     in_each_pool(|| {
         let mut rng = ChaCha8Rng::seed_from_u64(11);
@@ -120,9 +125,10 @@ fn conv2d_matches_candle() -> Result<()> {
 
 #[test]
 fn conv_transpose2d_matches_candle() -> Result<()> {
-    // As above; the grouped cases read 1x1 to 3x3 inputs, the last two are
-    // single images whose channels split between threads.
-    let cases: [Case; 11] = [
+    // As above; the grouped cases read 1x1 to 3x3 inputs, the next two are
+    // single images whose channels split between threads, the last two
+    // copy patches channels-last.
+    let cases: [Case; 13] = [
         (2, 4, 4, 4, 3, 4, 2, 1),
         (3, 3, 5, 7, 2, 4, 2, 1),
         (1, 2, 7, 7, 1, 3, 1, 1),
@@ -134,6 +140,8 @@ fn conv_transpose2d_matches_candle() -> Result<()> {
         (5, 2, 3, 2, 3, 3, 2, 1),
         (1, 3, 4, 4, 5, 4, 2, 1),
         (1, 6, 3, 5, 8, 3, 1, 1),
+        (6, 18, 3, 4, 17, 4, 2, 1),
+        (5, 16, 4, 2, 16, 3, 1, 1),
     ];
     in_each_pool(|| {
         let mut rng = ChaCha8Rng::seed_from_u64(12);

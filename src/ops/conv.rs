@@ -1,4 +1,4 @@
-//! Convolution and transposed convolution on the CPU as im2col/col2im plus
+//! Convolution and transposed convolution on the CPU as patch copies plus
 //! one GEMM per group of images, written as candle custom ops with their
 //! backward.
 //!
@@ -20,20 +20,36 @@
 //! matrices sit side by side: each primitive runs one GEMM per group, with
 //! at least ~512 columns (or inner dimension, for `weight_grad`). Groups of a
 //! batch run in parallel on rayon, each thread reusing its own scratch buffers.
-//! A transposed convolution over fewer images than threads (the explorer's
-//! batch of one) splits each image's output channels between the threads.
+//!
+//! Batches copy their patches channels-last (see [`Geom`]): one copy per
+//! kernel row of hundreds of values, against runs of 4-8 pixels for planar
+//! im2col in the deep layers, which made the copies a quarter of a training
+//! step. Small batches and few output channels keep the planar layout (see
+//! [`channels_last`]); there, a transposed convolution over fewer images
+//! than threads (the explorer's batch of one) splits each image's output
+//! channels between the threads.
 
 use std::cell::RefCell;
 use std::iter::repeat_n;
+use std::ops::Range;
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{bias, fast, par_chunked, slice, tracked};
+use super::{bias, fast, min_chunks, par_chunked, slice, tracked};
 
 /// The fewest GEMM columns per group worth aiming for: below this the gemm
 /// crate's edge microkernels and per-call overhead dominate.
 const MIN_GEMM_COLS: usize = 512;
+
+/// The fewest images for which [`channels_last`] patches pay for their
+/// kernel transpose: a 512x256x4x4 kernel takes about as long to transpose
+/// as a few images' planar patches waste.
+const CHANNELS_LAST_MIN_IMAGES: usize = 4;
+
+/// The fewest output channels for which [`channels_last`] patches pay for
+/// being packed by the GEMM.
+const CHANNELS_LAST_MIN_OUT: usize = 16;
 
 /// Images per group when one image gives `cols` GEMM columns: enough for
 /// [`MIN_GEMM_COLS`], but no more than an even share of the `n` images per
@@ -44,28 +60,29 @@ fn group_size(n: usize, cols: usize) -> usize {
 }
 
 thread_local! {
-    /// This thread's two scratch buffers, kept between calls.
-    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// This thread's scratch buffers, kept between calls.
+    static SCRATCH: RefCell<[Vec<f32>; 3]> = const { RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
 }
 
-/// Runs `f` with this thread's scratch buffers, `a` and `b` values long.
+/// Runs `f` with this thread's scratch buffers, `lens` values long.
 ///
 /// Why: each group's columns and GEMM operands were fresh zeroed vectors,
 /// and zeroing plus first-touch page faults cost ~5% of a training step.
 /// Every user here overwrites its buffers in full before reading them
-/// (im2col writes every column it is given, the GEMMs do not read their
-/// output, gather/scatter cover their ranges), so stale values never leak.
-/// `f` must not run rayon work itself: a job stolen meanwhile on this
-/// thread would find the buffers borrowed.
-fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
-    SCRATCH.with_borrow_mut(|(x, y)| {
-        if x.len() < a {
-            x.resize(a, 0.0);
-        }
-        if y.len() < b {
-            y.resize(b, 0.0);
-        }
-        f(&mut x[..a], &mut y[..b])
+/// (the padding and patch copies write every value they are given, the
+/// GEMMs do not read their output, gather/scatter cover their ranges), so
+/// stale values never leak. `f` must not run rayon work itself: a job
+/// stolen meanwhile on this thread would find the buffers borrowed.
+fn with_scratch<R>(lens: [usize; 3], f: impl FnOnce([&mut [f32]; 3]) -> R) -> R {
+    SCRATCH.with_borrow_mut(|bufs| {
+        let mut bufs = bufs.iter_mut();
+        f(lens.map(|len| {
+            let buf = bufs.next().expect("one scratch buffer per length");
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+            &mut buf[..len]
+        }))
     })
 }
 
@@ -89,7 +106,73 @@ fn scatter(src: &[f32], imgs: usize, rows: usize, len: usize, dst: &mut [f32]) {
     }
 }
 
+/// (channels, height, width) of one image.
+type Dims = (usize, usize, usize);
+
+/// `dst[j * ldd + i] = op(dst, src[i * lds + j])` for `i < rows`, `j <
+/// cols`: a transpose, in tiles so that both sides stay in cache.
+fn transpose(
+    src: &[f32],
+    lds: usize,
+    dst: &mut [f32],
+    ldd: usize,
+    (rows, cols): (usize, usize),
+    op: impl Fn(&mut f32, f32),
+) {
+    const TILE: usize = 16;
+    for i0 in (0..rows).step_by(TILE) {
+        let i1 = (i0 + TILE).min(rows);
+        for j in 0..cols {
+            let src = src[i0 * lds + j..].iter().step_by(lds);
+            dst[j * ldd + i0..j * ldd + i1].iter_mut().zip(src).for_each(|(d, &v)| op(d, v));
+        }
+    }
+}
+
+/// `src` as blocks of `rows` x `cols`, each block transposed: a kernel's
+/// channel axis moved behind its taps, or back.
+fn transpose_blocks(src: &[f32], (rows, cols): (usize, usize)) -> Vec<f32> {
+    let block = rows * cols;
+    if block == 0 {
+        return src.to_vec();
+    }
+    assert_eq!(src.len() % block, 0, "transpose_blocks: a partial block");
+    let mut dst = Vec::with_capacity(src.len());
+    let blocks = dst.spare_capacity_mut().par_chunks_mut(block).zip(src.par_chunks(block));
+    blocks.with_min_len(min_chunks(block)).for_each(|(d, s)| {
+        for (j, d) in d.chunks_exact_mut(rows).enumerate() {
+            d.iter_mut().zip(s[j..].iter().step_by(cols)).for_each(|(d, &v)| {
+                d.write(v);
+            });
+        }
+    });
+    // SAFETY: each block of `dst` was written in full, `rows` values for
+    // each of its `cols` columns (no partial block, asserted above).
+    unsafe { dst.set_len(src.len()) };
+    dst
+}
+
+/// Whether a convolution over `n` images into `o` channels copies its
+/// patches channels-last (see [`Geom`]).
+///
+/// That costs a transpose of the kernel per call, which a few images pay
+/// for, and the GEMM packs patch rows where it reads planar columns in
+/// place, which a few output channels do not pay for (the RGB layer's
+/// GEMM ran 5x slower). Below one image per rayon thread, the planar
+/// path also splits a transposed convolution's channels between threads.
+fn channels_last(n: usize, o: usize) -> bool {
+    n >= CHANNELS_LAST_MIN_IMAGES.max(rayon::current_num_threads()) && o >= CHANNELS_LAST_MIN_OUT
+}
+
 /// Geometry of one convolution (square kernel, equal stride/padding on both axes).
+///
+/// Patches are copied in one of two layouts. Planar ([`Self::im2col`]):
+/// one GEMM row per (c, kh, kw), one column per output pixel, copied in
+/// runs of one output row. Channels-last ([`Self::im2row`]): an image
+/// first goes into a scratch buffer as (H+2p) x (W+2p) x C with a zero
+/// border, where the K taps of one kernel row under an output pixel are
+/// K*C consecutive values; each output pixel's patch is then K copies of
+/// that many values, into one row per pixel in (kh, kw, c) order.
 #[derive(Debug, Clone, Copy)]
 struct Geom {
     k: usize,
@@ -177,6 +260,62 @@ impl Geom {
                             dst.iter_mut().step_by(s).zip(src).for_each(|(d, v)| *d += v);
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// The length of an image of `c` x `h` x `w` once padded channels-last.
+    fn padded_len(&self, (c, h, w): Dims) -> usize {
+        (h + 2 * self.pad) * (w + 2 * self.pad) * c
+    }
+
+    /// Writes `x` (C x H x W) into `xp` channels-last with a zero border.
+    fn pad_hwc(&self, x: &[f32], (c, h, w): Dims, xp: &mut [f32]) {
+        let (p, line) = (self.pad, (w + 2 * self.pad) * c);
+        xp[..p * line].fill(0.0);
+        xp[(h + p) * line..].fill(0.0);
+        for (y, row) in xp[p * line..(h + p) * line].chunks_exact_mut(line).enumerate() {
+            row[..p * c].fill(0.0);
+            row[(w + p) * c..].fill(0.0);
+            transpose(&x[y * w..], h * w, &mut row[p * c..], c, (c, w), |d, v| *d = v);
+        }
+    }
+
+    /// Adds the interior of `yp` (channels-last with a border, as written
+    /// by [`Self::pad_hwc`]) into `y` (C x H x W): its adjoint.
+    fn add_unpadded(&self, yp: &[f32], (c, h, w): Dims, y: &mut [f32]) {
+        let (p, line) = (self.pad, (w + 2 * self.pad) * c);
+        for (r, row) in yp[p * line..(h + p) * line].chunks_exact(line).enumerate() {
+            transpose(&row[p * c..], c, &mut y[r * w..], h * w, (w, c), |d, v| *d += v);
+        }
+    }
+
+    /// For each output pixel of a convolution over `xp` (a padded
+    /// channels-last image of `dims`), its patch as one row of `rows`:
+    /// K*K*C values in (kh, kw, c) order.
+    fn im2row(&self, xp: &[f32], dims: Dims, rows: &mut [f32]) {
+        self.patches(dims, |at, r| rows[r..][..at.len()].copy_from_slice(&xp[at]));
+    }
+
+    /// The adjoint of [`Self::im2row`]: adds each row of `rows` back onto
+    /// the patch it came from in `yp`.
+    fn row2im(&self, rows: &[f32], dims: Dims, yp: &mut [f32]) {
+        self.patches(dims, |at, r| yp[at].iter_mut().zip(&rows[r..]).for_each(|(d, v)| *d += v));
+    }
+
+    /// Calls `f(range in the padded image, offset in the rows)` for each
+    /// kernel row of each output pixel's patch: K*C consecutive values on
+    /// both sides.
+    fn patches(&self, (c, h, w): Dims, mut f: impl FnMut(Range<usize>, usize)) {
+        let (k, s, wp) = (self.k, self.stride, w + 2 * self.pad);
+        let (ho, wo, span) = (self.conv_out(h), self.conv_out(w), self.k * c);
+        for oh in 0..ho {
+            for ow in 0..wo {
+                let r = (oh * wo + ow) * k * span;
+                for kh in 0..k {
+                    let at = ((oh * s + kh) * wp + ow * s) * c;
+                    f(at..at + span, r + kh * span);
                 }
             }
         }
@@ -274,18 +413,29 @@ impl Conv {
         check_bias(bias, o)?;
         let (ho, wo) = (self.0.conv_out(h), self.0.conv_out(wd));
         let (ckk, hw) = (c * k * k, ho * wo);
+        // Channels-last, the kernel as O x (kh, kw, c): the order of a patch row.
+        let wt = channels_last(n, o).then(|| transpose_blocks(w, (c, k * k)));
+        let padded = if wt.is_some() { self.0.padded_len((c, h, wd)) } else { 0 };
         let g = group_size(n, hw);
         let mut y = vec![0f32; n * o * hw];
         y.par_chunks_mut(g * o * hw).enumerate().for_each(|(j, out)| {
             let gi = out.len() / (o * hw);
             let ld = gi * hw;
             // A group of one multiplies straight into the output.
-            with_scratch(ckk * ld, if gi > 1 { o * ld } else { 0 }, |cols, prod| {
+            with_scratch([padded, ckk * ld, if gi > 1 { o * ld } else { 0 }], |[xp, cols, prod]| {
                 for t in 0..gi {
                     let img = &x[(j * g + t) * c * h * wd..][..c * h * wd];
-                    self.0.im2col(img, (c, h, wd), cols, ld, t * hw);
+                    if wt.is_some() {
+                        self.0.pad_hwc(img, (c, h, wd), xp);
+                        self.0.im2row(xp, (c, h, wd), &mut cols[t * hw * ckk..][..hw * ckk]);
+                    } else {
+                        self.0.im2col(img, (c, h, wd), cols, ld, t * hw);
+                    }
                 }
-                let (w, cols) = (Operand::plain(w, ckk), Operand::plain(cols, ld));
+                let (w, cols) = match &wt {
+                    Some(wt) => (Operand::plain(wt, ckk), Operand::transposed(cols, ckk)),
+                    None => (Operand::plain(w, ckk), Operand::plain(cols, ld)),
+                };
                 let dst = if gi == 1 { &mut *out } else { &mut *prod };
                 let add = fill_rows(dst, ld, bias);
                 matmul(o, ld, ckk, dst, add, w, cols);
@@ -386,12 +536,15 @@ impl ConvT {
         }
         check_bias(bias, o)?;
         let (kk, hw, plane) = (k * k, hi * wi, h * wd);
+        // Channels-last, the kernel as C x (kh, kw, o): the order of a patch row.
+        let wt = channels_last(n, o).then(|| transpose_blocks(w, (o, kk)));
+        let padded = if wt.is_some() { self.g.padded_len((o, h, wd)) } else { 0 };
         let g = group_size(n, hw);
         // With fewer images than threads (the explorer's batch of one), each
         // image's output channels are split between the threads instead.
         let parts = if g == 1 { (rayon::current_num_threads() / n).clamp(1, o.max(1)) } else { 1 };
         let per_part = o.div_ceil(parts).max(1);
-        // Each plane starts at its channel's bias (or 0); col2im adds onto it.
+        // Each plane starts at its channel's bias (or 0); the columns add onto it.
         let mut y = par_chunked(n * o * plane, plane, |p, r| repeat_n(bias.map_or(0.0, |b| b[p % o]), r.len()));
         let jobs = y.par_chunks_mut(g * o * plane).enumerate().flat_map(|(j, out)| {
             let chunk = if parts > 1 { per_part * plane } else { out.len() };
@@ -399,11 +552,11 @@ impl ConvT {
         });
         jobs.for_each(|(j, o0, out)| {
             let gi = if parts > 1 { 1 } else { out.len() / (o * plane) };
-            // Output channels o0..o0 + oc, the rows o0*kk.. of W^T (O*K*K x C).
+            // Output channels o0..o0 + oc (all of them when channels-last).
             let oc = out.len() / (gi * plane);
             let ld = gi * hw;
             // A group of one reads its input in place.
-            with_scratch(oc * kk * ld, if gi > 1 { c * ld } else { 0 }, |cols, xg| {
+            with_scratch([oc * kk * ld, if gi > 1 { c * ld } else { 0 }, padded], |[cols, xg, yp]| {
                 let xs = &x[j * g * c * hw..][..gi * c * hw];
                 let b = if gi == 1 {
                     xs
@@ -411,10 +564,22 @@ impl ConvT {
                     gather(xs, gi, c, hw, xg);
                     &*xg
                 };
-                let wt = Operand::transposed(&w[o0 * kk..], o * kk);
-                matmul(oc * kk, ld, c, cols, false, wt, Operand::plain(b, ld));
-                for (t, img) in out.chunks_exact_mut(oc * plane).enumerate() {
-                    self.g.col2im(cols, ld, t * hw, (oc, h, wd), img);
+                let images = out.chunks_exact_mut(oc * plane).enumerate();
+                if let Some(wt) = &wt {
+                    // Patch rows: one per input pixel, (kh, kw, o) within.
+                    matmul(ld, kk * o, c, cols, false, Operand::transposed(b, ld), Operand::plain(wt, kk * o));
+                    for (t, img) in images {
+                        yp.fill(0.0);
+                        self.g.row2im(&cols[t * hw * kk * o..][..hw * kk * o], (o, h, wd), yp);
+                        self.g.add_unpadded(yp, (o, h, wd), img);
+                    }
+                } else {
+                    // Columns: rows o0*kk.. of W^T (O*K*K x C) times the input.
+                    let wt = Operand::transposed(&w[o0 * kk..], o * kk);
+                    matmul(oc * kk, ld, c, cols, false, wt, Operand::plain(b, ld));
+                    for (t, img) in images {
+                        self.g.col2im(cols, ld, t * hw, (oc, h, wd), img);
+                    }
                 }
             });
         });
@@ -476,7 +641,8 @@ impl CustomOp2 for WeightGrad {
         if n != n2 || self.0.conv_out(h) != ho || self.0.conv_out(w) != wo {
             candle_core::bail!("weight grad: shapes {:?} and {:?} do not match", l1.dims(), l2.dims());
         }
-        let (akk, hw) = (ca * k * k, ho * wo);
+        let (kka, hw) = (k * k * ca, ho * wo);
+        let padded = self.0.padded_len((ca, h, w));
         let g = group_size(n, hw);
         let threads = rayon::current_num_threads().max(1);
         // Whole groups per thread, each thread summing into its own partial.
@@ -484,14 +650,15 @@ impl CustomOp2 for WeightGrad {
         let partials: Vec<Vec<f32>> = (0..n.div_ceil(per))
             .into_par_iter()
             .map(|t| {
-                let mut acc = vec![0f32; cb * akk];
+                let mut acc = vec![0f32; cb * kka];
                 let end = ((t + 1) * per).min(n);
                 for i0 in (t * per..end).step_by(g) {
                     let gi = g.min(end - i0);
                     let ld = gi * hw;
-                    with_scratch(akk * ld, if gi > 1 { cb * ld } else { 0 }, |cols, bg| {
-                        for u in 0..gi {
-                            self.0.im2col(&a[(i0 + u) * ca * h * w..][..ca * h * w], (ca, h, w), cols, ld, u * hw);
+                    with_scratch([padded, ld * kka, if gi > 1 { cb * ld } else { 0 }], |[ap, rows, bg]| {
+                        for (u, rows) in rows.chunks_exact_mut(hw * kka).enumerate() {
+                            self.0.pad_hwc(&a[(i0 + u) * ca * h * w..][..ca * h * w], (ca, h, w), ap);
+                            self.0.im2row(ap, (ca, h, w), rows);
                         }
                         let bs = &b[i0 * cb * hw..][..gi * cb * hw];
                         let bm = if gi == 1 {
@@ -500,16 +667,18 @@ impl CustomOp2 for WeightGrad {
                             gather(bs, gi, cb, hw, bg);
                             &*bg
                         };
-                        matmul(cb, akk, ld, &mut acc, true, Operand::plain(bm, ld), Operand::transposed(cols, ld));
+                        matmul(cb, kka, ld, &mut acc, true, Operand::plain(bm, ld), Operand::plain(rows, kka));
                     });
                 }
                 acc
             })
             .collect();
-        let mut dw = vec![0f32; cb * akk];
+        let mut sum = vec![0f32; cb * kka];
         for p in partials {
-            dw.iter_mut().zip(p).for_each(|(d, v)| *d += v);
+            sum.iter_mut().zip(p).for_each(|(d, v)| *d += v);
         }
+        // From B x (kh, kw, a), the order of a patch row, to B x A x K x K.
+        let dw = transpose_blocks(&sum, (k * k, ca));
         Ok((CpuStorage::F32(dw), Shape::from((cb, ca, k, k))))
     }
 }
