@@ -47,8 +47,10 @@ const MIN_GEMM_COLS: usize = 512;
 /// as a few images' planar patches waste.
 const CHANNELS_LAST_MIN_IMAGES: usize = 4;
 
-/// The fewest output channels for which [`channels_last`] patches pay for
-/// being packed by the GEMM.
+/// The fewest output channels for which a convolution copies its patches
+/// channels-last: its GEMM then makes O values per pixel, and a handful
+/// (the RGB layer) leaves the gemm crate in its narrow edge kernels, while
+/// such layers sit at full resolution where planar runs are long.
 const CHANNELS_LAST_MIN_OUT: usize = 16;
 
 /// Images per group when one image gives `cols` GEMM columns: enough for
@@ -152,16 +154,12 @@ fn transpose_blocks(src: &[f32], (rows, cols): (usize, usize)) -> Vec<f32> {
     dst
 }
 
-/// Whether a convolution over `n` images into `o` channels copies its
-/// patches channels-last (see [`Geom`]).
-///
-/// That costs a transpose of the kernel per call, which a few images pay
-/// for, and the GEMM packs patch rows where it reads planar columns in
-/// place, which a few output channels do not pay for (the RGB layer's
-/// GEMM ran 5x slower). Below one image per rayon thread, the planar
-/// path also splits a transposed convolution's channels between threads.
-fn channels_last(n: usize, o: usize) -> bool {
-    n >= CHANNELS_LAST_MIN_IMAGES.max(rayon::current_num_threads()) && o >= CHANNELS_LAST_MIN_OUT
+/// Whether a convolution over `n` images copies its patches channels-last
+/// (see [`Geom`]). That costs a transpose of the kernel per call, which a
+/// few images pay for; below one image per rayon thread, the planar path
+/// also splits a transposed convolution's channels between threads.
+fn channels_last(n: usize) -> bool {
+    n >= CHANNELS_LAST_MIN_IMAGES.max(rayon::current_num_threads())
 }
 
 /// Geometry of one convolution (square kernel, equal stride/padding on both axes).
@@ -414,33 +412,41 @@ impl Conv {
         let (ho, wo) = (self.0.conv_out(h), self.0.conv_out(wd));
         let (ckk, hw) = (c * k * k, ho * wo);
         // Channels-last, the kernel as O x (kh, kw, c): the order of a patch row.
-        let wt = channels_last(n, o).then(|| transpose_blocks(w, (c, k * k)));
+        let wt = (channels_last(n) && o >= CHANNELS_LAST_MIN_OUT).then(|| transpose_blocks(w, (c, k * k)));
         let padded = if wt.is_some() { self.0.padded_len((c, h, wd)) } else { 0 };
         let g = group_size(n, hw);
         let mut y = vec![0f32; n * o * hw];
         y.par_chunks_mut(g * o * hw).enumerate().for_each(|(j, out)| {
             let gi = out.len() / (o * hw);
             let ld = gi * hw;
-            // A group of one multiplies straight into the output.
-            with_scratch([padded, ckk * ld, if gi > 1 { o * ld } else { 0 }], |[xp, cols, prod]| {
-                for t in 0..gi {
-                    let img = &x[(j * g + t) * c * h * wd..][..c * h * wd];
-                    if wt.is_some() {
+            let prod = if wt.is_some() || gi > 1 { o * ld } else { 0 };
+            with_scratch([padded, ckk * ld, prod], |[xp, cols, prod]| {
+                let images = x[j * g * c * h * wd..].chunks_exact(c * h * wd).take(gi);
+                if let Some(wt) = &wt {
+                    for (img, rows) in images.zip(cols.chunks_exact_mut(hw * ckk)) {
                         self.0.pad_hwc(img, (c, h, wd), xp);
-                        self.0.im2row(xp, (c, h, wd), &mut cols[t * hw * ckk..][..hw * ckk]);
-                    } else {
+                        self.0.im2row(xp, (c, h, wd), rows);
+                    }
+                    // Pixels x O, so that the GEMM reads the patch rows in
+                    // place (as the other operand it would pack them).
+                    if let Some(b) = bias {
+                        prod.chunks_exact_mut(o).for_each(|px| px.copy_from_slice(b));
+                    }
+                    matmul(ld, o, ckk, prod, bias.is_some(), Operand::plain(cols, ckk), Operand::transposed(wt, ckk));
+                    for (px, img) in prod.chunks_exact(hw * o).zip(out.chunks_exact_mut(o * hw)) {
+                        transpose(px, o, img, hw, (hw, o), |d, v| *d = v);
+                    }
+                } else {
+                    for (t, img) in images.enumerate() {
                         self.0.im2col(img, (c, h, wd), cols, ld, t * hw);
                     }
-                }
-                let (w, cols) = match &wt {
-                    Some(wt) => (Operand::plain(wt, ckk), Operand::transposed(cols, ckk)),
-                    None => (Operand::plain(w, ckk), Operand::plain(cols, ld)),
-                };
-                let dst = if gi == 1 { &mut *out } else { &mut *prod };
-                let add = fill_rows(dst, ld, bias);
-                matmul(o, ld, ckk, dst, add, w, cols);
-                if gi > 1 {
-                    scatter(prod, gi, o, hw, out);
+                    // A group of one multiplies straight into the output.
+                    let dst = if gi == 1 { &mut *out } else { &mut *prod };
+                    let add = fill_rows(dst, ld, bias);
+                    matmul(o, ld, ckk, dst, add, Operand::plain(w, ckk), Operand::plain(cols, ld));
+                    if gi > 1 {
+                        scatter(prod, gi, o, hw, out);
+                    }
                 }
             });
         });
@@ -537,7 +543,7 @@ impl ConvT {
         check_bias(bias, o)?;
         let (kk, hw, plane) = (k * k, hi * wi, h * wd);
         // Channels-last, the kernel as C x (kh, kw, o): the order of a patch row.
-        let wt = channels_last(n, o).then(|| transpose_blocks(w, (o, kk)));
+        let wt = channels_last(n).then(|| transpose_blocks(w, (o, kk)));
         let padded = if wt.is_some() { self.g.padded_len((o, h, wd)) } else { 0 };
         let g = group_size(n, hw);
         // With fewer images than threads (the explorer's batch of one), each
