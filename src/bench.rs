@@ -14,6 +14,7 @@ use crate::data::Dataset;
 use crate::gan::config::Upsample;
 use crate::gan::params::{FreshParams, LoadedParams};
 use crate::gan::{Generator, ModelConfig, Pass};
+use crate::train::config::Preset;
 use crate::train::{TrainConfig, Trainer};
 
 /// One benchmarked architecture.
@@ -163,8 +164,10 @@ pub fn run_arch(m: &ModelConfig, device: &Device, quick: bool) -> Result<ArchRes
     };
     let g1 = gen_ms(1, if quick { 10 } else { 50 })?;
     let g64 = gen_ms(64, if quick { 2 } else { 5 })?;
-    let cfg =
-        TrainConfig { batch_size: 64, model: m.clone(), ema_decay: 0.0, replay_size: 0, ..TrainConfig::default() };
+    // The plain DCGAN step the PyTorch reference runs: no label smoothing or
+    // noise, instance noise, replay or EMA.
+    let base = TrainConfig { model: m.clone(), ..TrainConfig::default() };
+    let cfg = TrainConfig { batch_size: 64, ..Preset::PlainDcgan.apply(&base) };
     let mut t = Trainer::new(cfg, synthetic(m, 256), device)?;
     let steps = if quick { 2 } else { 5 };
     let step_ms = time_ms(steps, || {
