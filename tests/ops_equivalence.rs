@@ -20,7 +20,7 @@
 //! with finite differences, so it cannot serve as the reference there.
 
 use candle_core::{DType, Device, Result, Tensor, Var};
-use ganscope::ops::{activation, adam, batch_norm, bias, conv};
+use ganscope::ops::{activation, adam, batch_norm, bias, conv, shuffle};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::ThreadPoolBuilder;
@@ -155,6 +155,27 @@ fn conv_transpose2d_matches_candle() -> Result<()> {
                 &mut rng,
                 |t| conv::conv_transpose2d(t[0], t[1], t[2], s, p),
                 |t| add_bias(t[0].conv_transpose2d(t[1], p, 0, s, 1)?, t[2]),
+            )?;
+        }
+        Ok(())
+    })
+}
+
+#[test]
+fn pixel_shuffle_matches_candle() -> Result<()> {
+    // Odd sizes, one plane per image, and batches with many planes per rayon job.
+    let cases = [(2, 8, 3, 5), (1, 4, 1, 1), (3, 12, 4, 7), (64, 16, 2, 2)];
+    in_each_pool(|| {
+        let mut rng = ChaCha8Rng::seed_from_u64(14);
+        for (n, c4, h, w) in cases {
+            let x = rand_tensor(&mut rng, &[n, c4, h, w])?;
+            let c = c4 / 4;
+            check(
+                &format!("pixel shuffle {n}x{c4}x{h}x{w}"),
+                &[("x", x)],
+                &mut rng,
+                |t| shuffle::pixel_shuffle(t[0]),
+                |t| t[0].reshape((n, c, 2, 2, h, w))?.permute((0, 1, 4, 2, 5, 3))?.reshape((n, c, 2 * h, 2 * w)),
             )?;
         }
         Ok(())

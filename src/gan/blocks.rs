@@ -232,13 +232,6 @@ pub fn dropout(x: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Result<Tensor> {
     (x * keep)?.affine(1.0 / (1.0 - p), 0.0)
 }
 
-/// (N, 4C, H, W) -> (N, C, 2H, 2W) (Shi et al. 2016).
-pub fn pixel_shuffle(x: &Tensor) -> Result<Tensor> {
-    let (n, c4, h, w) = x.dims4()?;
-    let c = c4 / 4;
-    x.reshape((n, c, 2, 2, h, w))?.permute((0, 1, 4, 2, 5, 3))?.reshape((n, c, 2 * h, 2 * w))
-}
-
 /// Appends one channel holding the mean over features of the per-feature
 /// standard deviation across the batch (Karras et al. 2018, tip 15): a batch
 /// of near-identical fakes is then easy for D to spot.

@@ -4,10 +4,11 @@
 
 use candle_core::{Result, Tensor};
 
-use super::blocks::{Conv, ConvTranspose, Linear, Norm, Pass, dropout, pixel_shuffle};
+use super::blocks::{Conv, ConvTranspose, Linear, Norm, Pass, dropout};
 use super::config::{ModelConfig, Upsample};
 use super::params::{Init, Params, Role, Scope, randn};
 use crate::ops::activation::leaky_relu;
+use crate::ops::shuffle::pixel_shuffle;
 
 /// One 2x upsampling step.
 enum Up {
