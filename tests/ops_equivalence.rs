@@ -89,10 +89,11 @@ fn in_each_pool(body: impl Fn() -> Result<()> + Send + Sync) -> Result<()> {
 fn conv2d_matches_candle() -> Result<()> {
     // DCGAN's shapes, odd ones, then grouped ones: outputs of 2x2, 3x3, 1x1
     // and 5x4 with batches of 5 and 7 that do not divide into the groups.
-    // The last two copy patches channels-last (16+ output channels, 4+
+    // The next two copy patches channels-last (16+ output channels, 4+
     // images, and at least one image per thread), as do their input
-    // gradients (16+ input channels).
-    let cases: [Case; 11] = [
+    // gradients (16+ input channels). The last is a single image big enough
+    // (2^25+ multiply-adds) to split its output channels between threads.
+    let cases: [Case; 12] = [
         (2, 3, 8, 8, 4, 4, 2, 1),
         (3, 5, 7, 9, 2, 3, 1, 1),
         (1, 1, 5, 5, 3, 3, 2, 0),
@@ -104,6 +105,7 @@ fn conv2d_matches_candle() -> Result<()> {
         (5, 2, 9, 7, 3, 3, 2, 1),
         (6, 17, 8, 6, 18, 4, 2, 1),
         (4, 16, 5, 3, 20, 3, 1, 1),
+        (1, 32, 48, 47, 67, 3, 1, 1),
     ];
     in_each_pool(|| {
         let mut rng = ChaCha8Rng::seed_from_u64(11);

@@ -25,9 +25,10 @@
 //! kernel row of hundreds of values, against runs of 4-8 pixels for planar
 //! im2col in the deep layers, which made the copies a quarter of a training
 //! step. Small batches and few output channels keep the planar layout (see
-//! [`channels_last`]); there, a transposed convolution over fewer images
-//! than threads (the explorer's batch of one) splits each image's output
-//! channels between the threads.
+//! [`channels_last`]); there, a convolution over fewer images than threads
+//! (the explorer's batch of one) splits each image's output channels
+//! between the threads: always for a transposed convolution, from
+//! [`SPLIT_MIN_MACS`] on for a convolution.
 
 use std::cell::RefCell;
 use std::iter::repeat_n;
@@ -52,6 +53,13 @@ const CHANNELS_LAST_MIN_IMAGES: usize = 4;
 /// (the RGB layer) leaves the gemm crate in its narrow edge kernels, while
 /// such layers sit at full resolution where planar runs are long.
 const CHANNELS_LAST_MIN_OUT: usize = 16;
+
+/// The fewest multiply-adds per image for which a convolution over fewer
+/// images than threads splits its output channels between them: a split
+/// costs two hand-offs to the pool, ~50 us each here, which the 3x3 layers
+/// of 32 px generators (19M multiply-adds, ~0.2 ms) did not always win
+/// back; those of 64 px ones (75M) do.
+const SPLIT_MIN_MACS: usize = 1 << 25;
 
 /// Images per group when one image gives `cols` GEMM columns: enough for
 /// [`MIN_GEMM_COLS`], but no more than an even share of the `n` images per
@@ -414,8 +422,33 @@ impl Conv {
         // Channels-last, the kernel as O x (kh, kw, c): the order of a patch row.
         let wt = (channels_last(n) && o >= CHANNELS_LAST_MIN_OUT).then(|| transpose_blocks(w, (c, k * k)));
         let padded = if wt.is_some() { self.0.padded_len((c, h, wd)) } else { 0 };
-        let g = group_size(n, hw);
         let mut y = vec![0f32; n * o * hw];
+        let threads = rayon::current_num_threads().max(1);
+        if wt.is_none() && n < threads && o * ckk * hw >= SPLIT_MIN_MACS {
+            // Fewer images than threads (the explorer's batch of one) and a
+            // layer worth two hand-offs to the pool: each image's output
+            // channels are split between the threads after one im2col.
+            let per_part = o.div_ceil(threads);
+            let mut cols = vec![0f32; ckk * hw];
+            for (img, out) in x.chunks_exact(c * h * wd).zip(y.chunks_exact_mut(o * hw)) {
+                self.0.im2col(img, (c, h, wd), &mut cols, hw, 0);
+                out.par_chunks_mut(per_part * hw).enumerate().for_each(|(q, rows)| {
+                    let o0 = q * per_part;
+                    let add = fill_rows(rows, hw, bias.map(|b| &b[o0..]));
+                    matmul(
+                        rows.len() / hw,
+                        hw,
+                        ckk,
+                        rows,
+                        add,
+                        Operand::plain(&w[o0 * ckk..], ckk),
+                        Operand::plain(&cols, hw),
+                    );
+                });
+            }
+            return Ok((CpuStorage::F32(y), Shape::from((n, o, ho, wo))));
+        }
+        let g = group_size(n, hw);
         y.par_chunks_mut(g * o * hw).enumerate().for_each(|(j, out)| {
             let gi = out.len() / (o * hw);
             let ld = gi * hw;
