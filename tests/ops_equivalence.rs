@@ -20,7 +20,7 @@
 //! with finite differences, so it cannot serve as the reference there.
 
 use candle_core::{DType, Device, Result, Tensor, Var};
-use ganscope::ops::{activation, adam, batch_norm, bias, conv, shuffle};
+use ganscope::ops::{activation, adam, batch_norm, bias, conv, shuffle, upsample};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::ThreadPoolBuilder;
@@ -178,6 +178,26 @@ fn pixel_shuffle_matches_candle() -> Result<()> {
                 &mut rng,
                 |t| shuffle::pixel_shuffle(t[0]),
                 |t| t[0].reshape((n, c, 2, 2, h, w))?.permute((0, 1, 4, 2, 5, 3))?.reshape((n, c, 2 * h, 2 * w)),
+            )?;
+        }
+        Ok(())
+    })
+}
+
+#[test]
+fn nearest_upsampling_matches_candle() -> Result<()> {
+    // As for pixel shuffle: odd sizes, single pixels, many planes per job.
+    let cases = [(2, 3, 3, 5), (1, 1, 1, 1), (3, 5, 4, 7), (64, 16, 2, 2)];
+    in_each_pool(|| {
+        let mut rng = ChaCha8Rng::seed_from_u64(15);
+        for (n, c, h, w) in cases {
+            let x = rand_tensor(&mut rng, &[n, c, h, w])?;
+            check(
+                &format!("nearest 2x {n}x{c}x{h}x{w}"),
+                &[("x", x)],
+                &mut rng,
+                |t| upsample::nearest2x(t[0]),
+                |t| t[0].upsample_nearest2d(2 * h, 2 * w),
             )?;
         }
         Ok(())

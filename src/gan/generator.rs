@@ -9,6 +9,7 @@ use super::config::{ModelConfig, Upsample};
 use super::params::{Init, Params, Role, Scope, randn};
 use crate::ops::activation::leaky_relu;
 use crate::ops::shuffle::pixel_shuffle;
+use crate::ops::upsample::nearest2x;
 
 /// One 2x upsampling step.
 enum Up {
@@ -30,10 +31,7 @@ impl Up {
         match self {
             Up::Transpose(c) => c.forward(x),
             Up::Shuffle(c) => pixel_shuffle(&c.forward(x, false)?),
-            Up::Nearest(c) => {
-                let (_, _, h, w) = x.dims4()?;
-                c.forward(&x.upsample_nearest2d(2 * h, 2 * w)?, false)
-            }
+            Up::Nearest(c) => c.forward(&nearest2x(x)?, false),
         }
     }
 }

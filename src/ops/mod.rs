@@ -1,9 +1,10 @@
 //! The layer ops every network calls, and the fast CPU kernels behind them:
 //! convolutions with their bias ([`conv`]), a fused training-mode BatchNorm
 //! ([`batch_norm`]), the per-channel bias gradient and scale-and-shift
-//! ([`bias`]), LeakyReLU ([`activation`]) and pixel shuffle ([`shuffle`]),
-//! each a candle custom op with its backward, and Adam's update in place
-//! ([`adam`]). On other devices, and for other dtypes, candle's own ops run.
+//! ([`bias`]), LeakyReLU ([`activation`]), pixel shuffle ([`shuffle`]) and
+//! nearest upsampling ([`upsample`]), each a candle custom op with its
+//! backward, and Adam's update in place ([`adam`]). On other devices, and
+//! for other dtypes, candle's own ops run.
 
 pub mod activation;
 pub mod adam;
@@ -11,6 +12,7 @@ pub mod batch_norm;
 pub mod bias;
 pub mod conv;
 pub mod shuffle;
+pub mod upsample;
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
