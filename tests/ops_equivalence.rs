@@ -163,44 +163,41 @@ fn conv_transpose2d_matches_candle() -> Result<()> {
     })
 }
 
-#[test]
-fn pixel_shuffle_matches_candle() -> Result<()> {
-    // Odd sizes, one plane per image, and batches with many planes per rayon job.
-    let cases = [(2, 8, 3, 5), (1, 4, 1, 1), (3, 12, 4, 7), (64, 16, 2, 2)];
+/// `fast` and `reference` agree on random tensors of each (N, C, H, W) in
+/// `cases`, in each pool.
+fn check_each(
+    what: &str,
+    seed: u64,
+    cases: &[(usize, usize, usize, usize)],
+    fast: impl Fn(&Tensor) -> Result<Tensor> + Sync,
+    reference: impl Fn(&Tensor) -> Result<Tensor> + Sync,
+) -> Result<()> {
     in_each_pool(|| {
-        let mut rng = ChaCha8Rng::seed_from_u64(14);
-        for (n, c4, h, w) in cases {
-            let x = rand_tensor(&mut rng, &[n, c4, h, w])?;
-            let c = c4 / 4;
-            check(
-                &format!("pixel shuffle {n}x{c4}x{h}x{w}"),
-                &[("x", x)],
-                &mut rng,
-                |t| shuffle::pixel_shuffle(t[0]),
-                |t| t[0].reshape((n, c, 2, 2, h, w))?.permute((0, 1, 4, 2, 5, 3))?.reshape((n, c, 2 * h, 2 * w)),
-            )?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        for &(n, c, h, w) in cases {
+            let x = rand_tensor(&mut rng, &[n, c, h, w])?;
+            check(&format!("{what} {n}x{c}x{h}x{w}"), &[("x", x)], &mut rng, |t| fast(t[0]), |t| reference(t[0]))?;
         }
         Ok(())
     })
 }
 
 #[test]
+fn pixel_shuffle_matches_candle() -> Result<()> {
+    // Odd sizes, one plane per image, and batches with many planes per rayon job.
+    let cases = [(2, 8, 3, 5), (1, 4, 1, 1), (3, 12, 4, 7), (64, 16, 2, 2)];
+    check_each("pixel shuffle", 14, &cases, shuffle::pixel_shuffle, |x| {
+        let (n, c4, h, w) = x.dims4()?;
+        x.reshape((n, c4 / 4, 2, 2, h, w))?.permute((0, 1, 4, 2, 5, 3))?.reshape((n, c4 / 4, 2 * h, 2 * w))
+    })
+}
+
+#[test]
 fn nearest_upsampling_matches_candle() -> Result<()> {
-    // As for pixel shuffle: odd sizes, single pixels, many planes per job.
     let cases = [(2, 3, 3, 5), (1, 1, 1, 1), (3, 5, 4, 7), (64, 16, 2, 2)];
-    in_each_pool(|| {
-        let mut rng = ChaCha8Rng::seed_from_u64(15);
-        for (n, c, h, w) in cases {
-            let x = rand_tensor(&mut rng, &[n, c, h, w])?;
-            check(
-                &format!("nearest 2x {n}x{c}x{h}x{w}"),
-                &[("x", x)],
-                &mut rng,
-                |t| upsample::nearest2x(t[0]),
-                |t| t[0].upsample_nearest2d(2 * h, 2 * w),
-            )?;
-        }
-        Ok(())
+    check_each("nearest 2x", 15, &cases, upsample::nearest2x, |x| {
+        let (_, _, h, w) = x.dims4()?;
+        x.upsample_nearest2d(2 * h, 2 * w)
     })
 }
 

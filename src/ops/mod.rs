@@ -17,7 +17,7 @@ pub mod upsample;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use candle_core::{CpuStorage, Layout, Result, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 pub use conv::{conv_transpose2d, conv2d};
@@ -110,4 +110,34 @@ where
     // a panic unwinds before this line).
     unsafe { out.set_len(len) };
     out
+}
+
+/// A linear map between (N, C, H, W) tensors that knows its adjoint, which
+/// is its backward: pixel shuffle and its inverse, nearest upsampling and
+/// sum pooling.
+trait LinearMap: Copy + Send + Sync + 'static {
+    fn name(self) -> &'static str;
+
+    fn adjoint(self) -> Self;
+
+    /// The image of `x` (N, C, H, W), and its shape.
+    fn run(self, x: &[f32], dims: (usize, usize, usize, usize)) -> Result<(Vec<f32>, Shape)>;
+}
+
+/// A [`LinearMap`] as a candle op.
+struct MapOp<M>(M);
+
+impl<M: LinearMap> CustomOp1 for MapOp<M> {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (y, shape) = self.0.run(slice(s, l, self.0.name())?, l.shape().dims4()?)?;
+        Ok((CpuStorage::F32(y), shape))
+    }
+
+    fn bwd(&self, _: &Tensor, _: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(dy.contiguous()?.apply_op1(MapOp(self.0.adjoint()))?))
+    }
 }

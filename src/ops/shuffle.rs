@@ -6,10 +6,10 @@
 //! pixel-shuffle generator's time; its gradient is another such copy. Here
 //! each output row interleaves two input rows.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use candle_core::{Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{fast, min_chunks, slice};
+use super::{LinearMap, MapOp, fast, min_chunks};
 
 /// (N, 4C, H, W) -> (N, C, 2H, 2W), with `y[n, c, 2h + i, 2w + j] =
 /// x[n, 4c + 2i + j, h, w]`.
@@ -22,7 +22,7 @@ pub fn pixel_shuffle(x: &Tensor) -> Result<Tensor> {
         let c = c4 / 4;
         return x.reshape((n, c, 2, 2, h, w))?.permute((0, 1, 4, 2, 5, 3))?.reshape((n, c, 2 * h, 2 * w));
     }
-    x.contiguous()?.apply_op1(Shuffle::Up)
+    x.contiguous()?.apply_op1(MapOp(Shuffle::Up))
 }
 
 /// The shuffle and its inverse, each the other's backward.
@@ -34,7 +34,21 @@ enum Shuffle {
     Down,
 }
 
-impl Shuffle {
+impl LinearMap for Shuffle {
+    fn name(self) -> &'static str {
+        match self {
+            Shuffle::Up => "ganscope-pixel-shuffle",
+            Shuffle::Down => "ganscope-pixel-unshuffle",
+        }
+    }
+
+    fn adjoint(self) -> Self {
+        match self {
+            Shuffle::Up => Shuffle::Down,
+            Shuffle::Down => Shuffle::Up,
+        }
+    }
+
     /// The output of `x` (N, C, H, W): every output plane comes from four
     /// input planes (`Up`), or every input plane gives four (`Down`), so
     /// rayon splits the work by groups of four small planes.
@@ -75,27 +89,5 @@ impl Shuffle {
             }
         });
         Ok((y, shape))
-    }
-}
-
-impl CustomOp1 for Shuffle {
-    fn name(&self) -> &'static str {
-        match self {
-            Shuffle::Up => "ganscope-pixel-shuffle",
-            Shuffle::Down => "ganscope-pixel-unshuffle",
-        }
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (y, shape) = self.run(slice(s, l, self.name())?, l.shape().dims4()?)?;
-        Ok((CpuStorage::F32(y), shape))
-    }
-
-    fn bwd(&self, _: &Tensor, _: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        let inverse = match self {
-            Shuffle::Up => Shuffle::Down,
-            Shuffle::Down => Shuffle::Up,
-        };
-        Ok(Some(dy.contiguous()?.apply_op1(inverse)?))
     }
 }

@@ -6,10 +6,10 @@
 //! forward's index-by-index loop that was ~4% of a nearest-conv training
 //! step. Here each output row is an input row with every value doubled.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use candle_core::{Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{fast, min_chunks, slice};
+use super::{LinearMap, MapOp, fast, min_chunks};
 
 /// (N, C, H, W) -> (N, C, 2H, 2W), each value repeated over a 2x2 block.
 pub fn nearest2x(x: &Tensor) -> Result<Tensor> {
@@ -17,7 +17,7 @@ pub fn nearest2x(x: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         return x.upsample_nearest2d(2 * h, 2 * w);
     }
-    x.contiguous()?.apply_op1(Resample::Up)
+    x.contiguous()?.apply_op1(MapOp(Resample::Up))
 }
 
 /// The upsampling and its adjoint, each the other's backward.
@@ -29,7 +29,21 @@ enum Resample {
     Down,
 }
 
-impl Resample {
+impl LinearMap for Resample {
+    fn name(self) -> &'static str {
+        match self {
+            Resample::Up => "ganscope-upsample-nearest2x",
+            Resample::Down => "ganscope-sum-pool2x",
+        }
+    }
+
+    fn adjoint(self) -> Self {
+        match self {
+            Resample::Up => Resample::Down,
+            Resample::Down => Resample::Up,
+        }
+    }
+
     /// The output of `x` (N, C, H, W), plane by plane.
     fn run(self, x: &[f32], (n, c, h, w): (usize, usize, usize, usize)) -> Result<(Vec<f32>, Shape)> {
         let (shape, out_plane) = match self {
@@ -60,27 +74,5 @@ impl Resample {
             }
         });
         Ok((y, shape))
-    }
-}
-
-impl CustomOp1 for Resample {
-    fn name(&self) -> &'static str {
-        match self {
-            Resample::Up => "ganscope-upsample-nearest2x",
-            Resample::Down => "ganscope-sum-pool2x",
-        }
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (y, shape) = self.run(slice(s, l, self.name())?, l.shape().dims4()?)?;
-        Ok((CpuStorage::F32(y), shape))
-    }
-
-    fn bwd(&self, _: &Tensor, _: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        let adjoint = match self {
-            Resample::Up => Resample::Down,
-            Resample::Down => Resample::Up,
-        };
-        Ok(Some(dy.contiguous()?.apply_op1(adjoint)?))
     }
 }
