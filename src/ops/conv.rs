@@ -423,29 +423,8 @@ impl Conv {
         let wt = (channels_last(n) && o >= CHANNELS_LAST_MIN_OUT).then(|| transpose_blocks(w, (c, k * k)));
         let padded = if wt.is_some() { self.0.padded_len((c, h, wd)) } else { 0 };
         let mut y = vec![0f32; n * o * hw];
-        let threads = rayon::current_num_threads().max(1);
-        if wt.is_none() && n < threads && o * ckk * hw >= SPLIT_MIN_MACS {
-            // Fewer images than threads (the explorer's batch of one) and a
-            // layer worth two hand-offs to the pool: each image's output
-            // channels are split between the threads after one im2col.
-            let per_part = o.div_ceil(threads);
-            let mut cols = vec![0f32; ckk * hw];
-            for (img, out) in x.chunks_exact(c * h * wd).zip(y.chunks_exact_mut(o * hw)) {
-                self.0.im2col(img, (c, h, wd), &mut cols, hw, 0);
-                out.par_chunks_mut(per_part * hw).enumerate().for_each(|(q, rows)| {
-                    let o0 = q * per_part;
-                    let add = fill_rows(rows, hw, bias.map(|b| &b[o0..]));
-                    matmul(
-                        rows.len() / hw,
-                        hw,
-                        ckk,
-                        rows,
-                        add,
-                        Operand::plain(&w[o0 * ckk..], ckk),
-                        Operand::plain(&cols, hw),
-                    );
-                });
-            }
+        if wt.is_none() && n < rayon::current_num_threads() && o * ckk * hw >= SPLIT_MIN_MACS {
+            self.split_channels(x, w, bias, (c, h, wd), &mut y);
             return Ok((CpuStorage::F32(y), Shape::from((n, o, ho, wo))));
         }
         let g = group_size(n, hw);
@@ -484,6 +463,26 @@ impl Conv {
             });
         });
         Ok((CpuStorage::F32(y), Shape::from((n, o, ho, wo))))
+    }
+
+    /// The planar forward over fewer images than threads (the explorer's
+    /// batch of one) for a layer worth two hand-offs to the pool: after one
+    /// im2col per image, the threads split its output channels.
+    fn split_channels(&self, x: &[f32], w: &[f32], bias: Option<&[f32]>, (c, h, wd): Dims, y: &mut [f32]) {
+        let (k, hw) = (self.0.k, self.0.conv_out(h) * self.0.conv_out(wd));
+        let ckk = c * k * k;
+        let o = w.len() / ckk;
+        let per_part = o.div_ceil(rayon::current_num_threads().max(1));
+        let mut cols = vec![0f32; ckk * hw];
+        for (img, out) in x.chunks_exact(c * h * wd).zip(y.chunks_exact_mut(o * hw)) {
+            self.0.im2col(img, (c, h, wd), &mut cols, hw, 0);
+            out.par_chunks_mut(per_part * hw).enumerate().for_each(|(q, rows)| {
+                let o0 = q * per_part;
+                let add = fill_rows(rows, hw, bias.map(|b| &b[o0..]));
+                let (w, cols) = (Operand::plain(&w[o0 * ckk..], ckk), Operand::plain(&cols, hw));
+                matmul(rows.len() / hw, hw, ckk, rows, add, w, cols);
+            });
+        }
     }
 }
 
