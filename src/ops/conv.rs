@@ -403,10 +403,12 @@ fn dims4(l: &Layout) -> Result<(usize, usize, usize, usize)> {
 }
 
 /// `conv(x, w) [+ b]`: x (N, C, H, W), w (O, C, K, K), b (O) -> (N, O, Ho, Wo).
-/// Two arguments inside the other ops' backward, three with a bias.
+/// Bias-free inside the other ops' backward; a layer runs [`WithBias`]`<Conv>`.
 struct Conv(Geom);
 
-impl Conv {
+impl Convolution for Conv {
+    const BIASED: &'static str = "ganscope-conv2d-bias";
+
     /// The forward; `bias`, when given, fills each output row before the
     /// GEMM adds to it.
     fn forward(&self, (s1, l1): Arg, (s2, l2): Arg, bias: Option<Arg>) -> Result<(CpuStorage, Shape)> {
@@ -464,7 +466,9 @@ impl Conv {
         });
         Ok((CpuStorage::F32(y), Shape::from((n, o, ho, wo))))
     }
+}
 
+impl Conv {
     /// The planar forward over fewer images than threads (the explorer's
     /// batch of one) for a layer worth two hand-offs to the pool: after one
     /// im2col per image, the threads split its output channels.
@@ -489,10 +493,41 @@ impl Conv {
 /// The gradients of a convolution with bias.
 type Grads3 = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
 
-/// The bias-free op's two gradients, then the bias gradient: `dy` summed
-/// per channel.
-fn with_bias_grad((dx, dw): (Option<Tensor>, Option<Tensor>), b: &Tensor, dy: &Tensor) -> Result<Grads3> {
-    Ok((dx, dw, tracked(b, || bias::channel_sum(dy))?))
+/// What differs between the two convolutions' ops with a bias.
+trait Convolution: CustomOp2 + Send + Sync + 'static {
+    /// The op's name with its bias.
+    const BIASED: &'static str;
+
+    /// The forward, adding `bias` when given.
+    fn forward(&self, x: Arg, w: Arg, bias: Option<Arg>) -> Result<(CpuStorage, Shape)>;
+}
+
+/// A convolution plus its bias as one op, the layer's; its backward is the
+/// bias-free op's (which serves the other ops' backward), plus `dy` summed
+/// per channel for the bias.
+struct WithBias<C>(C);
+
+impl<C: Convolution> CustomOp3 for WithBias<C> {
+    fn name(&self) -> &'static str {
+        C::BIASED
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.0.forward((s1, l1), (s2, l2), Some((s3, l3)))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, b: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Grads3> {
+        let (dx, dw) = self.0.bwd(x, w, y, dy)?;
+        Ok((dx, dw, tracked(b, || bias::channel_sum(dy))?))
+    }
 }
 
 /// Fails unless `bias`, when given, has one value per output channel.
@@ -529,28 +564,6 @@ impl CustomOp2 for Conv {
     }
 }
 
-impl CustomOp3 for Conv {
-    fn name(&self) -> &'static str {
-        "ganscope-conv2d-bias"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.forward((s1, l1), (s2, l2), Some((s3, l3)))
-    }
-
-    fn bwd(&self, x: &Tensor, w: &Tensor, b: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Grads3> {
-        with_bias_grad(CustomOp2::bwd(self, x, w, y, dy)?, b, dy)
-    }
-}
-
 /// `conv_t(x, w)`: x (N, C, Hi, Wi), w (C, O, K, K) -> (N, O, out_h, out_w).
 struct ConvT {
     g: Geom,
@@ -558,7 +571,9 @@ struct ConvT {
     out_w: usize,
 }
 
-impl ConvT {
+impl Convolution for ConvT {
+    const BIASED: &'static str = "ganscope-conv-transpose2d-bias";
+
     /// The forward; `bias`, when given, fills each output plane before the
     /// columns are added into it.
     fn forward(&self, (s1, l1): Arg, (s2, l2): Arg, bias: Option<Arg>) -> Result<(CpuStorage, Shape)> {
@@ -642,28 +657,6 @@ impl CustomOp2 for ConvT {
     }
 }
 
-impl CustomOp3 for ConvT {
-    fn name(&self) -> &'static str {
-        "ganscope-conv-transpose2d-bias"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.forward((s1, l1), (s2, l2), Some((s3, l3)))
-    }
-
-    fn bwd(&self, x: &Tensor, w: &Tensor, b: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Grads3> {
-        with_bias_grad(CustomOp2::bwd(self, x, w, y, dy)?, b, dy)
-    }
-}
-
 /// `weight_grad(a, b)`: a (N, A, H, W), b (N, B, Ho, Wo) -> (B, A, K, K).
 struct WeightGrad(Geom);
 
@@ -728,7 +721,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, pad: usize) -> 
         return x.conv2d(w, pad, stride, 1, 1)?.broadcast_add(&b.reshape((1, (), 1, 1))?);
     }
     let k = w.dim(3)?;
-    x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, Conv(Geom { k, stride, pad }))
+    x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, WithBias(Conv(Geom { k, stride, pad })))
 }
 
 /// Transposed 2D convolution of `x` (N, C, H, W) with `w` (C, O, K, K) plus
@@ -741,5 +734,5 @@ pub fn conv_transpose2d(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, pad: 
     let k = w.dim(3)?;
     let out = |s: usize| (s - 1) * stride + k - 2 * pad;
     let op = ConvT { g: Geom { k, stride, pad }, out_h: out(hi), out_w: out(wi) };
-    x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, op)
+    x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, WithBias(op))
 }
