@@ -43,6 +43,8 @@ pub struct ArchResult {
 pub struct Report {
     /// "candle+ganscope-ops" or "candle-stock".
     pub backend: String,
+    /// Whether CUDA matmuls ran on TF32 tensor cores.
+    pub tf32: bool,
     /// Threads used by rayon (our ops) and candle.
     pub threads: usize,
     /// GFLOP/s of a 1024^3 f32 matmul on this machine: the ceiling.
@@ -190,7 +192,7 @@ pub fn run_arch(m: &ModelConfig, device: &Device, quick: bool) -> Result<ArchRes
 
 /// Benchmarks the given resolutions with every upsampling kind.
 pub fn run(resolutions: &[usize], device: &Device, quick: bool, stock: bool) -> Result<Report> {
-    crate::ops::set_fast_cpu(!stock);
+    crate::ops::set_fast(!stock);
     let ceiling = matmul_ceiling(device)?;
     let mut archs = Vec::new();
     for &res in resolutions {
@@ -209,9 +211,10 @@ pub fn run(resolutions: &[usize], device: &Device, quick: bool, stock: bool) -> 
             archs.push(r);
         }
     }
-    crate::ops::set_fast_cpu(true);
+    crate::ops::set_fast(true);
     Ok(Report {
         backend: if stock { "candle-stock" } else { "candle+ganscope-ops" }.into(),
+        tf32: false,
         threads: rayon::current_num_threads(),
         matmul_gflops: ceiling,
         archs,

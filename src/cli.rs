@@ -66,9 +66,12 @@ pub struct BenchArgs {
     /// Fewer repetitions (a smoke run).
     #[arg(long)]
     pub quick: bool,
-    /// Use candle's stock convolutions instead of ganscope's fast CPU ops.
+    /// Use candle's stock ops instead of ganscope's fast CPU ops and CUDA convolutions.
     #[arg(long)]
     pub stock: bool,
+    /// CUDA: f32 matmuls on TF32 tensor cores (10-bit mantissa inputs).
+    #[arg(long)]
+    pub tf32: bool,
     /// Resolutions to measure.
     #[arg(long, value_delimiter = ',', default_values_t = [28, 32, 64])]
     pub resolutions: Vec<usize>,
@@ -101,6 +104,9 @@ pub struct TrainArgs {
     /// Where to train.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
+    /// CUDA: f32 matmuls on TF32 tensor cores (10-bit mantissa inputs).
+    #[arg(long)]
+    pub tf32: bool,
     /// Continue the run in --out from its checkpoint.
     #[arg(long)]
     pub resume: bool,
@@ -286,6 +292,7 @@ fn train(a: TrainArgs) -> Result<()> {
     let base = if a.resume { Some(run::read_config(&out).context("--resume")?) } else { None };
     let cfg = train_config(&a, base)?;
     let chosen = device::select(a.device)?;
+    device::set_tf32(a.tf32)?;
     let data = run::load_data(&cfg)?;
     if data.skipped_count > 0 {
         let names: Vec<String> = data.skipped.iter().map(|p| p.display().to_string()).collect();
@@ -539,8 +546,10 @@ fn bench(a: BenchArgs) -> Result<()> {
         bail!("--resolutions: {bad} is not one of 28, 32, 64");
     }
     let chosen = device::select(a.device)?;
-    eprintln!("benchmarking on {}", chosen.description);
-    let report = crate::bench::run(&a.resolutions, &chosen.device, a.quick, a.stock)?;
+    device::set_tf32(a.tf32)?;
+    eprintln!("benchmarking on {}{}", chosen.description, if a.tf32 { " with TF32 matmuls" } else { "" });
+    let mut report = crate::bench::run(&a.resolutions, &chosen.device, a.quick, a.stock)?;
+    report.tf32 = a.tf32;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -20,7 +20,7 @@
 //! with finite differences, so it cannot serve as the reference there.
 
 use candle_core::{DType, Device, Result, Tensor, Var};
-use ganscope::ops::{activation, adam, batch_norm, bias, conv, shuffle, upsample};
+use ganscope::ops::{activation, adam, batch_norm, bias, conv, shuffle, unfold, upsample};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::ThreadPoolBuilder;
@@ -41,25 +41,29 @@ fn assert_close(what: &str, got: &Tensor, want: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// Values and the gradients of every named input of `fast` and `reference`
-/// agree, with a random upstream gradient so every output element matters.
+/// Values and the gradients of every named input of `fast` (run on
+/// `device`) and `reference` (on the CPU) agree, with a random upstream
+/// gradient so every output element matters.
 fn check(
+    device: &Device,
     what: &str,
     inputs: &[(&str, Tensor)],
     rng: &mut ChaCha8Rng,
     fast: impl Fn(&[&Tensor]) -> Result<Tensor>,
     reference: impl Fn(&[&Tensor]) -> Result<Tensor>,
 ) -> Result<()> {
-    let vars = inputs.iter().map(|(_, t)| Var::from_tensor(t)).collect::<Result<Vec<_>>>()?;
-    let ts: Vec<&Tensor> = vars.iter().map(Var::as_tensor).collect();
-    let (yf, yr) = (fast(&ts)?, reference(&ts)?);
-    assert_close(&format!("{what} forward"), &yf, &yr)?;
+    let vars = |d: &Device| inputs.iter().map(|(_, t)| Var::from_tensor(&t.to_device(d)?)).collect::<Result<Vec<_>>>();
+    let (vf, vr) = (vars(device)?, vars(&Device::Cpu)?);
+    let tf: Vec<&Tensor> = vf.iter().map(Var::as_tensor).collect();
+    let tr: Vec<&Tensor> = vr.iter().map(Var::as_tensor).collect();
+    let (yf, yr) = (fast(&tf)?, reference(&tr)?);
+    assert_close(&format!("{what} forward"), &yf.to_device(&Device::Cpu)?, &yr)?;
     let up = rand_tensor(rng, yr.dims())?;
-    let gf = (yf * &up)?.sum_all()?.backward()?;
+    let gf = (yf * up.to_device(device)?)?.sum_all()?.backward()?;
     let gr = (yr * &up)?.sum_all()?.backward()?;
-    for ((name, _), t) in inputs.iter().zip(ts) {
-        let (a, b) = (gf.get(t).expect("fast grad"), gr.get(t).expect("reference grad"));
-        assert_close(&format!("{what} d{name}"), a, b)?;
+    for (((name, _), f), r) in inputs.iter().zip(tf).zip(tr) {
+        let (a, b) = (gf.get(f).expect("fast grad"), gr.get(r).expect("reference grad"));
+        assert_close(&format!("{what} d{name}"), &a.to_device(&Device::Cpu)?, b)?;
     }
     Ok(())
 }
@@ -71,6 +75,46 @@ fn add_bias(y: Tensor, b: &Tensor) -> Result<Tensor> {
 
 /// (n, c, h, w, o, k, stride, pad) of one convolution case.
 type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
+
+// DCGAN's shapes, odd ones, then grouped ones: outputs of 2x2, 3x3, 1x1
+// and 5x4 with batches of 5 and 7 that do not divide into the groups.
+// The next two copy patches channels-last (16+ output channels, 4+
+// images, and at least one image per thread), as do their input
+// gradients (16+ input channels). The last is a single image big enough
+// (2^25+ multiply-adds) to split its output channels between threads.
+const CONV_CASES: [Case; 12] = [
+    (2, 3, 8, 8, 4, 4, 2, 1),
+    (3, 5, 7, 9, 2, 3, 1, 1),
+    (1, 1, 5, 5, 3, 3, 2, 0),
+    (4, 6, 13, 11, 5, 4, 2, 1),
+    (2, 2, 6, 6, 3, 1, 1, 0),
+    (5, 3, 4, 4, 6, 4, 2, 1),
+    (7, 4, 3, 3, 5, 3, 1, 1),
+    (5, 6, 4, 4, 1, 4, 1, 0),
+    (5, 2, 9, 7, 3, 3, 2, 1),
+    (6, 17, 8, 6, 18, 4, 2, 1),
+    (4, 16, 5, 3, 20, 3, 1, 1),
+    (1, 32, 48, 47, 67, 3, 1, 1),
+];
+
+// As [`CONV_CASES`], for transposed convolutions: the grouped cases read 1x1 to 3x3 inputs, the next two are
+// single images whose channels split between threads, the last two
+// copy patches channels-last.
+const CONV_T_CASES: [Case; 13] = [
+    (2, 4, 4, 4, 3, 4, 2, 1),
+    (3, 3, 5, 7, 2, 4, 2, 1),
+    (1, 2, 7, 7, 1, 3, 1, 1),
+    (2, 5, 3, 3, 4, 3, 2, 0),
+    (2, 3, 6, 5, 2, 1, 1, 0),
+    (5, 4, 2, 2, 3, 4, 2, 1),
+    (7, 3, 3, 3, 2, 3, 1, 1),
+    (5, 6, 1, 1, 4, 4, 1, 0),
+    (5, 2, 3, 2, 3, 3, 2, 1),
+    (1, 3, 4, 4, 5, 4, 2, 1),
+    (1, 6, 3, 5, 8, 3, 1, 1),
+    (6, 18, 3, 4, 17, 4, 2, 1),
+    (5, 16, 4, 2, 16, 3, 1, 1),
+];
 
 /// Runs `body` in rayon's default pool, in a one-thread pool, where each
 /// thread's share of the batch, and so the largest group, is biggest, and
@@ -85,82 +129,95 @@ fn in_each_pool(body: impl Fn() -> Result<()> + Send + Sync) -> Result<()> {
     Ok(())
 }
 
+/// Which of the two convolutions a case runs.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Conv,
+    ConvT,
+}
+
+/// `op(x, w, b, stride, pad)` on `device` agrees with candle's convolution
+/// of `kind` plus bias on the CPU, for each of that kind's cases.
+fn check_convs(
+    device: &Device,
+    kind: Kind,
+    seed: u64,
+    op: impl Fn(&Tensor, &Tensor, &Tensor, usize, usize) -> Result<Tensor>,
+) -> Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let cases = match kind {
+        Kind::Conv => &CONV_CASES[..],
+        Kind::ConvT => &CONV_T_CASES[..],
+    };
+    for &(n, c, h, w, o, k, s, p) in cases {
+        let x = rand_tensor(&mut rng, &[n, c, h, w])?;
+        let wt = rand_tensor(&mut rng, &if let Kind::Conv = kind { [o, c, k, k] } else { [c, o, k, k] })?;
+        let b = rand_tensor(&mut rng, &[o])?;
+        let reference = |t: &[&Tensor]| {
+            let y = match kind {
+                Kind::Conv => t[0].conv2d(t[1], p, s, 1, 1)?,
+                Kind::ConvT => t[0].conv_transpose2d(t[1], p, 0, s, 1)?,
+            };
+            add_bias(y, t[2])
+        };
+        check(
+            device,
+            &format!("{kind:?} {n}x{c}x{h}x{w} o{o} k{k} s{s} p{p} on {device:?}"),
+            &[("x", x), ("w", wt), ("b", b)],
+            &mut rng,
+            |t| op(t[0], t[1], t[2], s, p),
+            reference,
+        )?;
+    }
+    Ok(())
+}
+
 #[test]
 fn conv2d_matches_candle() -> Result<()> {
-    // DCGAN's shapes, odd ones, then grouped ones: outputs of 2x2, 3x3, 1x1
-    // and 5x4 with batches of 5 and 7 that do not divide into the groups.
-    // The next two copy patches channels-last (16+ output channels, 4+
-    // images, and at least one image per thread), as do their input
-    // gradients (16+ input channels). The last is a single image big enough
-    // (2^25+ multiply-adds) to split its output channels between threads.
-    let cases: [Case; 12] = [
-        (2, 3, 8, 8, 4, 4, 2, 1),
-        (3, 5, 7, 9, 2, 3, 1, 1),
-        (1, 1, 5, 5, 3, 3, 2, 0),
-        (4, 6, 13, 11, 5, 4, 2, 1),
-        (2, 2, 6, 6, 3, 1, 1, 0),
-        (5, 3, 4, 4, 6, 4, 2, 1),
-        (7, 4, 3, 3, 5, 3, 1, 1),
-        (5, 6, 4, 4, 1, 4, 1, 0),
-        (5, 2, 9, 7, 3, 3, 2, 1),
-        (6, 17, 8, 6, 18, 4, 2, 1),
-        (4, 16, 5, 3, 20, 3, 1, 1),
-        (1, 32, 48, 47, 67, 3, 1, 1),
-    ];
-    in_each_pool(|| {
-        let mut rng = ChaCha8Rng::seed_from_u64(11);
-        for (n, c, h, w, o, k, s, p) in cases {
-            let x = rand_tensor(&mut rng, &[n, c, h, w])?;
-            let wt = rand_tensor(&mut rng, &[o, c, k, k])?;
-            let b = rand_tensor(&mut rng, &[o])?;
-            check(
-                &format!("conv2d {n}x{c}x{h}x{w} k{k} s{s} p{p}"),
-                &[("x", x), ("w", wt), ("b", b)],
-                &mut rng,
-                |t| conv::conv2d(t[0], t[1], t[2], s, p),
-                |t| add_bias(t[0].conv2d(t[1], p, s, 1, 1)?, t[2]),
-            )?;
-        }
-        Ok(())
-    })
+    in_each_pool(|| check_convs(&Device::Cpu, Kind::Conv, 11, conv::conv2d))
 }
 
 #[test]
 fn conv_transpose2d_matches_candle() -> Result<()> {
-    // As above; the grouped cases read 1x1 to 3x3 inputs, the next two are
-    // single images whose channels split between threads, the last two
-    // copy patches channels-last.
-    let cases: [Case; 13] = [
-        (2, 4, 4, 4, 3, 4, 2, 1),
-        (3, 3, 5, 7, 2, 4, 2, 1),
-        (1, 2, 7, 7, 1, 3, 1, 1),
-        (2, 5, 3, 3, 4, 3, 2, 0),
-        (2, 3, 6, 5, 2, 1, 1, 0),
-        (5, 4, 2, 2, 3, 4, 2, 1),
-        (7, 3, 3, 3, 2, 3, 1, 1),
-        (5, 6, 1, 1, 4, 4, 1, 0),
-        (5, 2, 3, 2, 3, 3, 2, 1),
-        (1, 3, 4, 4, 5, 4, 2, 1),
-        (1, 6, 3, 5, 8, 3, 1, 1),
-        (6, 18, 3, 4, 17, 4, 2, 1),
-        (5, 16, 4, 2, 16, 3, 1, 1),
-    ];
-    in_each_pool(|| {
-        let mut rng = ChaCha8Rng::seed_from_u64(12);
-        for (n, c, h, w, o, k, s, p) in cases {
-            let x = rand_tensor(&mut rng, &[n, c, h, w])?;
-            let wt = rand_tensor(&mut rng, &[c, o, k, k])?;
-            let b = rand_tensor(&mut rng, &[o])?;
-            check(
-                &format!("conv_transpose2d {n}x{c}x{h}x{w} k{k} s{s} p{p}"),
-                &[("x", x), ("w", wt), ("b", b)],
-                &mut rng,
-                |t| conv::conv_transpose2d(t[0], t[1], t[2], s, p),
-                |t| add_bias(t[0].conv_transpose2d(t[1], p, 0, s, 1)?, t[2]),
-            )?;
+    in_each_pool(|| check_convs(&Device::Cpu, Kind::ConvT, 12, conv::conv_transpose2d))
+}
+
+/// The CUDA formulation (patch matrix + one GEMM), run with its CPU patch copies.
+#[test]
+fn unfolded_convolutions_match_candle() -> Result<()> {
+    check_convs(&Device::Cpu, Kind::Conv, 16, unfold::conv2d)?;
+    check_convs(&Device::Cpu, Kind::ConvT, 17, unfold::conv_transpose2d)
+}
+
+/// On CUDA the convolutions run our patch kernels and cuBLAS, BatchNorm our
+/// kernels and candle reductions, upsampling a broadcast: all checked
+/// against candle on the CPU. Skipped, with a note, where no GPU opens.
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_ops_match_cpu() -> Result<()> {
+    let gpu = match ganscope::device::select(ganscope::device::DeviceChoice::Cuda) {
+        Ok(chosen) => chosen.device,
+        Err(e) => {
+            eprintln!("cuda_ops_match_cpu: skipped, no CUDA device ({e})");
+            return Ok(());
         }
-        Ok(())
-    })
+    };
+    check_convs(&gpu, Kind::Conv, 18, conv::conv2d)?;
+    check_convs(&gpu, Kind::ConvT, 19, conv::conv_transpose2d)?;
+    check_batch_norm(&gpu)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(20);
+    for (n, c, h, w) in [(2, 3, 3, 5), (64, 16, 2, 2)] {
+        let x = rand_tensor(&mut rng, &[n, c, h, w])?;
+        check(
+            &gpu,
+            "nearest 2x on CUDA",
+            &[("x", x)],
+            &mut rng,
+            |t| upsample::nearest2x(t[0]),
+            |t| t[0].upsample_nearest2d(2 * h, 2 * w),
+        )?;
+    }
+    Ok(())
 }
 
 /// `fast` and `reference` agree on random tensors of each (N, C, H, W) in
@@ -176,7 +233,14 @@ fn check_each(
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         for &(n, c, h, w) in cases {
             let x = rand_tensor(&mut rng, &[n, c, h, w])?;
-            check(&format!("{what} {n}x{c}x{h}x{w}"), &[("x", x)], &mut rng, |t| fast(t[0]), |t| reference(t[0]))?;
+            check(
+                &Device::Cpu,
+                &format!("{what} {n}x{c}x{h}x{w}"),
+                &[("x", x)],
+                &mut rng,
+                |t| fast(t[0]),
+                |t| reference(t[0]),
+            )?;
         }
         Ok(())
     })
@@ -214,33 +278,41 @@ fn batch_norm_reference(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<(Te
     Ok((y, m, v))
 }
 
-#[test]
-fn batch_norm_matches_candle() -> Result<()> {
+/// The fused BatchNorm on `device` matches the candle formulation on the
+/// CPU: statistics, output and gradients.
+fn check_batch_norm(device: &Device) -> Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(13);
     // (n, c, h, w, offset): odd shapes, 1x1 planes, and a large mean to
-    // catch cancellation in the one-pass variance.
+    // catch cancellation in the variance.
     let cases = [(5, 3, 4, 4, 0.0), (2, 7, 3, 5, 0.0), (3, 2, 1, 1, 0.0), (16, 8, 8, 8, 20.0), (4, 5, 7, 9, -3.0)];
+    let fused = |t: &[&Tensor]| -> Result<batch_norm::BatchNormTrain> {
+        Ok(batch_norm::train(t[0], t[1], t[2], 1e-5)?.expect("a fused BatchNorm on this device"))
+    };
     for (n, c, h, w, offset) in cases {
-        let what = format!("batch_norm {n}x{c}x{h}x{w}");
-        let x = Var::from_tensor(&(rand_tensor(&mut rng, &[n, c, h, w])? + offset)?)?;
-        let gamma = Var::from_tensor(&(rand_tensor(&mut rng, &[c])? + 1.0)?)?;
-        let beta = Var::from_tensor(&rand_tensor(&mut rng, &[c])?)?;
-        let (xt, gt, bt) = (x.as_tensor(), gamma.as_tensor(), beta.as_tensor());
-        let fused = batch_norm::train(xt, gt, bt, 1e-5)?.expect("fast path on the CPU");
-        let (y, m, v) = batch_norm_reference(xt, gt, bt)?;
-        assert_close(&format!("{what} y"), &fused.y, &y)?;
-        assert_close(&format!("{what} mean"), &fused.mean, &m)?;
-        assert_close(&format!("{what} var"), &fused.var, &v)?;
-
-        let up = rand_tensor(&mut rng, &[n, c, h, w])?;
-        let gf = (&fused.y * &up)?.sum_all()?.backward()?;
-        let gr = (&y * &up)?.sum_all()?.backward()?;
-        for (name, t) in [("dx", xt), ("dgamma", gt), ("dbeta", bt)] {
-            let (a, b) = (gf.get(t).expect("fast grad"), gr.get(t).expect("reference grad"));
-            assert_close(&format!("{what} {name}"), a, b)?;
-        }
+        let what = format!("batch_norm {n}x{c}x{h}x{w} on {device:?}");
+        let x = (rand_tensor(&mut rng, &[n, c, h, w])? + offset)?;
+        let gamma = (rand_tensor(&mut rng, &[c])? + 1.0)?;
+        let beta = rand_tensor(&mut rng, &[c])?;
+        let on = |t: &Tensor| t.to_device(device);
+        let got = fused(&[&on(&x)?, &on(&gamma)?, &on(&beta)?])?;
+        let (_, m, v) = batch_norm_reference(&x, &gamma, &beta)?;
+        assert_close(&format!("{what} mean"), &got.mean.to_device(&Device::Cpu)?, &m)?;
+        assert_close(&format!("{what} var"), &got.var.to_device(&Device::Cpu)?, &v)?;
+        check(
+            device,
+            &what,
+            &[("x", x), ("gamma", gamma), ("beta", beta)],
+            &mut rng,
+            |t| Ok(fused(t)?.y),
+            |t| Ok(batch_norm_reference(t[0], t[1], t[2])?.0),
+        )?;
     }
     Ok(())
+}
+
+#[test]
+fn batch_norm_matches_candle() -> Result<()> {
+    check_batch_norm(&Device::Cpu)
 }
 
 /// The penalty `|d(sum(y * up))/dx|^2` of a BatchNorm, in f64 through the
@@ -341,6 +413,7 @@ fn scale_shift_matches_candle() -> Result<()> {
             let (a, b) = (rand_tensor(&mut rng, &[c])?, rand_tensor(&mut rng, &[c])?);
             let per_channel = |t: &Tensor| t.reshape((1, (), 1, 1));
             check(
+                &Device::Cpu,
                 &format!("scale_shift {n}x{c}x{h}x{w}"),
                 &[("x", x), ("scale", a), ("shift", b)],
                 &mut rng,
@@ -368,6 +441,7 @@ fn leaky_relu_matches_candle() -> Result<()> {
                 let x = rand_tensor(&mut rng, &shape)?;
                 let s = rand_tensor(&mut rng, &shape)?;
                 check(
+                    &Device::Cpu,
                     &format!("leaky_relu({slope}) {shape:?}"),
                     &[("x", x), ("s", s)],
                     &mut rng,

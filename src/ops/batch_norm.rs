@@ -8,6 +8,12 @@
 //! that was ~15% of the time. Here the statistics take one pass (per-channel
 //! sums straight off the (N, C, H, W) planes), the output one more, and the
 //! backward two.
+//!
+//! On CUDA the same formulas run as two kernels (`src/ops/kernels.cu`), the
+//! normalization and the input gradient, with the per-channel sums taken
+//! by candle's reductions outside the autograd graph: 2 GPU kernels and
+//! ~10 small reductions per pass instead of ~45 kernels, a full-size add
+//! for each of them in the backward.
 
 use std::sync::{Arc, OnceLock};
 
@@ -28,9 +34,13 @@ pub struct BatchNormTrain {
 }
 
 /// BatchNorm of `x` (N, C, H, W) with batch statistics, `gamma` and `beta`
-/// (C): the fused op on the CPU fast path, `None` elsewhere (the caller then
-/// uses candle ops).
+/// (C): the fused op on the CPU fast path and on CUDA, `None` elsewhere
+/// (the caller then uses candle ops).
 pub fn train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Option<BatchNormTrain>> {
+    #[cfg(feature = "cuda")]
+    if super::fast_cuda(&[x, gamma, beta]) {
+        return on_cuda::train(x, gamma, beta, eps).map(Some);
+    }
     if !fast(&[x, gamma, beta]) {
         return Ok(None);
     }
@@ -225,9 +235,6 @@ impl CustomOp3 for BatchNormGrad {
         Ok((CpuStorage::F32(dx), Shape::from(l1.dims())))
     }
 
-    /// Second order, needed only by the gradient penalty when D has
-    /// BatchNorm: the gradient formula rebuilt from candle ops on detached
-    /// copies and differentiated by autograd. Slow, and rare.
     fn bwd(
         &self,
         x: &Tensor,
@@ -236,16 +243,153 @@ impl CustomOp3 for BatchNormGrad {
         _: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (xv, dyv, gv) =
-            (Var::from_tensor(&x.detach())?, Var::from_tensor(&dy.detach())?, Var::from_tensor(&gamma.detach())?);
-        let mean_c = |t: &Tensor| t.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3);
-        let (x, dy) = (xv.as_tensor(), dyv.as_tensor());
-        let xc = x.broadcast_sub(&mean_c(x)?)?;
-        let inv = (mean_c(&xc.sqr()?)? + self.eps)?.sqrt()?.recip()?;
-        let xhat = xc.broadcast_mul(&inv)?;
-        let inner = dy.broadcast_sub(&mean_c(dy)?)?.sub(&xhat.broadcast_mul(&mean_c(&(dy * &xhat)?)?)?)?;
-        let dx = inner.broadcast_mul(&inv)?.broadcast_mul(&gv.as_tensor().reshape((1, (), 1, 1))?)?;
-        let grads = (dx * g.detach())?.sum_all()?.backward()?;
-        Ok((grads.get(x).cloned(), grads.get(dy).cloned(), grads.get(gv.as_tensor()).cloned()))
+        second_order(self.eps, x, dy, gamma, g)
+    }
+}
+
+/// The backward of BatchNorm's input gradient, second order, needed only by
+/// the gradient penalty when D has BatchNorm: the gradient formula rebuilt
+/// from candle ops on detached copies and differentiated by autograd. Slow,
+/// and rare.
+fn second_order(
+    eps: f64,
+    x: &Tensor,
+    dy: &Tensor,
+    gamma: &Tensor,
+    g: &Tensor,
+) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    let (xv, dyv, gv) =
+        (Var::from_tensor(&x.detach())?, Var::from_tensor(&dy.detach())?, Var::from_tensor(&gamma.detach())?);
+    let mean_c = |t: &Tensor| t.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3);
+    let (x, dy) = (xv.as_tensor(), dyv.as_tensor());
+    let xc = x.broadcast_sub(&mean_c(x)?)?;
+    let inv = (mean_c(&xc.sqr()?)? + eps)?.sqrt()?.recip()?;
+    let xhat = xc.broadcast_mul(&inv)?;
+    let inner = dy.broadcast_sub(&mean_c(dy)?)?.sub(&xhat.broadcast_mul(&mean_c(&(dy * &xhat)?)?)?)?;
+    let dx = inner.broadcast_mul(&inv)?.broadcast_mul(&gv.as_tensor().reshape((1, (), 1, 1))?)?;
+    let grads = (dx * g.detach())?.sum_all()?.backward()?;
+    Ok((grads.get(x).cloned(), grads.get(dy).cloned(), grads.get(gv.as_tensor()).cloned()))
+}
+
+/// The CUDA op, whose statistics and parameter gradients come from candle
+/// reductions outside the autograd graph.
+#[cfg(feature = "cuda")]
+mod on_cuda {
+    use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
+    use candle_core::{CpuStorage, CudaStorage, CustomOp3, Layout, Result, Shape, Tensor};
+
+    use super::{BatchNormTrain, planes, second_order, tracked};
+    use crate::ops::cuda::{Kernel, count, view, with_views};
+
+    /// Sums of `t` (N, C, H, W) per channel: over H*W in one contiguous
+    /// reduction, then over N.
+    fn channel_sums(t: &Tensor) -> Result<Tensor> {
+        let (n, c, h, w) = t.dims4()?;
+        t.contiguous()?.reshape((n, c, h * w))?.sum(2)?.sum(0)
+    }
+
+    /// The CUDA pass: statistics from reductions of the detached input (two
+    /// passes, as the CPU's shifted sums, so a large mean does not cancel
+    /// the variance away), then the normalization kernel.
+    pub(super) fn train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<BatchNormTrain> {
+        let (n, c, h, w) = x.dims4()?;
+        let count = (n * h * w) as f64;
+        let xd = x.detach();
+        let mean = channel_sums(&xd)?.affine(1.0 / count, 0.0)?;
+        let centered = xd.broadcast_sub(&mean.reshape((1, c, 1, 1))?)?;
+        let var = channel_sums(&centered.sqr()?)?.affine(1.0 / count, 0.0)?;
+        let op = BatchNormCuda { eps, per_channel: vec![mean.clone(), var.clone()] };
+        let y = x.contiguous()?.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
+        Ok(BatchNormTrain { y, mean, var })
+    }
+
+    /// One kernel of `kernels.cu` over three (N, C, H, W) or (C) arguments
+    /// and per-channel vectors computed beforehand: the normalization
+    /// (x, gamma, beta; mean, var) or its input gradient (x, dy, gamma;
+    /// mean, var, dgamma, dbeta), told apart by the vector count.
+    struct BatchNormCuda {
+        eps: f64,
+        per_channel: Vec<Tensor>,
+    }
+
+    impl BatchNormCuda {
+        fn is_grad(&self) -> bool {
+            self.per_channel.len() == 4
+        }
+    }
+
+    impl CustomOp3 for BatchNormCuda {
+        fn name(&self) -> &'static str {
+            if self.is_grad() { "ganscope-batch-norm-grad-cuda" } else { "ganscope-batch-norm-cuda" }
+        }
+
+        fn cpu_fwd(
+            &self,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            candle_core::bail!("{}: CUDA only", self.name())
+        }
+
+        fn cuda_fwd(
+            &self,
+            s1: &CudaStorage,
+            l1: &Layout,
+            s2: &CudaStorage,
+            l2: &Layout,
+            s3: &CudaStorage,
+            l3: &Layout,
+        ) -> Result<(CudaStorage, Shape)> {
+            let what = self.name();
+            // x and gamma in both passes; beta (C) or dy (N, C, H, W) second.
+            let (n, c, hw) = planes(l1, l3, what)?;
+            if self.is_grad() && l2.dims() != l1.dims() {
+                candle_core::bail!("{what}: dy {:?} does not match x {:?}", l2.dims(), l1.dims());
+            } else if !self.is_grad() {
+                planes(l1, l2, what)?;
+            }
+            let (a1, a2, a3) = (view(s1, l1, what)?, view(s2, l2, what)?, view(s3, l3, what)?);
+            let total = count(l1.shape().elem_count(), what)?;
+            let (c, hw, eps, m) = (c as u32, hw as u32, self.eps as f32, (n * hw) as f32);
+            let name = if self.is_grad() { "ganscope_bn_grad_f32" } else { "ganscope_bn_apply_f32" };
+            let y = with_views(&self.per_channel.iter().collect::<Vec<_>>(), |v| {
+                let k = Kernel::new(&s1.device, name, total)?;
+                let mut args = k.args();
+                args.arg(&a1).arg(&a2).arg(&a3);
+                v.iter().for_each(|v| {
+                    args.arg(v);
+                });
+                args.arg(&k.out).arg(&total).arg(&c).arg(&hw).arg(&eps).arg(&m);
+                k.launch(args)?;
+                Ok(k.into_storage())
+            })?;
+            Ok((y, Shape::from(l1.dims())))
+        }
+
+        fn bwd(
+            &self,
+            x: &Tensor,
+            a2: &Tensor,
+            a3: &Tensor,
+            _: &Tensor,
+            g: &Tensor,
+        ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+            if self.is_grad() {
+                return second_order(self.eps, x, a2, a3, g);
+            }
+            let (gamma, beta, dy) = (a2, a3, g.contiguous()?);
+            let (mean, var) = (&self.per_channel[0], &self.per_channel[1]);
+            let inv = (var + self.eps)?.sqrt()?.recip()?;
+            let dbeta = channel_sums(&dy)?;
+            // sum(dy * xhat) = (sum(dy * x) - mean * sum(dy)) / sqrt(var + eps)
+            let dgamma = ((channel_sums(&(&dy * x)?)? - (mean * &dbeta)?)? * inv)?;
+            let per_channel = vec![mean.clone(), var.clone(), dgamma.clone(), dbeta.clone()];
+            let dx = tracked(x, || x.apply_op3(&dy, gamma, BatchNormCuda { eps: self.eps, per_channel }))?;
+            Ok((dx, tracked(gamma, || Ok(dgamma))?, tracked(beta, || Ok(dbeta))?))
+        }
     }
 }

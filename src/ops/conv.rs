@@ -37,7 +37,7 @@ use std::ops::Range;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{bias, fast, min_chunks, par_chunked, slice, tracked};
+use super::{bias, fast, fast_cuda, min_chunks, par_chunked, slice, tracked, unfold};
 
 /// The fewest GEMM columns per group worth aiming for: below this the gemm
 /// crate's edge microkernels and per-call overhead dominate.
@@ -180,15 +180,15 @@ fn channels_last(n: usize) -> bool {
 /// K*C consecutive values; each output pixel's patch is then K copies of
 /// that many values, into one row per pixel in (kh, kw, c) order.
 #[derive(Debug, Clone, Copy)]
-struct Geom {
-    k: usize,
-    stride: usize,
-    pad: usize,
+pub(super) struct Geom {
+    pub(super) k: usize,
+    pub(super) stride: usize,
+    pub(super) pad: usize,
 }
 
 impl Geom {
     /// Output side of a convolution over `size` input pixels.
-    fn conv_out(&self, size: usize) -> usize {
+    pub(super) fn conv_out(&self, size: usize) -> usize {
         (size + 2 * self.pad - self.k) / self.stride + 1
     }
 
@@ -204,7 +204,7 @@ impl Geom {
     /// Copies the patches of `x` (C x H x W) into columns `col0..col0 +
     /// Ho*Wo` of `cols` (C*K*K rows, `ld` apart), so that a group of images
     /// can sit side by side in one GEMM operand.
-    fn im2col(&self, x: &[f32], (c, h, w): (usize, usize, usize), cols: &mut [f32], ld: usize, col0: usize) {
+    pub(super) fn im2col(&self, x: &[f32], (c, h, w): (usize, usize, usize), cols: &mut [f32], ld: usize, col0: usize) {
         let (ho, wo) = (self.conv_out(h), self.conv_out(w));
         let (k, s) = (self.k, self.stride);
         for ci in 0..c {
@@ -243,7 +243,7 @@ impl Geom {
     /// the patches a conv over `y` would see) into `y` (C x H x W): the
     /// adjoint of `im2col`. `y` is not cleared first: the caller hands in
     /// what the columns add onto (zeros, or a transposed convolution's bias).
-    fn col2im(&self, cols: &[f32], ld: usize, col0: usize, (c, h, w): (usize, usize, usize), y: &mut [f32]) {
+    pub(super) fn col2im(&self, cols: &[f32], ld: usize, col0: usize, (c, h, w): (usize, usize, usize), y: &mut [f32]) {
         let (hi, wi) = (self.conv_out(h), self.conv_out(w));
         let (k, s) = (self.k, self.stride);
         for ci in 0..c {
@@ -715,8 +715,11 @@ impl CustomOp2 for WeightGrad {
 }
 
 /// 2D convolution of `x` (N, C, H, W) with `w` (O, C, K, K) plus bias `b`
-/// (O): the fast op on the CPU, candle's elsewhere.
+/// (O): the fast op on the CPU, GEMMs on CUDA, candle's elsewhere.
 pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
+    if fast_cuda(&[x, w, b]) {
+        return unfold::conv2d(x, w, b, stride, pad);
+    }
     if !fast(&[x, w, b]) {
         return x.conv2d(w, pad, stride, 1, 1)?.broadcast_add(&b.reshape((1, (), 1, 1))?);
     }
@@ -727,6 +730,9 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, pad: usize) -> 
 /// Transposed 2D convolution of `x` (N, C, H, W) with `w` (C, O, K, K) plus
 /// bias `b` (O), output padding 0.
 pub fn conv_transpose2d(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
+    if fast_cuda(&[x, w, b]) {
+        return unfold::conv_transpose2d(x, w, b, stride, pad);
+    }
     if !fast(&[x, w, b]) {
         return x.conv_transpose2d(w, pad, 0, stride, 1)?.broadcast_add(&b.reshape((1, (), 1, 1))?);
     }

@@ -3,15 +3,20 @@
 //! ([`batch_norm`]), the per-channel bias gradient and scale-and-shift
 //! ([`bias`]), LeakyReLU ([`activation`]), pixel shuffle ([`shuffle`]) and
 //! nearest upsampling ([`upsample`]), each a candle custom op with its
-//! backward, and Adam's update in place ([`adam`]). On other devices, and
-//! for other dtypes, candle's own ops run.
+//! backward, and Adam's update in place ([`adam`]). On CUDA, convolutions
+//! run as batch-wide patch kernels plus cuBLAS GEMMs ([`unfold`]) and
+//! BatchNorm as two kernels, all in `kernels.cu`. Elsewhere, and for other
+//! dtypes, candle's own ops run.
 
 pub mod activation;
 pub mod adam;
 pub mod batch_norm;
 pub mod bias;
 pub mod conv;
+#[cfg(feature = "cuda")]
+mod cuda;
 pub mod shuffle;
+pub mod unfold;
 pub mod upsample;
 
 use std::ops::Range;
@@ -23,16 +28,26 @@ use rayon::prelude::*;
 pub use conv::{conv_transpose2d, conv2d};
 
 /// Off only to measure candle's stock path against ours (`ganscope bench --stock`).
-static FAST_CPU: AtomicBool = AtomicBool::new(true);
+static FAST: AtomicBool = AtomicBool::new(true);
 
-/// Turns the fast CPU ops on or off for the whole process.
-pub fn set_fast_cpu(enabled: bool) {
-    FAST_CPU.store(enabled, Ordering::Relaxed);
+/// Turns the fast ops (CPU kernels, CUDA GEMM convolutions) on or off for
+/// the whole process.
+pub fn set_fast(enabled: bool) {
+    FAST.store(enabled, Ordering::Relaxed);
 }
 
-/// Whether the fast ops apply: f32 tensors on the CPU.
+/// Whether the fast CPU ops apply: f32 tensors on the CPU.
 fn fast(ts: &[&Tensor]) -> bool {
-    FAST_CPU.load(Ordering::Relaxed) && ts.iter().all(|t| t.device().is_cpu() && t.dtype() == candle_core::DType::F32)
+    all_f32_on(ts, |d| d.is_cpu())
+}
+
+/// Whether the CUDA formulations apply: f32 tensors on a CUDA device.
+fn fast_cuda(ts: &[&Tensor]) -> bool {
+    all_f32_on(ts, |d| d.is_cuda())
+}
+
+fn all_f32_on(ts: &[&Tensor], device: impl Fn(&candle_core::Device) -> bool) -> bool {
+    FAST.load(Ordering::Relaxed) && ts.iter().all(|t| device(t.device()) && t.dtype() == candle_core::DType::F32)
 }
 
 /// `grad()` when autograd wants a gradient for `arg`, else None.

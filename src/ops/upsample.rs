@@ -5,16 +5,23 @@
 //! with a kernel of ones, which runs candle's generic convolution; with the
 //! forward's index-by-index loop that was ~4% of a nearest-conv training
 //! step. Here each output row is an input row with every value doubled.
+//! On CUDA the same grouped convolution runs one convolution per channel;
+//! there the upsampling is a broadcast, whose backward is a reduction.
 
 use candle_core::{Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{LinearMap, MapOp, fast, min_chunks};
+use super::{LinearMap, MapOp, fast, fast_cuda, min_chunks};
 
 /// (N, C, H, W) -> (N, C, 2H, 2W), each value repeated over a 2x2 block.
 pub fn nearest2x(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    if fast_cuda(&[x]) {
+        // A broadcast, whose backward is a sum over the 2x2 blocks.
+        let wide = x.reshape((n, c, h, 1, w, 1))?.broadcast_as((n, c, h, 2, w, 2))?;
+        return wide.reshape((n, c, 2 * h, 2 * w));
+    }
     if !fast(&[x]) {
-        let (_, _, h, w) = x.dims4()?;
         return x.upsample_nearest2d(2 * h, 2 * w);
     }
     x.contiguous()?.apply_op1(MapOp(Resample::Up))

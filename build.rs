@@ -1,0 +1,25 @@
+//! With the `cuda` feature, compiles the CUDA kernels of the fast ops
+//! (`src/ops/kernels.cu`) to PTX with nvcc (`NVCC`, else `nvcc` on PATH), for
+//! the compute capability in `CUDA_COMPUTE_CAP` (default 90: H100/H200).
+//! Without it there is nothing to build.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn main() {
+    println!("cargo:rerun-if-changed=src/ops/kernels.cu");
+    println!("cargo:rerun-if-env-changed=NVCC");
+    println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
+    if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
+        return;
+    }
+    let nvcc = std::env::var("NVCC").unwrap_or_else(|_| "nvcc".into());
+    let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "90".into());
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("kernels.ptx");
+    let status = Command::new(&nvcc)
+        .args(["--ptx", "-O3", &format!("--gpu-architecture=compute_{cap}"), "src/ops/kernels.cu", "-o"])
+        .arg(&out)
+        .status()
+        .unwrap_or_else(|e| panic!("running {nvcc} for src/ops/kernels.cu: {e} (set NVCC or put nvcc on PATH)"));
+    assert!(status.success(), "{nvcc} failed on src/ops/kernels.cu ({status})");
+}

@@ -1,0 +1,99 @@
+// The CUDA kernels of src/ops (built to PTX by build.rs, loaded by
+// src/ops/cuda.rs). One thread per output value, grid-stride loops, and
+// 32-bit index arithmetic: the callers check that every tensor has fewer
+// than 2^31 values, and 64-bit division made the patch kernels 4x slower.
+
+// The patch matrix of a convolution and its adjoint, for src/ops/unfold.rs.
+// An image batch x is (N, C, H, W); its patch matrix cols is
+// (C*K*K, N*Ho*Wo), row (c, kh, kw), column (n, oh, ow). Unfold gathers one
+// input value (or a zero of the padding) per patch entry; fold gathers the
+// patch entries that land on one pixel, so no two threads write the same
+// value and no atomics are needed.
+
+// One grid row (blockIdx.y, striding) per patch row (c, kh, kw), threads
+// along its columns.
+extern "C" __global__ void ganscope_unfold_f32(
+    const float *x, float *cols, unsigned n, unsigned c, unsigned h, unsigned w,
+    unsigned k, unsigned s, unsigned p, unsigned ho, unsigned wo) {
+  const unsigned rows = c * k * k, ncols = n * ho * wo, plane = ho * wo;
+  for (unsigned row = blockIdx.y; row < rows; row += gridDim.y) {
+    const unsigned ci = row / (k * k), kh = row / k % k, kw = row % k;
+    for (unsigned j = blockIdx.x * blockDim.x + threadIdx.x; j < ncols; j += blockDim.x * gridDim.x) {
+      const unsigned b = j / plane, oh = j % plane / wo, ow = j % wo;
+      // Unsigned wrap-around makes a row above or left of the image fail the bounds test.
+      const unsigned ih = oh * s + kh - p, iw = ow * s + kw - p;
+      cols[row * ncols + j] = (ih < h && iw < w) ? x[((b * c + ci) * h + ih) * w + iw] : 0.0f;
+    }
+  }
+}
+
+// One grid row per (n, c) plane of y, threads along its pixels; each visits
+// only the taps whose stride lines up with its pixel.
+extern "C" __global__ void ganscope_fold_f32(
+    const float *cols, float *y, unsigned n, unsigned c, unsigned h, unsigned w,
+    unsigned k, unsigned s, unsigned p, unsigned hi, unsigned wi) {
+  const unsigned planes = n * c;
+  for (unsigned plane = blockIdx.y; plane < planes; plane += gridDim.y) {
+    const unsigned b = plane / c, ci = plane % c;
+    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < h * w; i += blockDim.x * gridDim.x) {
+      const int yp = i / w + p, xp = i % w + p;
+      float acc = 0.0f;
+      // kh = yp % s + j*s lands on patch row dh = yp / s - j.
+      for (int kh = yp % s, dh = yp / s; kh < (int)k && dh >= 0; kh += s, --dh) {
+        if (dh >= (int)hi) continue;
+        for (int kw = xp % s, dw = xp / s; kw < (int)k && dw >= 0; kw += s, --dw) {
+          if (dw >= (int)wi) continue;
+          const unsigned row = (ci * k + kh) * k + kw;
+          acc += cols[((row * n + b) * hi + dh) * wi + dw];
+        }
+      }
+      y[plane * h * w + i] = acc;
+    }
+  }
+}
+
+// y (B, A, P) = x (A, B, P) with the first two axes swapped, plus bias[a]
+// unless bias is null: a convolution's GEMM product (O, N, H*W) into image
+// planes, and back. One grid row per output plane (b, a).
+extern "C" __global__ void ganscope_swap_f32(
+    const float *x, const float *bias, float *y, unsigned a, unsigned b, unsigned p) {
+  for (unsigned plane = blockIdx.y; plane < a * b; plane += gridDim.y) {
+    const unsigned i = plane % a, j = plane / a;
+    const float add = bias ? bias[i] : 0.0f;
+    for (unsigned q = blockIdx.x * blockDim.x + threadIdx.x; q < p; q += blockDim.x * gridDim.x) {
+      y[plane * p + q] = x[(i * b + j) * p + q] + add;
+    }
+  }
+}
+
+// Training-mode BatchNorm over x (N, C, H*W), for src/ops/batch_norm.rs; the
+// per-channel sums come from candle's reductions.
+
+// Both take three arguments, the per-channel vectors, the output, then the
+// sizes (M = N*H*W values per channel).
+
+// y = (x - mean) * gamma / sqrt(var + eps) + beta
+extern "C" __global__ void ganscope_bn_apply_f32(
+    const float *x, const float *gamma, const float *beta, const float *mean, const float *var,
+    float *y, unsigned total, unsigned c, unsigned hw, float eps, float m) {
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
+    const unsigned ci = (i / hw) % c;
+    const float scale = gamma[ci] * rsqrtf(var[ci] + eps);
+    y[i] = (x[i] - mean[ci]) * scale + beta[ci];
+  }
+}
+
+// dx = gamma * inv * (dy - sum(dy) / M - xhat * sum(dy * xhat) / M), with
+// inv = 1 / sqrt(var + eps) and xhat = (x - mean) * inv; sum(dy * xhat) is
+// dgamma and sum(dy) dbeta.
+extern "C" __global__ void ganscope_bn_grad_f32(
+    const float *x, const float *dy, const float *gamma, const float *mean, const float *var,
+    const float *dgamma, const float *dbeta, float *dx, unsigned total, unsigned c, unsigned hw,
+    float eps, float m) {
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
+    const unsigned ci = (i / hw) % c;
+    const float inv = rsqrtf(var[ci] + eps);
+    const float xhat = (x[i] - mean[ci]) * inv;
+    dx[i] = gamma[ci] * inv * (dy[i] - dbeta[ci] / m - xhat * dgamma[ci] / m);
+  }
+}
