@@ -16,28 +16,4 @@ for round in 1 2; do
   RAYON_NUM_THREADS="$threads" "$bin" bench --json --resolutions "$res" > "$out/ours-$round.json"
   OMP_NUM_THREADS="$threads" "$py" benches/reference/torch_dcgan.py --threads "$threads" --resolutions "$res" --json > "$out/torch-$round.json"
 done
-"$py" - "$out" <<'PY'
-import json, sys, glob
-d = sys.argv[1]
-def best(kind, key, lower):
-    runs = [json.load(open(f)) for f in sorted(glob.glob(f"{d}/{kind}-*.json"))]
-    out = {}
-    for r in runs:
-        for a in r["archs"]:
-            v = a[key]
-            if a["name"] not in out or (v < out[a["name"]] if lower else v > out[a["name"]]):
-                out[a["name"]] = v
-    return out, runs[0]
-ours_t, ours = best("ours", "train_images_per_sec", False)
-torch_t, torch = best("torch", "train_images_per_sec", False)
-ours_g1, _ = best("ours", "g_batch1_ms", True); torch_g1, _ = best("torch", "g_batch1_ms", True)
-ours_g64, _ = best("ours", "g_batch64_ms", True); torch_g64, _ = best("torch", "g_batch64_ms", True)
-print(f"threads: ours {ours['threads']}, torch {torch['threads']} ({torch['backend']}); "
-      f"matmul ceiling ours {ours['matmul_gflops']:.0f} GFLOP/s, torch {torch['matmul_gflops']:.0f}")
-print(f"{'arch':<26}{'train img/s ours/torch':>26}{'ratio':>8}{'G b1 ms ours/torch':>22}{'speedup':>9}{'G b64 ms ours/torch':>24}{'speedup':>9}{'ceiling':>9}")
-share = {a['name']: a['train_ceiling_share'] for a in ours['archs']}
-for n in ours_t:
-    print(f"{n:<26}{ours_t[n]:>13.1f} /{torch_t[n]:>9.1f}{ours_t[n]/torch_t[n]:>8.2f}x"
-          f"{ours_g1[n]:>11.2f} /{torch_g1[n]:>8.2f}{torch_g1[n]/ours_g1[n]:>8.2f}x"
-          f"{ours_g64[n]:>13.1f} /{torch_g64[n]:>8.1f}{torch_g64[n]/ours_g64[n]:>8.2f}x{100*share[n]:>8.1f}%")
-PY
+"$py" benches/ratios.py "$out"

@@ -1,53 +1,79 @@
 #!/usr/bin/env bash
-# One prepared GPU session (see ../shared/GPU.md): trains the shipped emoji
-# model on CUDA, then runs `ganscope bench` and the PyTorch reference on the
-# same GPU, and samples the default model on both devices. Everything lands in $OUT.
+# One prepared GPU session (see ../shared/GPU.md and README "GPUs"): checks the
+# CUDA ops against the CPU, compares the default model's pictures on both
+# devices, benchmarks ganscope (our CUDA convolutions, TF32, candle stock)
+# against PyTorch on the same GPU, trains a few hundred steps and profiles
+# a few more (benches/gpu/profile.sh).
+# The results come back as $OUT/results.tgz (the device tool returns at most
+# 8 files) and a summary on stdout; benches/ratios.py prints the ratios.
 #
-#   bash benches/gpu/run.sh            # on the GPU machine, from the project root with .gpu/
+# Built here first, then carried as .gpupack (the binaries xz-compressed to
+# fit the copy limit):
+#   ../shared/gpu/build-cuda.sh --no-default-features --bin ganscope
+#   ../shared/gpu/build-cuda.sh --no-default-features --test ops_equivalence
+#   benches/gpu/pack.sh
+# On the GPU machine, from the project root:
+#   bash benches/gpu/run.sh
 set -uo pipefail
-OUT="${OUT:-/tmp/ganscope-gpu}"
-mkdir -p "$OUT"
-# The binary travels xz-compressed (.gpupack/) to fit the copy limit.
-if [ ! -x .gpu/ganscope ] && [ -f .gpupack/ganscope.xz ]; then
-  mkdir -p .gpu && xz -dc .gpupack/ganscope.xz > .gpu/ganscope && chmod +x .gpu/ganscope && cp .gpupack/env.sh .gpu/
-fi
+FINAL="${OUT:-/tmp/ganscope-gpu}"
+OUT=$(mktemp -d)
+mkdir -p "$FINAL" .gpu
+for f in .gpupack/*.xz; do
+  name=$(basename "$f" .xz)
+  [ -x ".gpu/$name" ] || { xz -dc "$f" > ".gpu/$name" && chmod +x ".gpu/$name"; }
+done
+cp .gpupack/env.sh .gpu/ 2>/dev/null
 source .gpu/env.sh 2> "$OUT/env.txt"
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 BIN=.gpu/ganscope
-# 1. A smoke run: the CUDA device opens and a few steps train.
-$BIN train --device cuda --data builtin:emoji --out "$OUT/smoke" --steps 20 --set model.resolution=64 \
-  > "$OUT/smoke.log" 2>&1 || { echo "smoke failed"; tail -5 "$OUT/smoke.log"; }
-# 2. The shipped emoji model (checkpoints every 500 steps, so a timeout keeps progress).
-timeout "${TRAIN_SECONDS:-270}" $BIN train --device cuda --data builtin:emoji --out "$OUT/emoji" \
-  --steps "${EMOJI_STEPS:-6000}" --set model.resolution=64 --set model.channels=3 --set model.z_dim=64 \
-  --set model.g_width=32 --set model.d_width=32 --set checkpoint_every=500 --set sample_every=500 \
-  > "$OUT/emoji.log" 2>&1
-echo "emoji exit $?" >> "$OUT/emoji.log"
-# 2b. The shipped digits model.
-timeout "${DIGITS_SECONDS:-80}" $BIN train --device cuda --data builtin:digits --out "$OUT/digits" \
-  --steps "${DIGITS_STEPS:-4000}" --set model.resolution=28 --set model.channels=1 --set model.g_width=32 \
-  --set model.d_width=32 --set checkpoint_every=500 --set sample_every=500 --set "background=[0,0,0]" \
-  > "$OUT/digits.log" 2>&1
-echo "digits exit $?" >> "$OUT/digits.log"
-# 3. Speed: ganscope (candle CUDA) and PyTorch on the same GPU.
-timeout 50 $BIN bench --device cuda --json --quick --resolutions 64 > "$OUT/bench-ganscope-cuda.json" 2> "$OUT/bench-ganscope-cuda.txt"
-timeout 50 python3 benches/reference/torch_dcgan.py --device cuda --json --quick --resolutions 64 \
-  > "$OUT/bench-torch-cuda.json" 2> "$OUT/bench-torch-cuda.txt"
-# 4. Same pictures on both devices (issue 7, item 4): the embedded default
-# model, seeds 0..63, on CUDA and on the CPU; compare the PNGs back home
-# (e.g. max per-pixel difference), where tools to read them exist.
-$BIN sample --device cuda --seed 0 --count 64 --out "$OUT/same-cuda.png" > "$OUT/same.log" 2>&1
-$BIN sample --device cpu --seed 0 --count 64 --out "$OUT/same-cpu.png" >> "$OUT/same.log" 2>&1
-cmp -s "$OUT/same-cuda.png" "$OUT/same-cpu.png" && echo "identical bytes" >> "$OUT/same.log"
-# Only a few files come back from the machine: keep each run's model, config,
-# last grid and metrics tail, and drop the rest (checkpoints, older grids).
-rm -rf "$OUT/smoke"
-for run in emoji digits; do
-  d="$OUT/$run"
-  [ -d "$d" ] || continue
+step() { echo "== $(date +%T) $*" >> "$OUT/steps.txt"; }
+
+step "1. CUDA ops against candle on the CPU (values and gradients)"
+timeout 120 .gpu/ops_equivalence --test-threads 1 --nocapture > "$OUT/equivalence.txt" 2>&1
+echo "exit $?" >> "$OUT/equivalence.txt"
+
+step "2. the default model's pictures on both devices"
+$BIN sample --device cuda --seed 0 --count 64 --out "$OUT/same-cuda.png" > "$OUT/same.txt" 2>&1
+$BIN sample --device cpu --seed 0 --count 64 --out "$OUT/same-cpu.png" >> "$OUT/same.txt" 2>&1
+python3 - "$OUT" >> "$OUT/same.txt" 2>&1 <<'PY'
+import sys
+import numpy as np
+from PIL import Image
+a, b = (np.asarray(Image.open(f"{sys.argv[1]}/same-{d}.png"), dtype=np.int16) for d in ("cuda", "cpu"))
+diff = np.abs(a - b)
+print(f"max |cuda - cpu| = {diff.max()}/255, mean {diff.mean():.4f}, subpixels differing: {(diff > 0).sum()} of {diff.size}")
+PY
+
+step "3. speed, alternating ganscope and PyTorch on the same GPU"
+bench() {  # report file under $OUT, then the command
+  local file="$OUT/$1"; shift
+  mkdir -p "$(dirname "$file")"
+  timeout 150 "$@" --device cuda --json > "$file" 2> "${file%.json}.txt"
+  echo "exit $?" >> "${file%.json}.txt"
+}
+bench fp32/ours-1.json $BIN bench
+bench fp32/torch-1.json python3 benches/reference/torch_dcgan.py
+bench tf32/ours-1.json $BIN bench --tf32
+bench tf32/torch-1.json python3 benches/reference/torch_dcgan.py --tf32
+bench stock/ours-1.json $BIN bench --stock --resolutions 64
+for d in fp32 tf32; do python3 benches/ratios.py "$OUT/$d" > "$OUT/$d/ratios.txt" 2>&1; done
+
+step "4. training the default recipe on CUDA"
+timeout 90 $BIN train --device cuda --data builtin:emoji --out "$OUT/emoji" --steps 400 \
+  --set batch_size=32 --set model.resolution=64 --set checkpoint_every=400 --set sample_every=400 \
+  > "$OUT/train.txt" 2>&1
+echo "exit $?" >> "$OUT/train.txt"
+d="$OUT/emoji"
+if [ -d "$d" ]; then
   last=$(ls "$d"/samples/*.png 2>/dev/null | tail -1)
-  [ -n "$last" ] && cp "$last" "$d/last.png"
-  tail -5 "$d/metrics.jsonl" > "$d/metrics-tail.jsonl" 2>/dev/null
-  rm -rf "$d/samples" "$d/checkpoint.safetensors" "$d/healthy.safetensors" "$d/metrics.jsonl"
-done
-ls -la "$OUT" "$OUT/emoji" | tail -20
+  [ -n "$last" ] && cp "$last" "$OUT/train-last.png"
+  tail -3 "$d/metrics.jsonl" > "$OUT/train-metrics-tail.jsonl" 2>/dev/null
+  rm -rf "$d"
+fi
+step "5. GPU time per kernel of a few training steps (Nsight Compute)"
+timeout 150 bash benches/gpu/profile.sh "$BIN" > "$OUT/kernels.txt" 2>&1
+step "done"
+for f in steps.txt equivalence.txt same.txt fp32/ratios.txt tf32/ratios.txt stock/ours-1.txt train.txt kernels.txt; do
+  echo "---- $f"; tail -25 "$OUT/$f"
+done | tee "$FINAL/summary.txt"
+tar czf "$FINAL/results.tgz" -C "$OUT" .

@@ -3,7 +3,7 @@
 same shapes and the same training step (D on an all-real and an all-fake
 batch, then G; Adam for both), timed the same way (median of repetitions).
 
-    python3 benches/reference/torch_dcgan.py [--device cpu|cuda] [--threads N] [--json]
+    python3 benches/reference/torch_dcgan.py [--device cpu|cuda] [--threads N] [--tf32] [--json]
 
 Architecture (see src/bench.rs `arch` and src/gan): z=100, widths 64 at full
 resolution doubling per level, G = Linear -> BN -> ReLU, then per level an
@@ -145,14 +145,19 @@ def main():
     ap.add_argument("--resolutions", default="28,32,64")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--tf32", action="store_true", help="CUDA: TF32 matmuls and convolutions")
     a = ap.parse_args()
+    # PyTorch lets cuDNN convolutions use TF32 by default; f32 means f32 here,
+    # as in ganscope, unless --tf32 asks for it on both.
+    torch.backends.cuda.matmul.allow_tf32 = a.tf32
+    torch.backends.cudnn.allow_tf32 = a.tf32
     if a.threads:
         torch.set_num_threads(a.threads)
     n = 1024
     x, y = torch.randn(n, n, device=a.device), torch.randn(n, n, device=a.device)
     sync = (lambda: torch.cuda.synchronize()) if a.device == "cuda" else (lambda: None)
     ms = median_ms(lambda: (x @ y), 5, sync)
-    report = {"backend": f"pytorch-{torch.__version__}", "threads": torch.get_num_threads(),
+    report = {"backend": f"pytorch-{torch.__version__}", "tf32": a.tf32, "threads": torch.get_num_threads(),
               "matmul_gflops": 2 * n ** 3 / (ms / 1e3) / 1e9, "archs": []}
     for res in [int(r) for r in a.resolutions.split(",")]:
         for up in ["conv_transpose", "pixel_shuffle", "nearest_conv"]:
