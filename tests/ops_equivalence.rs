@@ -190,7 +190,8 @@ fn unfolded_convolutions_match_candle() -> Result<()> {
 }
 
 /// On CUDA the convolutions run our patch kernels and cuBLAS, BatchNorm our
-/// kernels and candle reductions, upsampling a broadcast: all checked
+/// kernels and candle reductions, Adam and LeakyReLU our kernels,
+/// upsampling a broadcast: all checked
 /// against candle on the CPU. Skipped, with a note, where no GPU opens.
 #[cfg(feature = "cuda")]
 #[test]
@@ -205,6 +206,8 @@ fn cuda_ops_match_cpu() -> Result<()> {
     check_convs(&gpu, Kind::Conv, 18, conv::conv2d)?;
     check_convs(&gpu, Kind::ConvT, 19, conv::conv_transpose2d)?;
     check_batch_norm(&gpu)?;
+    check_adam(&gpu)?;
+    check_leaky_relu(&gpu)?;
     let mut rng = ChaCha8Rng::seed_from_u64(20);
     for (n, c, h, w) in [(2, 3, 3, 5), (64, 16, 2, 2)] {
         let x = rand_tensor(&mut rng, &[n, c, h, w])?;
@@ -432,26 +435,29 @@ fn leaky_reference(v: &Tensor, slope: f64) -> Result<Tensor> {
 
 /// `leaky(x * s)`: the product gives the op's input a second tensor to
 /// differentiate against, as a layer's weights would.
+/// LeakyReLU on `device` matches candle's `maximum` formulation on the CPU.
+fn check_leaky_relu(device: &Device) -> Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(16);
+    for shape in [[2, 3, 4, 4], [1, 1, 1, 1], [3, 5, 7, 9], [4, 8, 33, 65]] {
+        for slope in [0.0, 0.2] {
+            let x = rand_tensor(&mut rng, &shape)?;
+            let s = rand_tensor(&mut rng, &shape)?;
+            check(
+                device,
+                &format!("leaky_relu({slope}) {shape:?} on {device:?}"),
+                &[("x", x), ("s", s)],
+                &mut rng,
+                |t| activation::leaky_relu(&(t[0] * t[1])?, slope),
+                |t| leaky_reference(&(t[0] * t[1])?, slope),
+            )?;
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn leaky_relu_matches_candle() -> Result<()> {
-    in_each_pool(|| {
-        let mut rng = ChaCha8Rng::seed_from_u64(16);
-        for shape in [[2, 3, 4, 4], [1, 1, 1, 1], [3, 5, 7, 9], [4, 8, 33, 65]] {
-            for slope in [0.0, 0.2] {
-                let x = rand_tensor(&mut rng, &shape)?;
-                let s = rand_tensor(&mut rng, &shape)?;
-                check(
-                    &Device::Cpu,
-                    &format!("leaky_relu({slope}) {shape:?}"),
-                    &[("x", x), ("s", s)],
-                    &mut rng,
-                    |t| activation::leaky_relu(&(t[0] * t[1])?, slope),
-                    |t| leaky_reference(&(t[0] * t[1])?, slope),
-                )?;
-            }
-        }
-        Ok(())
-    })
+    in_each_pool(|| check_leaky_relu(&Device::Cpu))
 }
 
 /// The gradient of `|d(sum(leaky(x * s) * up))/dx|^2` in `s`: what the
@@ -479,27 +485,32 @@ fn leaky_relu_second_order_matches_candle() -> Result<()> {
 
 /// Three Adam steps in place against the same steps written with candle
 /// ops, from random moments, on a tensor larger than one rayon chunk.
-#[test]
-fn adam_update_matches_candle_ops() -> Result<()> {
+/// Three Adam steps of the in-place ops on `device` match candle's ops on the CPU.
+fn check_adam(device: &Device) -> Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(18);
     let shape = [70_001];
     let (p, m) = (rand_tensor(&mut rng, &shape)?, rand_tensor(&mut rng, &shape)?);
     let v = rand_tensor(&mut rng, &shape)?.sqr()?;
-    let (fp, fm, fv) = (p.copy()?, m.copy()?, v.copy()?);
+    let (fp, fm, fv) = (p.to_device(device)?.copy()?, m.to_device(device)?.copy()?, v.to_device(device)?.copy()?);
     let (mut rp, mut rm, mut rv) = (p, m, v);
     let (lr, b1, b2, eps) = (2e-4, 0.5, 0.999, 1e-8);
     for t in 1..=3 {
         let g = rand_tensor(&mut rng, &shape)?;
         let (c1, c2) = (1.0 - f64::powi(b1, t), 1.0 - f64::powi(b2, t));
         let step = adam::Step { lr, beta1: b1, beta2: b2, c1, c2, eps };
-        assert!(adam::update(&fp, &fm, &fv, &g, step)?, "fast path on the CPU");
+        assert!(adam::update(&fp, &fm, &fv, &g.to_device(device)?, step)?, "in-place Adam on {device:?}");
         rm = ((&rm * b1)? + (&g * (1.0 - b1))?)?;
         rv = ((&rv * b2)? + (g.sqr()? * (1.0 - b2))?)?;
         let update = ((&rm / c1)? / ((&rv / c2)?.sqrt()? + eps)?)?;
         rp = (rp - (update * lr)?)?;
     }
     for (name, got, want) in [("p", &fp, &rp), ("m", &fm, &rm), ("v", &fv, &rv)] {
-        assert_close(&format!("adam {name}"), got, want)?;
+        assert_close(&format!("adam {name} on {device:?}"), &got.to_device(&Device::Cpu)?, want)?;
     }
     Ok(())
+}
+
+#[test]
+fn adam_update_matches_candle_ops() -> Result<()> {
+    check_adam(&Device::Cpu)
 }

@@ -1,4 +1,5 @@
-//! LeakyReLU (ReLU at slope 0) as one CPU op with its backward.
+//! LeakyReLU (ReLU at slope 0) as one op with its backward, on the CPU or
+//! as CUDA kernels.
 //!
 //! Why: with candle ops LeakyReLU is `maximum(x, slope * x)`: two passes
 //! forward and, backward, equality masks for both branches, casts, products
@@ -9,11 +10,11 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
-use super::{CHUNK, fast, par_chunked, slice};
+use super::{CHUNK, fast, fast_cuda, par_chunked, slice};
 
 /// `x` where positive, `slope * x` elsewhere.
 pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
-    if !fast(&[x]) {
+    if !(fast(&[x]) || fast_cuda(&[x])) {
         return if slope == 0.0 { x.relu() } else { x.maximum(&x.affine(slope, 0.0)?) };
     }
     x.contiguous()?.apply_op1(Leaky(slope as f32))
@@ -36,6 +37,20 @@ impl CustomOp1 for Leaky {
             x[r].iter().map(move |&v| v.max(0.0) + s * v.min(0.0))
         });
         Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
+
+        let (x, n) =
+            (super::cuda::view(s, l, "leaky relu")?, super::cuda::count(l.shape().elem_count(), "leaky relu")?);
+        let (k, y) =
+            (super::cuda::Kernel::new(&s.device, "ganscope_leaky_f32", n)?, super::cuda::output(&s.device, n)?);
+        let mut args = k.args();
+        args.arg(&x).arg(&y).arg(&n).arg(&self.0);
+        k.launch(args)?;
+        Ok((super::cuda::storage(y, &s.device), l.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, _: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
@@ -64,6 +79,30 @@ impl CustomOp2 for LeakyGrad {
             x[r.clone()].iter().zip(&dy[r]).map(move |(&x, &d)| if x > 0.0 { d } else { d * s })
         });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
+
+        let what = "leaky relu grad";
+        if l1.shape() != l2.shape() {
+            candle_core::bail!("{what}: shapes {:?} and {:?} differ", l1.dims(), l2.dims());
+        }
+        let (x, dy) = (super::cuda::view(s1, l1, what)?, super::cuda::view(s2, l2, what)?);
+        let n = super::cuda::count(l1.shape().elem_count(), what)?;
+        let (k, dx) =
+            (super::cuda::Kernel::new(&s1.device, "ganscope_leaky_grad_f32", n)?, super::cuda::output(&s1.device, n)?);
+        let mut args = k.args();
+        args.arg(&x).arg(&dy).arg(&dx).arg(&n).arg(&self.0);
+        k.launch(args)?;
+        Ok((super::cuda::storage(dx, &s1.device), l1.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, _: &Tensor, _: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {

@@ -1,16 +1,17 @@
-//! Adam's update as three in-place CPU passes.
+//! Adam's update as three in-place passes, on the CPU or as CUDA kernels.
 //!
 //! Why: written with candle ops, one Adam update is thirteen elementwise
 //! ops per parameter tensor, each allocating and writing a full tensor (and,
 //! in candle 0.11, each large one dispatched to its spinning thread pool).
 //! Here the moments are updated in place, and the parameter in one pass
 //! reading both; the arithmetic is the same as the candle-op version
-//! (`optim::Optimizer::step`), in the same order.
+//! (`optim::Optimizer::step`), in the same order. On CUDA the same three
+//! passes are kernels of `kernels.cu`, where candle's ops launched thirteen.
 
 use candle_core::{CpuStorage, InplaceOp2, InplaceOp3, Layout, Result, Tensor};
 use rayon::prelude::*;
 
-use super::{CHUNK, fast, slice, slice_mut};
+use super::{CHUNK, fast, fast_cuda, slice, slice_mut};
 
 /// Adam's constants for one step.
 #[derive(Debug, Clone, Copy)]
@@ -30,9 +31,11 @@ pub struct Step {
 }
 
 /// Updates `p`, `m` and `v` in place from the gradient `g`, when all four
-/// are contiguous f32 on the CPU; returns false (touching nothing) otherwise.
+/// are contiguous f32 on the CPU or on CUDA; returns false (touching
+/// nothing) otherwise.
 pub fn update(p: &Tensor, m: &Tensor, v: &Tensor, g: &Tensor, s: Step) -> Result<bool> {
-    if !fast(&[p, m, v, g]) || ![p, m, v].iter().all(|t| t.is_contiguous()) {
+    let ts = [p, m, v, g];
+    if !(fast(&ts) || fast_cuda(&ts)) || ![p, m, v].iter().all(|t| t.is_contiguous()) {
         return Ok(false);
     }
     let g = g.contiguous()?;
@@ -67,6 +70,28 @@ impl InplaceOp2 for Moment {
         });
         Ok(())
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &mut candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<()> {
+        use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
+
+        let (n, g) = (super::cuda::count(l1.shape().elem_count(), "adam")?, super::cuda::view(s2, l2, "adam")?);
+        if l1.shape() != l2.shape() {
+            candle_core::bail!("adam: moment {:?} and gradient {:?} differ", l1.dims(), l2.dims());
+        }
+        let k = super::cuda::Kernel::new(&s1.device, "ganscope_adam_moment_f32", n)?;
+        let mut m = super::cuda::view_mut(s1, l1, "adam")?;
+        let (d, rest, square) = (self.decay as f32, (1.0 - self.decay) as f32, u32::from(self.square));
+        let mut args = k.args();
+        args.arg(&mut m).arg(&g).arg(&n).arg(&d).arg(&rest).arg(&square);
+        k.launch(args)
+    }
 }
 
 /// `p -= lr * (m / c1) / (sqrt(v / c2) + eps)`.
@@ -98,5 +123,31 @@ impl InplaceOp3 for Apply {
             }
         });
         Ok(())
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &mut candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<()> {
+        use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
+
+        if l1.shape() != l2.shape() || l1.shape() != l3.shape() {
+            candle_core::bail!("adam: parameter {:?} and moments {:?}, {:?} differ", l1.dims(), l2.dims(), l3.dims());
+        }
+        let n = super::cuda::count(l1.shape().elem_count(), "adam")?;
+        let (m, v) = (super::cuda::view(s2, l2, "adam")?, super::cuda::view(s3, l3, "adam")?);
+        let k = super::cuda::Kernel::new(&s1.device, "ganscope_adam_apply_f32", n)?;
+        let mut p = super::cuda::view_mut(s1, l1, "adam")?;
+        let s = self.0;
+        let (lr, c1, c2, eps) = (s.lr as f32, s.c1 as f32, s.c2 as f32, s.eps as f32);
+        let mut args = k.args();
+        args.arg(&mut p).arg(&m).arg(&v).arg(&n).arg(&lr).arg(&c1).arg(&c2).arg(&eps);
+        k.launch(args)
     }
 }

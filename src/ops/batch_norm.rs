@@ -279,7 +279,7 @@ mod on_cuda {
     use candle_core::{CpuStorage, CudaStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
     use super::{BatchNormTrain, planes, second_order, tracked};
-    use crate::ops::cuda::{Kernel, count, view, with_views};
+    use crate::ops::cuda::{Kernel, count, output, storage, view, with_views};
 
     /// Sums of `t` (N, C, H, W) per channel: over H*W in one contiguous
     /// reduction, then over N.
@@ -357,15 +357,15 @@ mod on_cuda {
             let (c, hw, eps, m) = (c as u32, hw as u32, self.eps as f32, (n * hw) as f32);
             let name = if self.is_grad() { "ganscope_bn_grad_f32" } else { "ganscope_bn_apply_f32" };
             let y = with_views(&self.per_channel.iter().collect::<Vec<_>>(), |v| {
-                let k = Kernel::new(&s1.device, name, total)?;
+                let (k, y) = (Kernel::new(&s1.device, name, total)?, output(&s1.device, total)?);
                 let mut args = k.args();
                 args.arg(&a1).arg(&a2).arg(&a3);
                 v.iter().for_each(|v| {
                     args.arg(v);
                 });
-                args.arg(&k.out).arg(&total).arg(&c).arg(&hw).arg(&eps).arg(&m);
+                args.arg(&y).arg(&total).arg(&c).arg(&hw).arg(&eps).arg(&m);
                 k.launch(args)?;
-                Ok(k.into_storage())
+                Ok(storage(y, &s1.device))
             })?;
             Ok((y, Shape::from(l1.dims())))
         }

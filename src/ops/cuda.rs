@@ -1,10 +1,10 @@
 //! Launching the kernels of `src/ops/kernels.cu` on candle's CUDA storage.
 
-use candle_core::cuda_backend::WrapErr;
 use std::sync::Arc;
 
+use candle_core::cuda_backend::WrapErr;
 use candle_core::cuda_backend::cudarc::driver::{
-    CudaFunction, CudaSlice, CudaStream, CudaView, LaunchArgs, LaunchConfig,
+    CudaFunction, CudaSlice, CudaStream, CudaView, CudaViewMut, LaunchArgs, LaunchConfig,
 };
 use candle_core::{CudaDevice, CudaStorage, Layout, Result, Storage, Tensor};
 
@@ -14,6 +14,11 @@ const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/kernels.ptx"));
 /// The values of a contiguous f32 argument; `what` names the op in errors.
 pub(super) fn view<'a>(s: &'a CudaStorage, l: &Layout, what: &str) -> Result<CudaView<'a, f32>> {
     Ok(s.as_cuda_slice::<f32>()?.slice(super::contiguous(l, what)?))
+}
+
+/// As [`view`], for the destination of an in-place op.
+pub(super) fn view_mut<'a>(s: &'a mut CudaStorage, l: &Layout, what: &str) -> Result<CudaViewMut<'a, f32>> {
+    Ok(s.as_cuda_slice_mut::<f32>()?.slice_mut(super::contiguous(l, what)?))
 }
 
 /// Runs `f` on the values of `ts`, per-channel vectors an op keeps beside
@@ -42,23 +47,18 @@ pub(super) fn count(n: usize, what: &str) -> Result<u32> {
 /// Threads per block.
 const BLOCK: u32 = 256;
 
-/// A kernel of [`PTX`] with a buffer for its `n` outputs.
+/// A kernel of [`PTX`], set up for `n` outputs.
 pub(super) struct Kernel {
     func: CudaFunction,
     stream: Arc<CudaStream>,
-    dev: CudaDevice,
     n: u32,
-    /// The output, an argument like the others.
-    pub(super) out: CudaSlice<f32>,
 }
 
 impl Kernel {
     /// `name`'s function, loaded once per device, for `n` outputs (from [`count`]).
     pub(super) fn new(dev: &CudaDevice, name: &str, n: u32) -> Result<Self> {
         let func = dev.get_or_load_custom_func(name, "ganscope_kernels", PTX)?.into_cuda_function();
-        // SAFETY: every kernel writes each of its `n` outputs.
-        let out = unsafe { dev.alloc::<f32>(n as usize)? };
-        Ok(Self { func, stream: dev.cuda_stream(), dev: dev.clone(), n, out })
+        Ok(Self { func, stream: dev.cuda_stream(), n })
     }
 
     /// Where the caller pushes the arguments, in the kernel's order.
@@ -85,9 +85,15 @@ impl Kernel {
         unsafe { args.launch(cfg) }.w()?;
         Ok(())
     }
+}
 
-    /// The output, as candle storage.
-    pub(super) fn into_storage(self) -> CudaStorage {
-        CudaStorage::wrap_cuda_slice(self.out, self.dev)
-    }
+/// A buffer of `n` values for a kernel to write.
+pub(super) fn output(dev: &CudaDevice, n: u32) -> Result<CudaSlice<f32>> {
+    // SAFETY: read only after a kernel has written each of its `n` values.
+    unsafe { dev.alloc::<f32>(n as usize) }
+}
+
+/// A kernel's output as candle storage.
+pub(super) fn storage(out: CudaSlice<f32>, dev: &CudaDevice) -> CudaStorage {
+    CudaStorage::wrap_cuda_slice(out, dev.clone())
 }

@@ -97,3 +97,39 @@ extern "C" __global__ void ganscope_bn_grad_f32(
     dx[i] = gamma[ci] * inv * (dy[i] - dbeta[ci] / m - xhat * dgamma[ci] / m);
   }
 }
+
+// Adam's update in place, for src/ops/adam.rs: the moments, then the
+// parameter (the same arithmetic, in the same order, as the CPU ops).
+
+// m = decay * m + (1 - decay) * g, with g squared for the second moment.
+extern "C" __global__ void ganscope_adam_moment_f32(
+    float *m, const float *g, unsigned n, float decay, float rest, unsigned square) {
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
+    const float gi = square ? g[i] * g[i] : g[i];
+    m[i] = m[i] * decay + gi * rest;
+  }
+}
+
+// p -= lr * (m / c1) / (sqrt(v / c2) + eps)
+extern "C" __global__ void ganscope_adam_apply_f32(
+    float *p, const float *m, const float *v, unsigned n, float lr, float c1, float c2, float eps) {
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
+    p[i] -= (m[i] / c1) / (sqrtf(v[i] / c2) + eps) * lr;
+  }
+}
+
+// LeakyReLU and its gradient, for src/ops/activation.rs (the gradient at 0
+// is `slope`, as on the CPU and in PyTorch).
+
+extern "C" __global__ void ganscope_leaky_f32(const float *x, float *y, unsigned n, float slope) {
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
+    y[i] = fmaxf(x[i], 0.0f) + slope * fminf(x[i], 0.0f);
+  }
+}
+
+extern "C" __global__ void ganscope_leaky_grad_f32(
+    const float *x, const float *dy, float *dx, unsigned n, float slope) {
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
+    dx[i] = x[i] > 0.0f ? dy[i] : dy[i] * slope;
+  }
+}

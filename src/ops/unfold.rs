@@ -122,15 +122,15 @@ impl CustomOp1 for Patches {
         let (ho, wo) = self.out();
         let dims = [n, c, h, w, self.g.k, self.g.stride, self.g.pad, ho, wo].map(|d| d as u32);
         let kernel = if self.fold { "ganscope_fold_f32" } else { "ganscope_unfold_f32" };
-        let k = super::cuda::Kernel::new(&s.device, kernel, n_out)?;
+        let (k, y) = (super::cuda::Kernel::new(&s.device, kernel, n_out)?, super::cuda::output(&s.device, n_out)?);
         let mut args = k.args();
-        args.arg(&src).arg(&k.out);
+        args.arg(&src).arg(&y);
         for d in &dims {
             args.arg(d);
         }
         // One grid row per patch row (unfold) or per image plane (fold).
         k.launch_rows(args, if self.fold { (n * c) as u32 } else { (c * self.g.k * self.g.k) as u32 })?;
-        let y = k.into_storage();
+        let y = super::cuda::storage(y, &s.device);
         Ok((y, shape))
     }
 
@@ -186,7 +186,7 @@ impl Swap {
         let x = super::cuda::view(s, l, what)?;
         let n = super::cuda::count(l.shape().elem_count(), what)?;
         let dims = [self.dims.0, self.dims.1, self.dims.2].map(|d| d as u32);
-        let k = super::cuda::Kernel::new(&s.device, "ganscope_swap_f32", n)?;
+        let (k, y) = (super::cuda::Kernel::new(&s.device, "ganscope_swap_f32", n)?, super::cuda::output(&s.device, n)?);
         let mut args = k.args();
         args.arg(&x);
         let null = 0u64;
@@ -194,13 +194,13 @@ impl Swap {
             Some(b) => args.arg(b),
             None => args.arg(&null),
         };
-        args.arg(&k.out);
+        args.arg(&y);
         for d in &dims {
             args.arg(d);
         }
         // One grid row per (b, a) plane of the output.
         k.launch_rows(args, dims[0] * dims[1])?;
-        Ok(k.into_storage())
+        Ok(super::cuda::storage(y, &s.device))
     }
 }
 
