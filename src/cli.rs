@@ -36,6 +36,10 @@ pub enum Command {
     Explore {
         /// The model to open.
         model: Option<String>,
+        /// Where the app generates, trains and exports; a GPU that cannot be
+        /// opened falls back to the CPU, and the status bar says why.
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+        device: DeviceChoice,
     },
     /// Train a GAN into a run directory.
     Train(TrainArgs),

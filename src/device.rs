@@ -1,5 +1,7 @@
 //! Choosing where tensors live: `--device auto|cpu|cuda|metal`.
 
+use std::sync::OnceLock;
+
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +49,26 @@ pub fn select(choice: DeviceChoice) -> anyhow::Result<Chosen> {
             })
         }
     }
+}
+
+/// The app's device (`ganscope explore --device`), set once at start-up.
+static APP_DEVICE: OnceLock<DeviceChoice> = OnceLock::new();
+
+/// Sets the device the app's threads (generator, trainer, export) open;
+/// a second call changes nothing.
+pub fn set_app_device(choice: DeviceChoice) {
+    let _ = APP_DEVICE.set(choice);
+}
+
+/// Opens the app's device ([`set_app_device`], else `auto`), or the CPU
+/// with the reason when that fails: the app keeps working and its status
+/// bar says why it runs on the CPU.
+pub fn select_for_app() -> Chosen {
+    select_or_cpu(APP_DEVICE.get().copied().unwrap_or_default())
+}
+
+fn select_or_cpu(choice: DeviceChoice) -> Chosen {
+    select(choice).unwrap_or_else(|e| Chosen { device: Device::Cpu, description: format!("cpu ({e:#})") })
 }
 
 /// cudarc panics instead of returning an error when libcuda is missing, so
@@ -105,5 +127,22 @@ pub unsafe fn serial_candle_elementwise() {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         // SAFETY: the caller guarantees no other thread reads the environment.
         unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gpu_that_cannot_open_falls_back_to_the_cpu_with_the_reason() {
+        for choice in [DeviceChoice::Cuda, DeviceChoice::Metal] {
+            // Only where this build cannot open that GPU (every CI machine).
+            let Err(reason) = select(choice) else { continue };
+            let chosen = select_or_cpu(choice);
+            assert!(chosen.device.is_cpu());
+            assert_eq!(chosen.description, format!("cpu ({reason:#})"));
+        }
+        assert_eq!(select_or_cpu(DeviceChoice::Cpu).description, "cpu");
     }
 }

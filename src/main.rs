@@ -38,7 +38,10 @@ fn main() -> std::process::ExitCode {
         #[cfg(feature = "gui")]
         None => ganscope::app::run(None),
         #[cfg(feature = "gui")]
-        Some(Command::Explore { model }) => ganscope::app::run(model),
+        Some(Command::Explore { model, device }) => {
+            ganscope::device::set_app_device(device);
+            ganscope::app::run(model)
+        }
         #[cfg(not(feature = "gui"))]
         None => Err(anyhow::anyhow!("this build has no GUI; see `ganscope --help` for the headless commands")),
         Some(cmd) => ganscope::cli::run(cmd),

@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::background::{Background, Shutdown};
 use crate::data::Dataset;
-use crate::device::{self, DeviceChoice};
+use crate::device;
 use crate::export::grid;
 use crate::train::TrainConfig;
 use crate::train::health::Alarm;
@@ -217,7 +217,7 @@ struct Trainee {
 
 impl Trainee {
     fn new(events: Sender<TrainEvent>, wake: Box<dyn Fn() + Send>) -> Self {
-        let device = device::select(DeviceChoice::Auto).map_or(candle_core::Device::Cpu, |c| c.device);
+        let device = device::select_for_app().device;
         Self { events, wake, device, session: None, stepping: false, follow: false, last_live: None, data: None }
     }
 

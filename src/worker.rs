@@ -19,7 +19,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::background::{Background, Shutdown};
-use crate::device::{self, DeviceChoice};
+use crate::device;
 use crate::gan::Model;
 
 /// What a batch of images is for. The worker keeps at most one queued
@@ -205,8 +205,7 @@ fn next_index(queue: &VecDeque<Command>) -> usize {
 /// The thread's loop: block for a command, drain whatever else is queued
 /// (dropping stale requests), run the oldest survivor, repeat.
 fn run(commands: &Receiver<Command>, events: &Sender<Event>, wake: &(dyn Fn() + Send)) {
-    let chosen = device::select(DeviceChoice::Auto)
-        .unwrap_or_else(|e| device::Chosen { device: candle_core::Device::Cpu, description: format!("cpu ({e:#})") });
+    let chosen = device::select_for_app();
     let mut state = State { device: chosen.device, device_name: chosen.description, model: None, stale_dropped: 0 };
     let mut queue = VecDeque::new();
     loop {

@@ -14,7 +14,7 @@ use std::sync::mpsc::{self, Receiver};
 
 use anyhow::bail;
 
-use crate::device::{self, DeviceChoice};
+use crate::device;
 use crate::export::{self, ExportError, FrameSpec, Progress, Summary};
 
 /// Where the export thread gets the model from.
@@ -134,7 +134,7 @@ impl Drop for ExportJob {
 
 /// Opens the model and runs the pipeline.
 fn run(r: &Request, cancel: &AtomicBool, progress: impl FnMut(Progress)) -> anyhow::Result<Summary> {
-    let chosen = device::select(DeviceChoice::Auto)?;
+    let chosen = device::select_for_app();
     let (model, name) = match &r.model {
         ModelSource::Spec(spec) => (crate::cli::load_model(Some(spec), &chosen.device)?, spec.as_str()),
         ModelSource::Bytes { source, bytes } => {
