@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared GPU session (see ../shared/GPU.md and README "GPUs"): checks the
+# One prepared GPU session (see ../shared/GPU.md and README "On a GPU"): checks the
 # CUDA ops against the CPU, compares the default model's pictures on both
 # devices, benchmarks ganscope (our CUDA convolutions, TF32, candle stock)
 # against PyTorch on the same GPU, trains a few hundred steps and profiles
