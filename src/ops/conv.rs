@@ -192,6 +192,12 @@ impl Geom {
         (size + 2 * self.pad - self.k) / self.stride + 1
     }
 
+    /// Output side of a transposed convolution over `size` input pixels
+    /// (output padding 0): the `size` whose `conv_out` is `size`.
+    pub(super) fn conv_t_out(&self, size: usize) -> usize {
+        (size - 1) * self.stride + self.k - 2 * self.pad
+    }
+
     /// The outputs `lo..hi` (of `0..outs`) whose kernel tap `kk` lands
     /// inside `0..size`, i.e. `0 <= o * stride + kk - pad < size`. Computed
     /// once per tap so the copy loops need no per-pixel bounds tests.
@@ -738,7 +744,7 @@ pub fn conv_transpose2d(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, pad: 
     }
     let (_, _, hi, wi) = x.dims4()?;
     let k = w.dim(3)?;
-    let out = |s: usize| (s - 1) * stride + k - 2 * pad;
-    let op = ConvT { g: Geom { k, stride, pad }, out_h: out(hi), out_w: out(wi) };
+    let g = Geom { k, stride, pad };
+    let op = ConvT { g, out_h: g.conv_t_out(hi), out_w: g.conv_t_out(wi) };
     x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, WithBias(op))
 }

@@ -40,10 +40,9 @@ pub fn conv_transpose2d(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, pad: 
     let (n, c, h, wd) = x.dims4()?;
     let (_, o, k, _) = w.dims4()?;
     let g = Geom { k, stride, pad };
-    let out = |s: usize| (s - 1) * stride + k - 2 * pad;
     let xs = x.contiguous()?.apply_op1(Swap { dims: (n, c, h * wd) })?.reshape((c, n * h * wd))?;
     let cols = w.reshape((c, o * k * k))?.t()?.matmul(&xs)?;
-    let y = cols.apply_op1(Patches { g, image: (n, o, out(h), out(wd)), fold: true })?;
+    let y = cols.apply_op1(Patches { g, image: (n, o, g.conv_t_out(h), g.conv_t_out(wd)), fold: true })?;
     y.broadcast_add(&b.reshape((1, o, 1, 1))?)
 }
 
