@@ -67,8 +67,10 @@ pub fn arch(res: usize, up: Upsample) -> ModelConfig {
     }
 }
 
-/// Forward FLOPs (multiply-adds x 2) of G and D at batch `n`.
-pub fn forward_flops(m: &ModelConfig, n: usize) -> (f64, f64) {
+/// Forward FLOPs (multiply-adds x 2) of G and D at batch `n`, as computed:
+/// with `folded`, nearest-conv upsampling runs as the transposed
+/// convolution it equals ([`crate::ops::upsample`]), 2.25x fewer.
+pub fn forward_flops(m: &ModelConfig, n: usize, folded: bool) -> (f64, f64) {
     let levels = m.levels();
     let base = m.base_size();
     let gw = |l: usize| m.g_width << (levels - 1 - l);
@@ -79,6 +81,7 @@ pub fn forward_flops(m: &ModelConfig, n: usize) -> (f64, f64) {
         let hi = base << l;
         g += match m.upsample {
             Upsample::ConvTranspose => 2.0 * (cin * cout * 16 * hi * hi) as f64,
+            Upsample::NearestConv if folded => 2.0 * (cin * cout * 16 * hi * hi) as f64,
             Upsample::PixelShuffle => 2.0 * (cin * cout * 4 * 9 * hi * hi) as f64,
             Upsample::NearestConv => 2.0 * (cin * cout * 9 * 4 * hi * hi) as f64,
         };
@@ -97,8 +100,8 @@ pub fn forward_flops(m: &ModelConfig, n: usize) -> (f64, f64) {
 
 /// A training step's FLOPs: D step = G fwd + 2 D fwd + D bwd (2x);
 /// G step = G fwd + D fwd + D input-grad bwd + G bwd (2x). In all 4 G + 8 D.
-pub fn train_flops(m: &ModelConfig, n: usize) -> f64 {
-    let (g, d) = forward_flops(m, n);
+pub fn train_flops(m: &ModelConfig, n: usize, folded: bool) -> f64 {
+    let (g, d) = forward_flops(m, n, folded);
     4.0 * g + 8.0 * d
 }
 
@@ -147,8 +150,8 @@ fn synthetic(m: &ModelConfig, count: usize) -> Arc<Dataset> {
     })
 }
 
-/// Benchmarks one architecture.
-pub fn run_arch(m: &ModelConfig, device: &Device, quick: bool) -> Result<ArchResult> {
+/// Benchmarks one architecture; `stock` says candle's ops run (for the FLOP count).
+pub fn run_arch(m: &ModelConfig, device: &Device, quick: bool, stock: bool) -> Result<ArchResult> {
     use rand::SeedableRng;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let g = {
@@ -177,7 +180,8 @@ pub fn run_arch(m: &ModelConfig, device: &Device, quick: bool) -> Result<ArchRes
         Ok(())
     })?;
     let ips = 64.0 / (step_ms * 1e-3);
-    let gflops = train_flops(m, 64) / (step_ms * 1e-3) / 1e9;
+    let folded = !stock && !device.is_metal();
+    let gflops = train_flops(m, 64, folded) / (step_ms * 1e-3) / 1e9;
     Ok(ArchResult {
         name: format!("dcgan{}-{}", m.resolution, serde_json::to_value(m.upsample)?.as_str().unwrap_or("")),
         resolution: m.resolution,
@@ -197,7 +201,7 @@ pub fn run(resolutions: &[usize], device: &Device, quick: bool, stock: bool) -> 
     let mut archs = Vec::new();
     for &res in resolutions {
         for up in [Upsample::ConvTranspose, Upsample::PixelShuffle, Upsample::NearestConv] {
-            let mut r = run_arch(&arch(res, up), device, quick)?;
+            let mut r = run_arch(&arch(res, up), device, quick, stock)?;
             r.train_ceiling_share = r.train_gflops / ceiling;
             eprintln!(
                 "{:<26} G b1 {:>7.2} ms  G b64 {:>8.1} ms  train {:>7.1} img/s  {:>6.1} GFLOP/s ({:>4.1}% of matmul)",

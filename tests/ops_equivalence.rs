@@ -19,6 +19,8 @@
 //! in f64: candle's own double backprop through that formulation disagrees
 //! with finite differences, so it cannot serve as the reference there.
 
+use std::sync::OnceLock;
+
 use candle_core::{DType, Device, Result, Tensor, Var};
 use ganscope::ops::{activation, adam, batch_norm, bias, conv, shuffle, unfold, upsample};
 use rand::{Rng, SeedableRng};
@@ -208,19 +210,7 @@ fn cuda_ops_match_cpu() -> Result<()> {
     check_batch_norm(&gpu)?;
     check_adam(&gpu)?;
     check_leaky_relu(&gpu)?;
-    let mut rng = ChaCha8Rng::seed_from_u64(20);
-    for (n, c, h, w) in [(2, 3, 3, 5), (64, 16, 2, 2)] {
-        let x = rand_tensor(&mut rng, &[n, c, h, w])?;
-        check(
-            &gpu,
-            "nearest 2x on CUDA",
-            &[("x", x)],
-            &mut rng,
-            |t| upsample::nearest2x(t[0]),
-            |t| t[0].upsample_nearest2d(2 * h, 2 * w),
-        )?;
-    }
-    Ok(())
+    check_upsample_conv(&gpu, 20)
 }
 
 /// `fast` and `reference` agree on random tensors of each (N, C, H, W) in
@@ -259,13 +249,62 @@ fn pixel_shuffle_matches_candle() -> Result<()> {
     })
 }
 
+/// Nearest 2x upsampling then candle's 3x3 convolution, the formulation
+/// [`upsample::upsample_conv3x3`] replaces.
+fn upsample_conv_reference(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let (_, _, h, wd) = x.dims4()?;
+    add_bias(x.upsample_nearest2d(2 * h, 2 * wd)?.conv2d(w, 1, 1, 1, 1)?, b)
+}
+
+/// The folded transposed convolution on `device` matches the upsampling and
+/// convolution on the CPU, values and gradients, on odd sizes, a single
+/// pixel and DCGAN's 4x4 first level.
+fn check_upsample_conv(device: &Device, seed: u64) -> Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    for (n, c, h, w, o) in [(2, 3, 3, 5, 4), (1, 1, 1, 1, 1), (3, 5, 4, 7, 2), (8, 32, 4, 4, 16)] {
+        let inputs = [
+            ("x", rand_tensor(&mut rng, &[n, c, h, w])?),
+            ("w", rand_tensor(&mut rng, &[o, c, 3, 3])?),
+            ("b", rand_tensor(&mut rng, &[o])?),
+        ];
+        check(
+            device,
+            &format!("upsample conv {n}x{c}x{h}x{w} to {o}"),
+            &inputs,
+            &mut rng,
+            |t| upsample::upsample_conv3x3(t[0], t[1], t[2], &OnceLock::new()),
+            |t| upsample_conv_reference(t[0], t[1], t[2]),
+        )?;
+    }
+    Ok(())
+}
+
 #[test]
-fn nearest_upsampling_matches_candle() -> Result<()> {
-    let cases = [(2, 3, 3, 5), (1, 1, 1, 1), (3, 5, 4, 7), (64, 16, 2, 2)];
-    check_each("nearest 2x", 15, &cases, upsample::nearest2x, |x| {
-        let (_, _, h, w) = x.dims4()?;
-        x.upsample_nearest2d(2 * h, 2 * w)
-    })
+fn upsample_conv_matches_candle() -> Result<()> {
+    in_each_pool(|| check_upsample_conv(&Device::Cpu, 15))
+}
+
+/// Constant weights are folded once and the kept kernel reused; trainable
+/// ones are folded anew on every call, so an update in place is seen.
+#[test]
+fn upsample_conv_keeps_only_constant_kernels() -> Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let x = rand_tensor(&mut rng, &[2, 3, 4, 5])?;
+    let (w, b) = (rand_tensor(&mut rng, &[2, 3, 3, 3])?, rand_tensor(&mut rng, &[2])?);
+    let folded = OnceLock::new();
+    let first = upsample::upsample_conv3x3(&x, &w, &b, &folded)?;
+    assert_close("constant weights, folded", &first, &upsample_conv_reference(&x, &w, &b)?)?;
+    assert!(folded.get().is_some(), "constant weights: the folded kernel is kept");
+    assert_close("constant weights, kept", &upsample::upsample_conv3x3(&x, &w, &b, &folded)?, &first)?;
+
+    let var = Var::from_tensor(&w)?;
+    let folded = OnceLock::new();
+    upsample::upsample_conv3x3(&x, var.as_tensor(), &b, &folded)?;
+    assert!(folded.get().is_none(), "trainable weights: nothing kept");
+    let w2 = rand_tensor(&mut rng, &[2, 3, 3, 3])?;
+    var.set(&w2)?;
+    let after = upsample::upsample_conv3x3(&x, var.as_tensor(), &b, &folded)?;
+    assert_close("trainable weights, updated", &after, &upsample_conv_reference(&x, &w2, &b)?)
 }
 
 /// Training-mode BatchNorm written with candle ops, as `Norm::forward` does

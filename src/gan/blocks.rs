@@ -2,6 +2,8 @@
 //! normalized), norms, dropout with our own RNG, pixel shuffle and the
 //! minibatch-stddev feature. Plain structs built from a [`Scope`].
 
+use std::sync::OnceLock;
+
 use candle_core::{D, Result, Tensor, Var};
 use rand_chacha::ChaCha8Rng;
 
@@ -115,6 +117,29 @@ impl ConvTranspose {
     /// Upsamples `x` (N, C, H, W) to (N, cout, 2H, 2W).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         ops::conv_transpose2d(x, &self.w, &self.b, 2, 1)
+    }
+}
+
+/// Nearest 2x upsampling then a 3x3 convolution from `cin` to `cout`
+/// channels, run as the transposed convolution it equals
+/// ([`ops::upsample`]).
+pub struct ResizeConv {
+    w: Tensor,
+    b: Tensor,
+    folded: OnceLock<Tensor>,
+}
+
+impl ResizeConv {
+    /// From `cin` to `cout` channels; the weights are those of a plain 3x3 [`Conv`].
+    pub fn new(s: &mut Scope, cin: usize, cout: usize) -> Result<Self> {
+        let w = s.get("weight", &[cout, cin, 3, 3], W_INIT, Role::Trainable)?;
+        let b = s.get("bias", &[cout], Init::Zeros, Role::Trainable)?;
+        Ok(Self { w, b, folded: OnceLock::new() })
+    }
+
+    /// Upsamples `x` (N, C, H, W) to (N, cout, 2H, 2W).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        ops::upsample::upsample_conv3x3(x, &self.w, &self.b, &self.folded)
     }
 }
 

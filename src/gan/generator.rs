@@ -4,18 +4,17 @@
 
 use candle_core::{Result, Tensor};
 
-use super::blocks::{Conv, ConvTranspose, Linear, Norm, Pass, dropout};
+use super::blocks::{Conv, ConvTranspose, Linear, Norm, Pass, ResizeConv, dropout};
 use super::config::{ModelConfig, Upsample};
 use super::params::{Init, Params, Role, Scope, randn};
 use crate::ops::activation::leaky_relu;
 use crate::ops::shuffle::pixel_shuffle;
-use crate::ops::upsample::nearest2x;
 
 /// One 2x upsampling step.
 enum Up {
     Transpose(ConvTranspose),
     Shuffle(Conv),
-    Nearest(Conv),
+    Nearest(ResizeConv),
 }
 
 impl Up {
@@ -23,7 +22,7 @@ impl Up {
         Ok(match kind {
             Upsample::ConvTranspose => Up::Transpose(ConvTranspose::new(s, cin, cout)?),
             Upsample::PixelShuffle => Up::Shuffle(Conv::new(s, cin, cout * 4, 3, 1, 1, false)?),
-            Upsample::NearestConv => Up::Nearest(Conv::new(s, cin, cout, 3, 1, 1, false)?),
+            Upsample::NearestConv => Up::Nearest(ResizeConv::new(s, cin, cout)?),
         })
     }
 
@@ -31,7 +30,7 @@ impl Up {
         match self {
             Up::Transpose(c) => c.forward(x),
             Up::Shuffle(c) => pixel_shuffle(&c.forward(x, false)?),
-            Up::Nearest(c) => c.forward(&nearest2x(x)?, false),
+            Up::Nearest(c) => c.forward(x),
         }
     }
 }

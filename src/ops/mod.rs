@@ -1,9 +1,10 @@
 //! The layer ops every network calls, and the fast CPU kernels behind them:
 //! convolutions with their bias ([`conv`]), a fused training-mode BatchNorm
 //! ([`batch_norm`]), the per-channel bias gradient and scale-and-shift
-//! ([`bias`]), LeakyReLU ([`activation`]), pixel shuffle ([`shuffle`]) and
-//! nearest upsampling ([`upsample`]), each a candle custom op with its
-//! backward, and Adam's update in place ([`adam`]). On CUDA, convolutions
+//! ([`bias`]), LeakyReLU ([`activation`]) and pixel shuffle ([`shuffle`]),
+//! each a candle custom op with its backward, and Adam's update in place
+//! ([`adam`]). Nearest upsampling and a 3x3 convolution run as one
+//! transposed convolution ([`upsample`]). On CUDA, convolutions
 //! run as batch-wide patch kernels plus cuBLAS GEMMs ([`unfold`]) and
 //! BatchNorm as two kernels, all in `kernels.cu`. Elsewhere, and for other
 //! dtypes, candle's own ops run.
@@ -128,8 +129,7 @@ where
 }
 
 /// A linear map between (N, C, H, W) tensors that knows its adjoint, which
-/// is its backward: pixel shuffle and its inverse, nearest upsampling and
-/// sum pooling.
+/// is its backward: pixel shuffle and its inverse.
 trait LinearMap: Copy + Send + Sync + 'static {
     fn name(self) -> &'static str;
 
