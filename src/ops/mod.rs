@@ -4,7 +4,8 @@
 //! ([`bias`]), LeakyReLU ([`activation`]) and pixel shuffle ([`shuffle`]),
 //! each a candle custom op with its backward, and Adam's update in place
 //! ([`adam`]). Nearest upsampling and a 3x3 convolution run as one
-//! transposed convolution ([`upsample`]). On CUDA, convolutions
+//! transposed convolution ([`upsample`]); batches run 3x3 stride-1
+//! convolutions by Winograd's F(2x2, 3x3) (`winograd`). On CUDA, convolutions
 //! run as batch-wide patch kernels plus cuBLAS GEMMs ([`unfold`]) and
 //! BatchNorm as two kernels, all in `kernels.cu`. Elsewhere, and for other
 //! dtypes, candle's own ops run.
@@ -19,6 +20,7 @@ mod cuda;
 pub mod shuffle;
 pub mod unfold;
 pub mod upsample;
+mod winograd;
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,0 +1,321 @@
+//! Batched 3x3 stride-1 convolutions (padding 1) and their weight
+//! gradients by Winograd's minimal filtering F(2x2, 3x3) (Lavin & Gray
+//! 2016).
+//!
+//! Why: the pixel-shuffle generator's layers, their input gradients and the
+//! average-pooling discriminator's layers are such convolutions. As patch
+//! copies plus a GEMM they cost 9 multiply-adds per output pixel, input and
+//! output channel; here each 2x2 output tile takes 16, 2.25x fewer. Each
+//! tile of the zero-padded input (4x4 pixels, 2 apart) becomes `Bᵀ d B`,
+//! each (c, o) kernel `G g Gᵀ`; the 16 positions of those 4x4 transforms
+//! are 16 GEMMs (tiles x C) * (C x O), and `Aᵀ m A` turns each tile's 16
+//! products back into its 2x2 outputs. Differentiating that in `g` gives
+//! the weight gradient `Gᵀ [Σ_tiles (A dy Aᵀ) ⊙ (Bᵀ d B)] G`: 16 GEMMs
+//! summing over tiles. The transforms are sums over channels-last vectors
+//! of channels. F(2x2, 3x3)'s transforms only add, subtract and halve, so
+//! f32 results stay within a few ulps of the direct sums (the equivalence
+//! tests hold them to the same 1e-4).
+//!
+//! A batch of one keeps the planar path: transforming the kernel (16 values
+//! per (c, o) pair) costs about what Winograd saves on one image of the
+//! explorer's layers.
+
+use std::array;
+
+use rayon::prelude::*;
+
+use super::conv::{Dims, Operand, group_size, matmul, transpose, with_scratch};
+
+/// How a 3x3 kernel is stored.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Kernel {
+    /// A convolution's, (O, C, 3, 3).
+    Conv,
+    /// A transposed convolution's, (C, O, 3, 3): at stride 1 and padding
+    /// 1 that is the convolution with each (c, o) kernel flipped.
+    Transposed,
+}
+
+/// G of F(2x2, 3x3): a 3-tap kernel to its 4 transformed values.
+const G: [[f32; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
+
+/// G ⊗ G (16 x 9): position p of `G g Gᵀ` from tap t of the kernel `g`,
+/// which is read in reverse when `flipped`.
+fn g_kron(flipped: bool) -> [f32; 144] {
+    array::from_fn(|e| {
+        let (p, t) = (e / 9, if flipped { 8 - e % 9 } else { e % 9 });
+        G[p / 4][t / 3] * G[p % 4][t % 3]
+    })
+}
+
+/// Row i of Bᵀ is `e_x + s e_y` for (x, y, s) = `B_ROWS[i]`: Bᵀ = [1 0 -1
+/// 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1].
+const B_ROWS: [(usize, usize, f32); 4] = [(0, 2, -1.0), (1, 2, 1.0), (2, 1, -1.0), (1, 3, -1.0)];
+
+/// `dst = a + s * b`, value by value (s is ±1, so exact).
+fn add_signed(dst: &mut [f32], a: &[f32], b: &[f32], s: f32) {
+    dst.iter_mut().zip(a).zip(b).for_each(|((d, a), b)| *d = a + s * b);
+}
+
+/// Aᵀ times a column of 4 products: back to 2 outputs.
+#[inline(always)]
+fn output_rows([a, b, c, d]: [f32; 4]) -> [f32; 2] {
+    [a + b + c, b - c - d]
+}
+
+/// A times a column of 2 output gradients: the adjoint of [`output_rows`].
+#[inline(always)]
+fn gradient_rows([a, b]: [f32; 2]) -> [f32; 4] {
+    [a, a + b, a - b, -b]
+}
+
+/// `L d Lᵀ` for the S x S tile `d`, where `l` multiplies a column by L (R x S).
+#[inline(always)]
+fn sandwich<const S: usize, const R: usize>(d: [[f32; S]; S], l: impl Fn([f32; S]) -> [f32; R]) -> [[f32; R]; R] {
+    let cols: [[f32; R]; S] = array::from_fn(|j| l(array::from_fn(|i| d[i][j])));
+    array::from_fn(|i| l(array::from_fn(|j| cols[j][i])))
+}
+
+/// How an image of H x W pixels divides into 2x2 output tiles.
+#[derive(Debug, Clone, Copy)]
+struct Tiles {
+    h: usize,
+    w: usize,
+    th: usize,
+    tw: usize,
+}
+
+impl Tiles {
+    fn new(h: usize, w: usize) -> Self {
+        Self { h, w, th: h.div_ceil(2), tw: w.div_ceil(2) }
+    }
+
+    fn count(&self) -> usize {
+        self.th * self.tw
+    }
+
+    /// The length of an image of `c` channels once [`Self::pad`]ded.
+    fn padded_len(&self, c: usize) -> usize {
+        (2 * self.th + 2) * (2 * self.tw + 2) * c
+    }
+
+    /// Tile `t`'s output pixels (`2x2`, fewer at an odd edge) as (index in the image, position in the tile).
+    fn pixels(&self, t: usize) -> impl Iterator<Item = (usize, (usize, usize))> + use<> {
+        let (ty, tx, (h, w)) = (2 * (t / self.tw), 2 * (t % self.tw), (self.h, self.w));
+        (0..4)
+            .map(|e| (e / 2, e % 2))
+            .filter(move |(a, b)| ty + a < h && tx + b < w)
+            .map(move |(a, b)| ((ty + a) * w + tx + b, (a, b)))
+    }
+
+    /// Writes `x` (C x H x W) channels-last into `xp`, (2*th + 2) x (2*tw +
+    /// 2) x C: a zero border of one pixel, and one more at the bottom and
+    /// right when H or W is odd, so that every tile is whole.
+    fn pad(&self, x: &[f32], c: usize, xp: &mut [f32]) {
+        let (h, w, line) = (self.h, self.w, (2 * self.tw + 2) * c);
+        for (r, row) in xp[..self.padded_len(c)].chunks_exact_mut(line).enumerate() {
+            if r == 0 || r > h {
+                row.fill(0.0);
+                continue;
+            }
+            row[..c].fill(0.0);
+            row[(w + 1) * c..].fill(0.0);
+            transpose(&x[(r - 1) * w..], h * w, &mut row[c..], c, (c, w), |d, v| *d = v);
+        }
+    }
+
+    /// `Bᵀ d B` of each 4x4 tile of `x` (C x H x W), into `v` as tiles x 16
+    /// x C; `xp` holds the padded image, `bd` (16 x C) `Bᵀ d`. Whole
+    /// channel vectors at a time, which vectorize (a channel at a time,
+    /// the transform took a quarter of a layer's time).
+    fn transform_input(&self, x: &[f32], c: usize, xp: &mut [f32], bd: &mut [f32], v: &mut [f32]) {
+        self.pad(x, c, xp);
+        let line = (2 * self.tw + 2) * c;
+        for (t, out) in v.chunks_exact_mut(16 * c).take(self.count()).enumerate() {
+            let at = 2 * (t / self.tw) * line + 2 * (t % self.tw) * c;
+            let d = |i: usize, j: usize| &xp[at + i * line + j * c..][..c];
+            for (i, &(a, b, s)) in B_ROWS.iter().enumerate() {
+                for j in 0..4 {
+                    add_signed(&mut bd[(4 * i + j) * c..][..c], d(a, j), d(b, j), s);
+                }
+            }
+            for i in 0..4 {
+                let row = &bd[4 * i * c..][..4 * c];
+                for (k, &(a, b, s)) in B_ROWS.iter().enumerate() {
+                    add_signed(&mut out[(4 * i + k) * c..][..c], &row[a * c..][..c], &row[b * c..][..c], s);
+                }
+            }
+        }
+    }
+
+    /// `A dy Aᵀ` of each 2x2 tile of `dy` (O x H x W), into `z` as tiles x
+    /// 16 x O; `px` holds `dy` channels-last, then O zeros.
+    fn transform_gradient(&self, dy: &[f32], o: usize, px: &mut [f32], z: &mut [f32]) {
+        let plane = self.h * self.w;
+        transpose(dy, plane, px, o, (o, plane), |d, v| *d = v);
+        let zeros = &px[plane * o..][..o];
+        for (t, out) in z.chunks_exact_mut(16 * o).take(self.count()).enumerate() {
+            // Pixels past an odd edge have no gradient.
+            let mut s: [[&[f32]; 2]; 2] = [[zeros; 2]; 2];
+            for (at, (a, b)) in self.pixels(t) {
+                s[a][b] = &px[at * o..][..o];
+            }
+            let mut rows = out.chunks_exact_mut(o);
+            let z: [&mut [f32]; 16] = array::from_fn(|_| rows.next().expect("16 positions"));
+            for q in 0..o {
+                let tile = array::from_fn(|a| array::from_fn(|b| s[a][b][q]));
+                for (p, value) in sandwich(tile, gradient_rows).into_iter().flatten().enumerate() {
+                    z[p][q] = value;
+                }
+            }
+        }
+    }
+
+    /// `Aᵀ m A` plus bias for the tiles `first..` of `m` (16 positions of
+    /// `rows` tiles x O), into `px`, the image's H*W pixels x O, through
+    /// `tile`, 4 x O: the 2x2 outputs, of which an odd edge keeps some.
+    fn transform_output(
+        &self,
+        m: &[f32],
+        (rows, first): (usize, usize),
+        o: usize,
+        bias: Option<&[f32]>,
+        px: &mut [f32],
+        tile: &mut [f32],
+    ) {
+        for t in 0..self.count() {
+            let s: [&[f32]; 16] = array::from_fn(|p| &m[(p * rows + first + t) * o..][..o]);
+            let mut outs = tile.chunks_exact_mut(o);
+            let out: [&mut [f32]; 4] = array::from_fn(|_| outs.next().expect("4 outputs"));
+            for q in 0..o {
+                let y = sandwich(array::from_fn(|i| array::from_fn(|j| s[4 * i + j][q])), output_rows);
+                let b = bias.map_or(0.0, |b| b[q]);
+                for (e, value) in y.into_iter().flatten().enumerate() {
+                    out[e][q] = value + b;
+                }
+            }
+            for (at, (a, e)) in self.pixels(t) {
+                px[at * o..][..o].copy_from_slice(&tile[(2 * a + e) * o..][..o]);
+            }
+        }
+    }
+}
+
+/// The convolution of `x` (N, C, H, W, the batch `n` images of `dims`)
+/// with `w` (stored as `kernel` says) into `o` channels, plus `bias`.
+pub(super) fn conv3x3(
+    x: &[f32],
+    n: usize,
+    (c, h, w): Dims,
+    wt: &[f32],
+    kernel: Kernel,
+    o: usize,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    let u = Transformed::new(wt, kernel, c, o);
+    let tiles = Tiles::new(h, w);
+    let (count, plane) = (tiles.count(), h * w);
+    let g = group_size(n, count);
+    let mut y = vec![0f32; n * o * plane];
+    y.par_chunks_mut(g * o * plane).enumerate().for_each(|(j, out)| {
+        let gi = out.len() / (o * plane);
+        let t = gi * count;
+        with_scratch([tiles.padded_len(c) + 16 * c, 16 * t * c, 16 * t * o], |[xp, v, m]| {
+            let (xp, bd) = xp.split_at_mut(tiles.padded_len(c));
+            let images = x[j * g * c * plane..].chunks_exact(c * plane).take(gi);
+            for (img, v) in images.zip(v.chunks_exact_mut(count * 16 * c)) {
+                tiles.transform_input(img, c, xp, bd, v);
+            }
+            // Position p: (tiles x C), rows 16C apart, times (C x O).
+            for (p, m) in m.chunks_exact_mut(t * o).enumerate() {
+                matmul(t, o, c, m, false, Operand::plain(&v[p * c..], 16 * c), u.position(p));
+            }
+            let (mut px, mut tile) = (vec![0f32; plane * o], vec![0f32; 4 * o]);
+            for (i, img) in out.chunks_exact_mut(o * plane).enumerate() {
+                tiles.transform_output(m, (t, i * count), o, bias, &mut px, &mut tile);
+                transpose(&px, o, img, plane, (plane, o), |d, v| *d = v);
+            }
+        });
+    });
+    y
+}
+
+/// The weight gradient of a 3x3 stride-1 convolution with padding 1 over a
+/// batch, as the patch-GEMM `WeightGrad` defines it: `a` (N, A, H, W) and
+/// `b` (N, B, H, W) to (B, A, 3, 3), each (b, a) kernel the correlation of
+/// the padded `a` planes with the `b` planes, summed over the batch.
+pub(super) fn weight_grad3x3(a: &[f32], b: &[f32], n: usize, (ca, h, w): Dims, cb: usize) -> Vec<f32> {
+    let tiles = Tiles::new(h, w);
+    let (count, plane) = (tiles.count(), h * w);
+    let g = group_size(n, count);
+    // Whole groups per thread, each thread summing into its own partial.
+    let per = n.div_ceil(rayon::current_num_threads().max(1)).div_ceil(g) * g;
+    let partials: Vec<Vec<f32>> = (0..n.div_ceil(per))
+        .into_par_iter()
+        .map(|part| {
+            let mut acc = vec![0f32; 16 * cb * ca];
+            let mut px = vec![0f32; (plane + 1) * cb];
+            for i0 in (part * per..((part + 1) * per).min(n)).step_by(g) {
+                let gi = g.min(n - i0);
+                let t = gi * count;
+                with_scratch([tiles.padded_len(ca) + 16 * ca, 16 * t * ca, 16 * t * cb], |[xp, v, z]| {
+                    let (xp, bd) = xp.split_at_mut(tiles.padded_len(ca));
+                    let images = a[i0 * ca * plane..]
+                        .chunks_exact(ca * plane)
+                        .zip(b[i0 * cb * plane..].chunks_exact(cb * plane));
+                    let tiled = v.chunks_exact_mut(count * 16 * ca).zip(z.chunks_exact_mut(count * 16 * cb));
+                    for ((x, dy), (v, z)) in images.take(gi).zip(tiled) {
+                        tiles.transform_input(x, ca, xp, bd, v);
+                        tiles.transform_gradient(dy, cb, &mut px, z);
+                    }
+                    // Position p: (B x tiles) times (tiles x A), summed.
+                    for (p, acc) in acc.chunks_exact_mut(cb * ca).enumerate() {
+                        let (z, v) =
+                            (Operand::transposed(&z[p * cb..], 16 * cb), Operand::plain(&v[p * ca..], 16 * ca));
+                        matmul(cb, ca, t, acc, true, z, v);
+                    }
+                });
+            }
+            acc
+        })
+        .collect();
+    let mut sum = vec![0f32; 16 * cb * ca];
+    for p in partials {
+        sum.iter_mut().zip(p).for_each(|(d, v)| *d += v);
+    }
+    // Gᵀ Z G of each (b, a): (B*A x 16) times (G ⊗ G) (16 x 9).
+    let mut dw = vec![0f32; cb * ca * 9];
+    matmul(cb * ca, 9, 16, &mut dw, false, Operand::transposed(&sum, cb * ca), Operand::plain(&g_kron(false), 9));
+    dw
+}
+
+/// `G g Gᵀ` of each (c, o) kernel, as 16 positions of outer x inner,
+/// where (outer, inner) is (O, C) or (C, O) as the kernel is stored.
+///
+/// Why one GEMM, (G ⊗ G) (16 x 9) times the kernel read as 9 x (outer *
+/// inner): transforming kernel by kernel in scalar code took 18-48 ms for
+/// the largest 64 px layer, as long as its convolution.
+struct Transformed {
+    u: Vec<f32>,
+    kernel: Kernel,
+    c: usize,
+    o: usize,
+}
+
+impl Transformed {
+    fn new(wt: &[f32], kernel: Kernel, c: usize, o: usize) -> Self {
+        let gk = g_kron(matches!(kernel, Kernel::Transposed));
+        let mut u = vec![0f32; 16 * c * o];
+        matmul(16, c * o, 9, &mut u, false, Operand::plain(&gk, 9), Operand::transposed(wt, 9));
+        Self { u, kernel, c, o }
+    }
+
+    /// Position `p`'s (C x O) matrix as a GEMM operand.
+    fn position(&self, p: usize) -> Operand<'_> {
+        let data = &self.u[p * self.c * self.o..];
+        match self.kernel {
+            Kernel::Conv => Operand::transposed(data, self.c),
+            Kernel::Transposed => Operand::plain(data, self.o),
+        }
+    }
+}
