@@ -88,7 +88,7 @@ type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
 // channels run 3x3 stride-1 ones, their input and weight gradients by
 // Winograd: (4, 16, 5, 3, ...) and (5, 16, 9, 7, ...), whose tiles
 // overhang the right and bottom edges.
-const CONV_CASES: [Case; 13] = [
+const CONV_CASES: [Case; 14] = [
     (2, 3, 8, 8, 4, 4, 2, 1),
     (3, 5, 7, 9, 2, 3, 1, 1),
     (1, 1, 5, 5, 3, 3, 2, 0),
@@ -102,6 +102,7 @@ const CONV_CASES: [Case; 13] = [
     (4, 16, 5, 3, 20, 3, 1, 1),
     (1, 32, 48, 47, 67, 3, 1, 1),
     (5, 16, 9, 7, 17, 3, 1, 1),
+    (5, 16, 9, 7, 16, 4, 2, 1),
 ];
 
 // As [`CONV_CASES`], for transposed convolutions: the grouped cases read 1x1 to 3x3 inputs, the next two are

@@ -37,7 +37,7 @@ use std::ops::Range;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::winograd::{self, Kernel};
+use super::winograd::{self, Batch, Kernel};
 use super::{bias, fast, fast_cuda, min_chunks, par_chunked, slice, tracked, unfold};
 
 /// The fewest GEMM columns per group worth aiming for: below this the gemm
@@ -205,6 +205,12 @@ impl Geom {
     /// which a batch can run by Winograd's F(2x2, 3x3) ([`winograd`]).
     fn winograd(&self) -> bool {
         (self.k, self.stride, self.pad) == (3, 1, 1)
+    }
+
+    /// Whether this is a 4x4 stride-2 convolution with padding 1, which a
+    /// batch can run by Winograd's F(2x2, 2x2) phase by phase.
+    fn phases(&self) -> bool {
+        (self.k, self.stride, self.pad) == (4, 2, 1)
     }
 
     /// Output side of a convolution over `size` input pixels.
@@ -446,8 +452,10 @@ impl Convolution for Conv {
         }
         check_bias(bias, o)?;
         let (ho, wo) = (self.0.conv_out(h), self.0.conv_out(wd));
-        if self.0.winograd() && winograd_batch(n, c, o) {
-            let y = winograd::conv3x3(x, n, (c, h, wd), w, Kernel::Conv, o, bias);
+        if winograd_batch(n, c, o) && (self.0.winograd() || self.0.phases()) {
+            let batch = Batch { x, n, dims: (c, h, wd), wt: w, o, bias };
+            let y =
+                if self.0.winograd() { winograd::conv3x3(&batch, Kernel::Conv) } else { winograd::conv4x4s2(&batch) };
             return Ok((CpuStorage::F32(y), Shape::from((n, o, ho, wo))));
         }
         let (ckk, hw) = (c * k * k, ho * wo);
@@ -618,8 +626,15 @@ impl Convolution for ConvT {
             candle_core::bail!("conv_transpose2d: output {h}x{wd} does not match input {hi}x{wi}");
         }
         check_bias(bias, o)?;
-        if self.g.winograd() && winograd_batch(n, c, o) {
-            let y = winograd::conv3x3(x, n, (c, hi, wi), w, Kernel::Transposed, o, bias);
+        // A phase-wise transposed convolution makes exactly 2H x 2W.
+        let phases = self.g.phases() && (h, wd) == (2 * hi, 2 * wi);
+        if winograd_batch(n, c, o) && (self.g.winograd() || phases) {
+            let batch = Batch { x, n, dims: (c, hi, wi), wt: w, o, bias };
+            let y = if self.g.winograd() {
+                winograd::conv3x3(&batch, Kernel::Transposed)
+            } else {
+                winograd::conv_t4x4s2(&batch)
+            };
             return Ok((CpuStorage::F32(y), Shape::from((n, o, h, wd))));
         }
         let (kk, hw, plane) = (k * k, hi * wi, h * wd);

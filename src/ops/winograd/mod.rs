@@ -26,6 +26,10 @@ use rayon::prelude::*;
 
 use super::conv::{Dims, Operand, group_size, matmul, transpose, with_scratch};
 
+mod strided;
+
+pub(super) use strided::{conv_t4x4s2, conv4x4s2};
+
 /// How a 3x3 kernel is stored.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Kernel {
@@ -71,9 +75,23 @@ fn gradient_rows([a, b]: [f32; 2]) -> [f32; 4] {
 
 /// `L d Lᵀ` for the S x S tile `d`, where `l` multiplies a column by L (R x S).
 #[inline(always)]
-fn sandwich<const S: usize, const R: usize>(d: [[f32; S]; S], l: impl Fn([f32; S]) -> [f32; R]) -> [[f32; R]; R] {
+fn sandwich<const S: usize, const R: usize>(d: [[f32; S]; S], l: &impl Fn([f32; S]) -> [f32; R]) -> [[f32; R]; R] {
     let cols: [[f32; R]; S] = array::from_fn(|j| l(array::from_fn(|i| d[i][j])));
     array::from_fn(|i| l(array::from_fn(|j| cols[j][i])))
+}
+
+/// Writes `x` (C x H x W) channels-last into `xp`, whose rows are `cols`
+/// pixels: `x` at row and column 1, zeros around it.
+fn pad(x: &[f32], (c, h, w): Dims, xp: &mut [f32], cols: usize) {
+    for (r, row) in xp.chunks_exact_mut(cols * c).enumerate() {
+        if r == 0 || r > h {
+            row.fill(0.0);
+            continue;
+        }
+        row[..c].fill(0.0);
+        row[(w + 1) * c..].fill(0.0);
+        transpose(&x[(r - 1) * w..], h * w, &mut row[c..], c, (c, w), |d, v| *d = v);
+    }
 }
 
 /// How an image of H x W pixels divides into 2x2 output tiles.
@@ -99,29 +117,11 @@ impl Tiles {
         (2 * self.th + 2) * (2 * self.tw + 2) * c
     }
 
-    /// Tile `t`'s output pixels (`2x2`, fewer at an odd edge) as (index in the image, position in the tile).
-    fn pixels(&self, t: usize) -> impl Iterator<Item = (usize, (usize, usize))> + use<> {
-        let (ty, tx, (h, w)) = (2 * (t / self.tw), 2 * (t % self.tw), (self.h, self.w));
-        (0..4)
-            .map(|e| (e / 2, e % 2))
-            .filter(move |(a, b)| ty + a < h && tx + b < w)
-            .map(move |(a, b)| ((ty + a) * w + tx + b, (a, b)))
-    }
-
     /// Writes `x` (C x H x W) channels-last into `xp`, (2*th + 2) x (2*tw +
     /// 2) x C: a zero border of one pixel, and one more at the bottom and
     /// right when H or W is odd, so that every tile is whole.
     fn pad(&self, x: &[f32], c: usize, xp: &mut [f32]) {
-        let (h, w, line) = (self.h, self.w, (2 * self.tw + 2) * c);
-        for (r, row) in xp[..self.padded_len(c)].chunks_exact_mut(line).enumerate() {
-            if r == 0 || r > h {
-                row.fill(0.0);
-                continue;
-            }
-            row[..c].fill(0.0);
-            row[(w + 1) * c..].fill(0.0);
-            transpose(&x[(r - 1) * w..], h * w, &mut row[c..], c, (c, w), |d, v| *d = v);
-        }
+        pad(x, (c, self.h, self.w), &mut xp[..self.padded_len(c)], 2 * self.tw + 2);
     }
 
     /// `Bᵀ d B` of each 4x4 tile of `x` (C x H x W), into `v` as tiles x 16
@@ -157,87 +157,119 @@ impl Tiles {
         for (t, out) in z.chunks_exact_mut(16 * o).take(self.count()).enumerate() {
             // Pixels past an odd edge have no gradient.
             let mut s: [[&[f32]; 2]; 2] = [[zeros; 2]; 2];
-            for (at, (a, b)) in self.pixels(t) {
-                s[a][b] = &px[at * o..][..o];
+            for (e, s) in s.as_flattened_mut().iter_mut().enumerate() {
+                if let Some(at) = self.place(t, e / 2, e % 2) {
+                    *s = &px[at * o..][..o];
+                }
             }
             let mut rows = out.chunks_exact_mut(o);
             let z: [&mut [f32]; 16] = array::from_fn(|_| rows.next().expect("16 positions"));
             for q in 0..o {
                 let tile = array::from_fn(|a| array::from_fn(|b| s[a][b][q]));
-                for (p, value) in sandwich(tile, gradient_rows).into_iter().flatten().enumerate() {
+                for (p, value) in sandwich(tile, &gradient_rows).into_iter().flatten().enumerate() {
                     z[p][q] = value;
                 }
             }
         }
     }
 
-    /// `Aᵀ m A` plus bias for the tiles `first..` of `m` (16 positions of
-    /// `rows` tiles x O), into `px`, the image's H*W pixels x O, through
-    /// `tile`, 4 x O: the 2x2 outputs, of which an odd edge keeps some.
-    fn transform_output(
-        &self,
-        m: &[f32],
-        (rows, first): (usize, usize),
-        o: usize,
-        bias: Option<&[f32]>,
-        px: &mut [f32],
-        tile: &mut [f32],
-    ) {
-        for t in 0..self.count() {
-            let s: [&[f32]; 16] = array::from_fn(|p| &m[(p * rows + first + t) * o..][..o]);
-            let mut outs = tile.chunks_exact_mut(o);
-            let out: [&mut [f32]; 4] = array::from_fn(|_| outs.next().expect("4 outputs"));
-            for q in 0..o {
-                let y = sandwich(array::from_fn(|i| array::from_fn(|j| s[4 * i + j][q])), output_rows);
-                let b = bias.map_or(0.0, |b| b[q]);
-                for (e, value) in y.into_iter().flatten().enumerate() {
-                    out[e][q] = value + b;
-                }
+    /// Where tile `t`'s output (a, b) lies in the image, if inside it.
+    fn place(&self, t: usize, a: usize, b: usize) -> Option<usize> {
+        let (y, x) = (2 * (t / self.tw) + a, 2 * (t % self.tw) + b);
+        (y < self.h && x < self.w).then_some(y * self.w + x)
+    }
+}
+
+/// `Aᵀ m A` plus bias for `count` tiles of `m` (S x S positions of `rows`
+/// tiles x O) from tile `first` on, where `a_rows` multiplies a column by
+/// Aᵀ; output (a, b) of tile `t` goes to pixel `place(t, a, b)` of `px`
+/// (pixels x O) when there is one. `tile` (4 x O) holds a tile's outputs.
+fn transform_output<const S: usize>(
+    m: &[f32],
+    (rows, first, count): (usize, usize, usize),
+    (o, bias): (usize, Option<&[f32]>),
+    a_rows: impl Fn([f32; S]) -> [f32; 2],
+    place: impl Fn(usize, usize, usize) -> Option<usize>,
+    tile: &mut [f32],
+    px: &mut [f32],
+) {
+    for t in 0..count {
+        let s: [[&[f32]; S]; S] =
+            array::from_fn(|i| array::from_fn(|j| &m[((i * S + j) * rows + first + t) * o..][..o]));
+        let mut outs = tile.chunks_exact_mut(o);
+        let out: [&mut [f32]; 4] = array::from_fn(|_| outs.next().expect("4 outputs"));
+        for q in 0..o {
+            let y = sandwich(array::from_fn(|i| array::from_fn(|j| s[i][j][q])), &a_rows);
+            let b = bias.map_or(0.0, |b| b[q]);
+            for (e, value) in y.into_iter().flatten().enumerate() {
+                out[e][q] = value + b;
             }
-            for (at, (a, e)) in self.pixels(t) {
-                px[at * o..][..o].copy_from_slice(&tile[(2 * a + e) * o..][..o]);
+        }
+        for (e, out) in tile.chunks_exact(o).enumerate() {
+            if let Some(at) = place(t, e / 2, e % 2) {
+                px[at * o..][..o].copy_from_slice(out);
             }
         }
     }
 }
 
-/// The convolution of `x` (N, C, H, W, the batch `n` images of `dims`)
-/// with `w` (stored as `kernel` says) into `o` channels, plus `bias`.
-pub(super) fn conv3x3(
-    x: &[f32],
-    n: usize,
-    (c, h, w): Dims,
-    wt: &[f32],
-    kernel: Kernel,
-    o: usize,
-    bias: Option<&[f32]>,
-) -> Vec<f32> {
-    let u = Transformed::new(wt, kernel, c, o);
+/// A batched convolution's arguments: `x`, `n` images of `dims` (C, H,
+/// W), and its kernel `wt` into `o` channels, plus `bias`.
+pub(in crate::ops) struct Batch<'a> {
+    pub(in crate::ops) x: &'a [f32],
+    pub(in crate::ops) n: usize,
+    pub(in crate::ops) dims: Dims,
+    pub(in crate::ops) wt: &'a [f32],
+    pub(in crate::ops) o: usize,
+    pub(in crate::ops) bias: Option<&'a [f32]>,
+}
+
+impl Batch<'_> {
+    /// The output, `plane` pixels per channel, made group by group of
+    /// images (`count` tiles each) in parallel: `body(images, out, tiles,
+    /// scratch)` gets the group's input and output and this thread's
+    /// scratch buffers, `lens(tiles)` long.
+    fn by_groups(
+        &self,
+        (count, plane): (usize, usize),
+        lens: impl Fn(usize) -> [usize; 3] + Sync,
+        body: impl Fn(&[f32], &mut [f32], usize, [&mut [f32]; 3]) + Sync,
+    ) -> Vec<f32> {
+        let (c, h, w) = self.dims;
+        let g = group_size(self.n, count);
+        let mut y = vec![0f32; self.n * self.o * plane];
+        y.par_chunks_mut(g * self.o * plane).enumerate().for_each(|(j, out)| {
+            let gi = out.len() / (self.o * plane);
+            let images = &self.x[j * g * c * h * w..][..gi * c * h * w];
+            with_scratch(lens(gi * count), |bufs| body(images, out, gi * count, bufs));
+        });
+        y
+    }
+}
+
+/// The 3x3 stride-1 convolution of a batch, its kernel stored as `kernel` says.
+pub(super) fn conv3x3(batch: &Batch, kernel: Kernel) -> Vec<f32> {
+    let ((c, h, w), o) = (batch.dims, batch.o);
+    let u = Transformed::new(batch.wt, kernel, (c, o), &g_kron(matches!(kernel, Kernel::Transposed)));
     let tiles = Tiles::new(h, w);
     let (count, plane) = (tiles.count(), h * w);
-    let g = group_size(n, count);
-    let mut y = vec![0f32; n * o * plane];
-    y.par_chunks_mut(g * o * plane).enumerate().for_each(|(j, out)| {
-        let gi = out.len() / (o * plane);
-        let t = gi * count;
-        with_scratch([tiles.padded_len(c) + 16 * c, 16 * t * c, 16 * t * o], |[xp, v, m]| {
-            let (xp, bd) = xp.split_at_mut(tiles.padded_len(c));
-            let images = x[j * g * c * plane..].chunks_exact(c * plane).take(gi);
-            for (img, v) in images.zip(v.chunks_exact_mut(count * 16 * c)) {
-                tiles.transform_input(img, c, xp, bd, v);
-            }
-            // Position p: (tiles x C), rows 16C apart, times (C x O).
-            for (p, m) in m.chunks_exact_mut(t * o).enumerate() {
-                matmul(t, o, c, m, false, Operand::plain(&v[p * c..], 16 * c), u.position(p));
-            }
-            let (mut px, mut tile) = (vec![0f32; plane * o], vec![0f32; 4 * o]);
-            for (i, img) in out.chunks_exact_mut(o * plane).enumerate() {
-                tiles.transform_output(m, (t, i * count), o, bias, &mut px, &mut tile);
-                transpose(&px, o, img, plane, (plane, o), |d, v| *d = v);
-            }
-        });
-    });
-    y
+    let lens = |t| [tiles.padded_len(c) + 16 * c, 16 * t * c, 16 * t * o];
+    batch.by_groups((count, plane), lens, |images, out, t, [xp, v, m]| {
+        let (xp, bd) = xp.split_at_mut(tiles.padded_len(c));
+        for (img, v) in images.chunks_exact(c * plane).zip(v.chunks_exact_mut(count * 16 * c)) {
+            tiles.transform_input(img, c, xp, bd, v);
+        }
+        // Position p: (tiles x C), rows 16C apart, times (C x O).
+        for (p, m) in m.chunks_exact_mut(t * o).enumerate() {
+            matmul(t, o, c, m, false, Operand::plain(&v[p * c..], 16 * c), u.position(p));
+        }
+        let (mut px, mut tile) = (vec![0f32; plane * o], vec![0f32; 4 * o]);
+        for (i, img) in out.chunks_exact_mut(o * plane).enumerate() {
+            let place = |t, a, b| tiles.place(t, a, b);
+            transform_output::<4>(m, (t, i * count, count), (o, batch.bias), output_rows, place, &mut tile, &mut px);
+            transpose(&px, o, img, plane, (plane, o), |d, v| *d = v);
+        }
+    })
 }
 
 /// The weight gradient of a 3x3 stride-1 convolution with padding 1 over a
@@ -289,12 +321,13 @@ pub(super) fn weight_grad3x3(a: &[f32], b: &[f32], n: usize, (ca, h, w): Dims, c
     dw
 }
 
-/// `G g Gᵀ` of each (c, o) kernel, as 16 positions of outer x inner,
-/// where (outer, inner) is (O, C) or (C, O) as the kernel is stored.
+/// Each (c, o) kernel's transform, `G g Gᵀ` at each position, as one
+/// GEMM: `coefs` (positions x taps, e.g. G ⊗ G) times the kernel read as
+/// taps x (outer * inner), where (outer, inner) is (O, C) or (C, O) as the
+/// kernel is stored.
 ///
-/// Why one GEMM, (G ⊗ G) (16 x 9) times the kernel read as 9 x (outer *
-/// inner): transforming kernel by kernel in scalar code took 18-48 ms for
-/// the largest 64 px layer, as long as its convolution.
+/// Why one GEMM: transforming kernel by kernel in scalar code took 18-48
+/// ms for the largest 64 px layer, as long as its convolution.
 struct Transformed {
     u: Vec<f32>,
     kernel: Kernel,
@@ -303,10 +336,11 @@ struct Transformed {
 }
 
 impl Transformed {
-    fn new(wt: &[f32], kernel: Kernel, c: usize, o: usize) -> Self {
-        let gk = g_kron(matches!(kernel, Kernel::Transposed));
-        let mut u = vec![0f32; 16 * c * o];
-        matmul(16, c * o, 9, &mut u, false, Operand::plain(&gk, 9), Operand::transposed(wt, 9));
+    fn new(wt: &[f32], kernel: Kernel, (c, o): (usize, usize), coefs: &[f32]) -> Self {
+        let taps = wt.len() / (c * o).max(1);
+        let positions = coefs.len() / taps;
+        let mut u = vec![0f32; positions * c * o];
+        matmul(positions, c * o, taps, &mut u, false, Operand::plain(coefs, taps), Operand::transposed(wt, taps));
         Self { u, kernel, c, o }
     }
 
