@@ -80,15 +80,16 @@ type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
 
 // DCGAN's shapes, odd ones, then grouped ones: outputs of 2x2, 3x3, 1x1
 // and 5x4 with batches of 5 and 7 that do not divide into the groups.
-// The next two copy patches channels-last (16+ output channels, 4+
-// images, and at least one image per thread), as do their input
-// gradients (16+ input channels). (1, 32, 48, 47, ...) is a single image
-// big enough (2^25+ multiply-adds) to split its output channels between
-// threads. Batches of 4+ images (and one per thread) from and to 16+
-// channels run 3x3 stride-1 ones, their input and weight gradients by
-// Winograd: (4, 16, 5, 3, ...) and (5, 16, 9, 7, ...), whose tiles
-// overhang the right and bottom edges.
-const CONV_CASES: [Case; 14] = [
+// Batches of 4+ images (and one per thread) copy patches channels-last
+// when they make 16+ channels, as do their input gradients from 16+
+// channels: (6, 8, 8, 6, ...) and (4, 6, 5, 3, ...). From and to 16+
+// channels, 3x3 stride-1 and 4x4 stride-2 ones and their input gradients
+// run by Winograd instead: (6, 17, 8, 6, ...), (4, 16, 5, 3, ...) and the
+// odd-sized (5, 16, 9, 7, ...), whose tiles overhang the right and bottom
+// edges (the last one's input gradient, 9 x 7 from 4 x 3, keeps patches).
+// (1, 32, 48, 47, ...) is a single image big enough (2^25+ multiply-adds)
+// to split its output channels between threads.
+const CONV_CASES: [Case; 16] = [
     (2, 3, 8, 8, 4, 4, 2, 1),
     (3, 5, 7, 9, 2, 3, 1, 1),
     (1, 1, 5, 5, 3, 3, 2, 0),
@@ -98,6 +99,8 @@ const CONV_CASES: [Case; 14] = [
     (7, 4, 3, 3, 5, 3, 1, 1),
     (5, 6, 4, 4, 1, 4, 1, 0),
     (5, 2, 9, 7, 3, 3, 2, 1),
+    (6, 8, 8, 6, 18, 4, 2, 1),
+    (4, 6, 5, 3, 20, 3, 1, 1),
     (6, 17, 8, 6, 18, 4, 2, 1),
     (4, 16, 5, 3, 20, 3, 1, 1),
     (1, 32, 48, 47, 67, 3, 1, 1),
@@ -105,12 +108,12 @@ const CONV_CASES: [Case; 14] = [
     (5, 16, 9, 7, 16, 4, 2, 1),
 ];
 
-// As [`CONV_CASES`], for transposed convolutions: the grouped cases read 1x1 to 3x3 inputs, the next two are
-// single images whose channels split between threads, the next two
-// copy patches channels-last. The last two, 3x3 stride-1 batches of 4+
-// with 16+ channels, run by Winograd, the last with tiles overhanging
-// both edges.
-const CONV_T_CASES: [Case; 14] = [
+// As [`CONV_CASES`], for transposed convolutions: the grouped cases read
+// 1x1 to 3x3 inputs, the next two are single images whose channels split
+// between threads; then batches that copy patches channels-last (into 7
+// channels, as G's RGB layer) and, from and to 16+ channels, batches that
+// run by Winograd, the last with tiles overhanging both edges.
+const CONV_T_CASES: [Case; 15] = [
     (2, 4, 4, 4, 3, 4, 2, 1),
     (3, 3, 5, 7, 2, 4, 2, 1),
     (1, 2, 7, 7, 1, 3, 1, 1),
@@ -122,6 +125,7 @@ const CONV_T_CASES: [Case; 14] = [
     (5, 2, 3, 2, 3, 3, 2, 1),
     (1, 3, 4, 4, 5, 4, 2, 1),
     (1, 6, 3, 5, 8, 3, 1, 1),
+    (6, 18, 3, 4, 7, 4, 2, 1),
     (6, 18, 3, 4, 17, 4, 2, 1),
     (5, 16, 4, 2, 16, 3, 1, 1),
     (6, 17, 7, 11, 16, 3, 1, 1),

@@ -721,10 +721,6 @@ impl CustomOp2 for WeightGrad {
         if n != n2 || self.0.conv_out(h) != ho || self.0.conv_out(w) != wo {
             candle_core::bail!("weight grad: shapes {:?} and {:?} do not match", l1.dims(), l2.dims());
         }
-        if self.0.winograd() && winograd_batch(n, ca, cb) {
-            let dw = winograd::weight_grad3x3(a, b, n, (ca, h, w), cb);
-            return Ok((CpuStorage::F32(dw), Shape::from((cb, ca, k, k))));
-        }
         let (kka, hw) = (k * k * ca, ho * wo);
         let padded = self.0.padded_len((ca, h, w));
         let g = group_size(n, hw);

@@ -1,20 +1,22 @@
-//! Batched 3x3 stride-1 convolutions (padding 1) and their weight
-//! gradients by Winograd's minimal filtering F(2x2, 3x3) (Lavin & Gray
-//! 2016).
+//! Batched convolutions by Winograd's minimal filtering (Lavin & Gray
+//! 2016): 3x3 stride-1 ones (padding 1) by F(2x2, 3x3) here, the 4x4
+//! stride-2 ones and their transposes by F(2x2, 2x2) in [`strided`].
+//! Forward passes and input gradients (each the other kind of convolution)
+//! run this way; weight gradients keep the patch GEMM, which measured
+//! faster (the Winograd form, `Gᵀ [Σ_tiles (A dy Aᵀ) ⊙ (Bᵀ d B)] G`, moved
+//! 2.25x the accumulator through memory per group and lost 5-35%).
 //!
 //! Why: the pixel-shuffle generator's layers, their input gradients and the
-//! average-pooling discriminator's layers are such convolutions. As patch
-//! copies plus a GEMM they cost 9 multiply-adds per output pixel, input and
-//! output channel; here each 2x2 output tile takes 16, 2.25x fewer. Each
-//! tile of the zero-padded input (4x4 pixels, 2 apart) becomes `Bᵀ d B`,
-//! each (c, o) kernel `G g Gᵀ`; the 16 positions of those 4x4 transforms
-//! are 16 GEMMs (tiles x C) * (C x O), and `Aᵀ m A` turns each tile's 16
-//! products back into its 2x2 outputs. Differentiating that in `g` gives
-//! the weight gradient `Gᵀ [Σ_tiles (A dy Aᵀ) ⊙ (Bᵀ d B)] G`: 16 GEMMs
-//! summing over tiles. The transforms are sums over channels-last vectors
-//! of channels. F(2x2, 3x3)'s transforms only add, subtract and halve, so
-//! f32 results stay within a few ulps of the direct sums (the equivalence
-//! tests hold them to the same 1e-4).
+//! average-pooling discriminator's layers are 3x3 stride-1 convolutions.
+//! As patch copies plus a GEMM they cost 9 multiply-adds per output pixel,
+//! input and output channel; here each 2x2 output tile takes 16, 2.25x
+//! fewer. Each tile of the zero-padded input (4x4 pixels, 2 apart) becomes
+//! `Bᵀ d B`, each (c, o) kernel `G g Gᵀ`; the 16 positions of those 4x4
+//! transforms are 16 GEMMs (tiles x C) * (C x O), and `Aᵀ m A` turns each
+//! tile's 16 products back into its 2x2 outputs. The transforms are sums
+//! over channels-last vectors of channels. F(2x2, 3x3)'s transforms only
+//! add, subtract and halve, so f32 results stay within a few ulps of the
+//! direct sums (the equivalence tests hold them to the same 1e-4).
 //!
 //! A batch of one keeps the planar path: transforming the kernel (16 values
 //! per (c, o) pair) costs about what Winograd saves on one image of the
@@ -65,12 +67,6 @@ fn add_signed(dst: &mut [f32], a: &[f32], b: &[f32], s: f32) {
 #[inline(always)]
 fn output_rows([a, b, c, d]: [f32; 4]) -> [f32; 2] {
     [a + b + c, b - c - d]
-}
-
-/// A times a column of 2 output gradients: the adjoint of [`output_rows`].
-#[inline(always)]
-fn gradient_rows([a, b]: [f32; 2]) -> [f32; 4] {
-    [a, a + b, a - b, -b]
 }
 
 /// `L d Lᵀ` for the S x S tile `d`, where `l` multiplies a column by L (R x S).
@@ -143,31 +139,6 @@ impl Tiles {
                 let row = &bd[4 * i * c..][..4 * c];
                 for (k, &(a, b, s)) in B_ROWS.iter().enumerate() {
                     add_signed(&mut out[(4 * i + k) * c..][..c], &row[a * c..][..c], &row[b * c..][..c], s);
-                }
-            }
-        }
-    }
-
-    /// `A dy Aᵀ` of each 2x2 tile of `dy` (O x H x W), into `z` as tiles x
-    /// 16 x O; `px` holds `dy` channels-last, then O zeros.
-    fn transform_gradient(&self, dy: &[f32], o: usize, px: &mut [f32], z: &mut [f32]) {
-        let plane = self.h * self.w;
-        transpose(dy, plane, px, o, (o, plane), |d, v| *d = v);
-        let zeros = &px[plane * o..][..o];
-        for (t, out) in z.chunks_exact_mut(16 * o).take(self.count()).enumerate() {
-            // Pixels past an odd edge have no gradient.
-            let mut s: [[&[f32]; 2]; 2] = [[zeros; 2]; 2];
-            for (e, s) in s.as_flattened_mut().iter_mut().enumerate() {
-                if let Some(at) = self.place(t, e / 2, e % 2) {
-                    *s = &px[at * o..][..o];
-                }
-            }
-            let mut rows = out.chunks_exact_mut(o);
-            let z: [&mut [f32]; 16] = array::from_fn(|_| rows.next().expect("16 positions"));
-            for q in 0..o {
-                let tile = array::from_fn(|a| array::from_fn(|b| s[a][b][q]));
-                for (p, value) in sandwich(tile, &gradient_rows).into_iter().flatten().enumerate() {
-                    z[p][q] = value;
                 }
             }
         }
@@ -270,55 +241,6 @@ pub(super) fn conv3x3(batch: &Batch, kernel: Kernel) -> Vec<f32> {
             transpose(&px, o, img, plane, (plane, o), |d, v| *d = v);
         }
     })
-}
-
-/// The weight gradient of a 3x3 stride-1 convolution with padding 1 over a
-/// batch, as the patch-GEMM `WeightGrad` defines it: `a` (N, A, H, W) and
-/// `b` (N, B, H, W) to (B, A, 3, 3), each (b, a) kernel the correlation of
-/// the padded `a` planes with the `b` planes, summed over the batch.
-pub(super) fn weight_grad3x3(a: &[f32], b: &[f32], n: usize, (ca, h, w): Dims, cb: usize) -> Vec<f32> {
-    let tiles = Tiles::new(h, w);
-    let (count, plane) = (tiles.count(), h * w);
-    let g = group_size(n, count);
-    // Whole groups per thread, each thread summing into its own partial.
-    let per = n.div_ceil(rayon::current_num_threads().max(1)).div_ceil(g) * g;
-    let partials: Vec<Vec<f32>> = (0..n.div_ceil(per))
-        .into_par_iter()
-        .map(|part| {
-            let mut acc = vec![0f32; 16 * cb * ca];
-            let mut px = vec![0f32; (plane + 1) * cb];
-            for i0 in (part * per..((part + 1) * per).min(n)).step_by(g) {
-                let gi = g.min(n - i0);
-                let t = gi * count;
-                with_scratch([tiles.padded_len(ca) + 16 * ca, 16 * t * ca, 16 * t * cb], |[xp, v, z]| {
-                    let (xp, bd) = xp.split_at_mut(tiles.padded_len(ca));
-                    let images = a[i0 * ca * plane..]
-                        .chunks_exact(ca * plane)
-                        .zip(b[i0 * cb * plane..].chunks_exact(cb * plane));
-                    let tiled = v.chunks_exact_mut(count * 16 * ca).zip(z.chunks_exact_mut(count * 16 * cb));
-                    for ((x, dy), (v, z)) in images.take(gi).zip(tiled) {
-                        tiles.transform_input(x, ca, xp, bd, v);
-                        tiles.transform_gradient(dy, cb, &mut px, z);
-                    }
-                    // Position p: (B x tiles) times (tiles x A), summed.
-                    for (p, acc) in acc.chunks_exact_mut(cb * ca).enumerate() {
-                        let (z, v) =
-                            (Operand::transposed(&z[p * cb..], 16 * cb), Operand::plain(&v[p * ca..], 16 * ca));
-                        matmul(cb, ca, t, acc, true, z, v);
-                    }
-                });
-            }
-            acc
-        })
-        .collect();
-    let mut sum = vec![0f32; 16 * cb * ca];
-    for p in partials {
-        sum.iter_mut().zip(p).for_each(|(d, v)| *d += v);
-    }
-    // Gᵀ Z G of each (b, a): (B*A x 16) times (G ⊗ G) (16 x 9).
-    let mut dw = vec![0f32; cb * ca * 9];
-    matmul(cb * ca, 9, 16, &mut dw, false, Operand::transposed(&sum, cb * ca), Operand::plain(&g_kron(false), 9));
-    dw
 }
 
 /// Each (c, o) kernel's transform, `G g Gᵀ` at each position, as one

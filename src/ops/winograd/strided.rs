@@ -63,31 +63,76 @@ fn transform_tile<'a>(d: impl Fn(usize, usize) -> &'a [f32], c: usize, bd: &mut 
     }
 }
 
-/// The stride-2 convolution of `x` (N, C, H, W) with `wt` (O, C, 4, 4)
-/// plus `bias`: phase (p, q) correlates rows 2m + p and columns 2l + q of
-/// the padded input with taps (2a + p, 2b + q), and the phases sum inside
-/// each position's GEMMs.
+/// How a stride-2 convolution over H x W pixels divides into 2x2 output
+/// tiles: tile (i, j) reads padded rows 4i..4i+5 and columns 4j..4j+5.
+#[derive(Debug, Clone, Copy)]
+struct Strided {
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+    tw: usize,
+    rows: usize,
+    cols: usize,
+}
+
+impl Strided {
+    fn new(h: usize, w: usize) -> Self {
+        let (ho, wo) = (h / 2, w / 2);
+        let (th, tw) = (ho.div_ceil(2), wo.div_ceil(2));
+        Self { h, w, ho, wo, tw, rows: 4 * th + 2, cols: 4 * tw + 2 }
+    }
+
+    fn count(&self) -> usize {
+        (self.rows - 2) / 4 * self.tw
+    }
+
+    fn padded_len(&self, c: usize) -> usize {
+        self.rows * self.cols * c
+    }
+
+    /// Each tile's `Bᵀ d B` for each phase (p, q), the tile of rows 2m + p
+    /// and columns 2l + q, into `v` as tiles x 9 positions x 4 phases x C;
+    /// `xp` holds the padded image, `bd` (9 x C) `Bᵀ d`.
+    fn transform_input(&self, x: &[f32], c: usize, xp: &mut [f32], bd: &mut [f32], v: &mut [f32]) {
+        let cols = self.cols;
+        pad(x, (c, self.h, self.w), &mut xp[..self.padded_len(c)], cols);
+        for (tile, vt) in v.chunks_exact_mut(36 * c).take(self.count()).enumerate() {
+            let (r0, c0) = (4 * (tile / self.tw), 4 * (tile % self.tw));
+            for phase in 0..4 {
+                let (p, q) = (phase / 2, phase % 2);
+                let d = |a: usize, b: usize| &xp[((r0 + 2 * a + p) * cols + c0 + 2 * b + q) * c..][..c];
+                transform_tile(d, c, bd, &mut vt[phase * c..], 4 * c);
+            }
+        }
+    }
+
+    /// Where tile `t`'s output (a, b) lies in the Ho x Wo output, if inside it.
+    fn place(&self, t: usize, a: usize, b: usize) -> Option<usize> {
+        let (y, x) = (2 * (t / self.tw) + a, 2 * (t % self.tw) + b);
+        (y < self.ho && x < self.wo).then_some(y * self.wo + x)
+    }
+
+    /// (G ⊗ G) per phase for a convolution's kernel: phase (p, q) has taps
+    /// (2a + p, 2b + q).
+    fn coefs() -> Vec<f32> {
+        phase_coefs(|ph, a, b| (2 * a + ph / 2, 2 * b + ph % 2))
+    }
+}
+
+/// The stride-2 convolution of a batch (kernel (O, C, 4, 4)): phase (p,
+/// q) correlates rows 2m + p and columns 2l + q of the padded input with
+/// taps (2a + p, 2b + q), and the phases sum inside each position's GEMMs.
 pub(in crate::ops) fn conv4x4s2(batch: &Batch) -> Vec<f32> {
     let ((c, h, w), o) = (batch.dims, batch.o);
-    let (ho, wo) = (h / 2, w / 2);
-    let (th, tw) = (ho.div_ceil(2), wo.div_ceil(2));
-    // Tile (i, j) reads padded rows 4i..4i+5 and columns 4j..4j+5.
-    let (rows, cols) = (4 * th + 2, 4 * tw + 2);
-    let (count, plane) = (th * tw, ho * wo);
-    let u = Transformed::new(batch.wt, Kernel::Conv, (c, o), &phase_coefs(|ph, a, b| (2 * a + ph / 2, 2 * b + ph % 2)));
-    let lens = |t| [rows * cols * c + 9 * c, 36 * t * c, 9 * t * o];
+    let geom = Strided::new(h, w);
+    let (count, plane) = (geom.count(), geom.ho * geom.wo);
+    let u = Transformed::new(batch.wt, Kernel::Conv, (c, o), &Strided::coefs());
+    let lens = |t| [geom.padded_len(c) + 9 * c, 36 * t * c, 9 * t * o];
     batch.by_groups((count, plane), lens, |images, out, t, [xp, v, m]| {
-        let (xp, bd) = xp.split_at_mut(rows * cols * c);
+        let (xp, bd) = xp.split_at_mut(geom.padded_len(c));
         for (img, v) in images.chunks_exact(c * h * w).zip(v.chunks_exact_mut(count * 36 * c)) {
-            pad(img, (c, h, w), xp, cols);
-            for (tile, vt) in v.chunks_exact_mut(36 * c).enumerate() {
-                let (r0, c0) = (4 * (tile / tw), 4 * (tile % tw));
-                for phase in 0..4 {
-                    let (p, q) = (phase / 2, phase % 2);
-                    let d = |a: usize, b: usize| &xp[((r0 + 2 * a + p) * cols + c0 + 2 * b + q) * c..][..c];
-                    transform_tile(d, c, bd, &mut vt[phase * c..], 4 * c);
-                }
-            }
+            geom.transform_input(img, c, xp, bd, v);
         }
         // Position p: the 4 phases' (tiles x C) times (C x O), summed.
         for (p, m) in m.chunks_exact_mut(t * o).enumerate() {
@@ -97,10 +142,7 @@ pub(in crate::ops) fn conv4x4s2(batch: &Batch) -> Vec<f32> {
             }
         }
         let (mut px, mut tile) = (vec![0f32; plane * o], vec![0f32; 4 * o]);
-        let place = |t: usize, a: usize, b: usize| {
-            let (y, x) = (2 * (t / tw) + a, 2 * (t % tw) + b);
-            (y < ho && x < wo).then_some(y * wo + x)
-        };
+        let place = |t, a, b| geom.place(t, a, b);
         for (i, img) in out.chunks_exact_mut(o * plane).enumerate() {
             transform_output::<3>(m, (t, i * count, count), (o, batch.bias), output_rows, place, &mut tile, &mut px);
             transpose(&px, o, img, plane, (plane, o), |d, v| *d = v);
