@@ -27,6 +27,7 @@ use std::array;
 use rayon::prelude::*;
 
 use super::conv::{Dims, Operand, group_size, matmul, transpose, with_scratch};
+use super::min_chunks;
 
 mod strided;
 
@@ -262,7 +263,22 @@ impl Transformed {
         let taps = wt.len() / (c * o).max(1);
         let positions = coefs.len() / taps;
         let mut u = vec![0f32; positions * c * o];
-        matmul(positions, c * o, taps, &mut u, false, Operand::plain(coefs, taps), Operand::transposed(wt, taps));
+        // Positions split between the threads: the largest 64 px kernels
+        // take milliseconds, which one thread alone would leave the other idle for.
+        let per = positions.div_ceil(rayon::current_num_threads().max(1)).max(1);
+        let parts = u.par_chunks_mut(per * c * o).with_min_len(min_chunks(per * c * o)).enumerate();
+        parts.for_each(|(i, part)| {
+            let rows = part.len() / (c * o);
+            matmul(
+                rows,
+                c * o,
+                taps,
+                part,
+                false,
+                Operand::plain(&coefs[i * per * taps..], taps),
+                Operand::transposed(wt, taps),
+            );
+        });
         Self { u, kernel, c, o }
     }
 
