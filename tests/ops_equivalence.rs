@@ -82,11 +82,12 @@ type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
 // and 5x4 with batches of 5 and 7 that do not divide into the groups.
 // Batches of 4+ images (and one per thread) copy patches channels-last
 // when they make 16+ channels, as do their input gradients from 16+
-// channels: (6, 8, 8, 6, ...) and (4, 6, 5, 3, ...). From and to 16+
+// channels: (6, 8, 8, 6, ...) and (4, 6, 5, 3, ...). From 32+ into 64+
 // channels, 3x3 stride-1 and 4x4 stride-2 ones and their input gradients
-// run by Winograd instead: (6, 17, 8, 6, ...), (4, 16, 5, 3, ...) and the
-// odd-sized (5, 16, 9, 7, ...), whose tiles overhang the right and bottom
-// edges (the last one's input gradient, 9 x 7 from 4 x 3, keeps patches).
+// run by Winograd instead: (6, 64, 8, 6, ...), (4, 64, 5, 3, ...) and the
+// odd-sized (5, 64, 9, 7, ...) and (5, 40, 9, 7, ...), whose tiles
+// overhang the right and bottom edges (the last one's input gradient, 9 x
+// 7 from 4 x 3, keeps patches).
 // (1, 32, 48, 47, ...) is a single image big enough (2^25+ multiply-adds)
 // to split its output channels between threads.
 const CONV_CASES: [Case; 16] = [
@@ -101,18 +102,18 @@ const CONV_CASES: [Case; 16] = [
     (5, 2, 9, 7, 3, 3, 2, 1),
     (6, 8, 8, 6, 18, 4, 2, 1),
     (4, 6, 5, 3, 20, 3, 1, 1),
-    (6, 17, 8, 6, 18, 4, 2, 1),
-    (4, 16, 5, 3, 20, 3, 1, 1),
+    (6, 64, 8, 6, 65, 4, 2, 1),
+    (4, 64, 5, 3, 66, 3, 1, 1),
     (1, 32, 48, 47, 67, 3, 1, 1),
-    (5, 16, 9, 7, 17, 3, 1, 1),
-    (5, 16, 9, 7, 16, 4, 2, 1),
+    (5, 64, 9, 7, 64, 3, 1, 1),
+    (5, 40, 9, 7, 64, 4, 2, 1),
 ];
 
 // As [`CONV_CASES`], for transposed convolutions: the grouped cases read
 // 1x1 to 3x3 inputs, the next two are single images whose channels split
 // between threads; then batches that copy patches channels-last (into 7
-// channels, as G's RGB layer) and, from and to 16+ channels, batches that
-// run by Winograd, the last with tiles overhanging both edges.
+// channels, as G's RGB layer) and, from 32+ into 64+ channels, batches
+// that run by Winograd, the last with tiles overhanging both edges.
 const CONV_T_CASES: [Case; 15] = [
     (2, 4, 4, 4, 3, 4, 2, 1),
     (3, 3, 5, 7, 2, 4, 2, 1),
@@ -126,9 +127,9 @@ const CONV_T_CASES: [Case; 15] = [
     (1, 3, 4, 4, 5, 4, 2, 1),
     (1, 6, 3, 5, 8, 3, 1, 1),
     (6, 18, 3, 4, 7, 4, 2, 1),
-    (6, 18, 3, 4, 17, 4, 2, 1),
-    (5, 16, 4, 2, 16, 3, 1, 1),
-    (6, 17, 7, 11, 16, 3, 1, 1),
+    (6, 64, 3, 4, 65, 4, 2, 1),
+    (5, 64, 4, 2, 64, 3, 1, 1),
+    (6, 64, 7, 11, 64, 3, 1, 1),
 ];
 
 /// Runs `body` in rayon's default pool, in a one-thread pool, where each

@@ -171,17 +171,23 @@ fn channels_last(n: usize) -> bool {
     n >= CHANNELS_LAST_MIN_IMAGES.max(rayon::current_num_threads())
 }
 
-/// The fewest input and output channels for which a batch runs a 3x3
-/// stride-1 convolution by Winograd: with 12 (the pixel-shuffle RGB layer
-/// and its input gradient) the 16 GEMMs are too narrow, and at batch 64 at
-/// 32 px those took 23 and 21 ms against 19 and 12 as patches.
-const WINOGRAD_MIN_CHANNELS: usize = 16;
+/// The fewest input and output channels for which a batch runs a
+/// convolution by Winograd. Its GEMMs are O wide and C deep, and its
+/// output transform works per O values; narrow layers lost to patches
+/// (batch 32, one thread, patches / Winograd): stride-2 16 → 32 channels
+/// at 32x32 1.7 / 2.2 ms, transposed 32 → 16 and 64 → 32 from 16x16
+/// 1.9 / 3.6 and 5.6 / 7.1 ms, the pixel-shuffle RGB layer (64 → 12) at
+/// batch 64 19 / 23 ms; from 32 into 64 channels on they win (32 → 64 at
+/// 32x32 5.3 / 4.8 ms, 128 → 64 from 8x8 4.6 / 3.9).
+const WINOGRAD_MIN_IN: usize = 32;
+const WINOGRAD_MIN_OUT: usize = 64;
 
-/// Whether a 3x3 stride-1 convolution over `n` images from `c` to `o`
-/// channels runs by Winograd: a batch, as for [`channels_last`] patches
-/// (one image would pay the kernel transform, 16 values per (c, o), alone).
+/// Whether a 3x3 stride-1 or 4x4 stride-2 convolution over `n` images
+/// from `c` to `o` channels runs by Winograd: a batch, as for
+/// [`channels_last`] patches (one image would pay the kernel transform, 16
+/// or 36 values per (c, o), alone), of layers wide enough.
 fn winograd_batch(n: usize, c: usize, o: usize) -> bool {
-    channels_last(n) && c.min(o) >= WINOGRAD_MIN_CHANNELS
+    channels_last(n) && c >= WINOGRAD_MIN_IN && o >= WINOGRAD_MIN_OUT
 }
 
 /// Geometry of one convolution (square kernel, equal stride/padding on both axes).
