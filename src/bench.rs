@@ -74,14 +74,17 @@ pub fn forward_flops(m: &ModelConfig, n: usize, folded: bool) -> (f64, f64) {
     let levels = m.levels();
     let base = m.base_size();
     let gw = |l: usize| m.g_width << (levels - 1 - l);
+    let upsample = match m.upsample {
+        Upsample::NearestConv if folded => Upsample::ConvTranspose,
+        up => up,
+    };
     let mut g = 2.0 * (m.z_dim * gw(0) * base * base) as f64;
     for l in 0..levels {
         let cin = gw(l);
         let cout = if l + 1 == levels { m.channels } else { gw(l + 1) };
         let hi = base << l;
-        g += match m.upsample {
+        g += match upsample {
             Upsample::ConvTranspose => 2.0 * (cin * cout * 16 * hi * hi) as f64,
-            Upsample::NearestConv if folded => 2.0 * (cin * cout * 16 * hi * hi) as f64,
             Upsample::PixelShuffle => 2.0 * (cin * cout * 4 * 9 * hi * hi) as f64,
             Upsample::NearestConv => 2.0 * (cin * cout * 9 * 4 * hi * hi) as f64,
         };
@@ -150,8 +153,8 @@ fn synthetic(m: &ModelConfig, count: usize) -> Arc<Dataset> {
     })
 }
 
-/// Benchmarks one architecture; `stock` says candle's ops run (for the FLOP count).
-pub fn run_arch(m: &ModelConfig, device: &Device, quick: bool, stock: bool) -> Result<ArchResult> {
+/// Benchmarks one architecture.
+pub fn run_arch(m: &ModelConfig, device: &Device, quick: bool) -> Result<ArchResult> {
     use rand::SeedableRng;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let g = {
@@ -180,8 +183,7 @@ pub fn run_arch(m: &ModelConfig, device: &Device, quick: bool, stock: bool) -> R
         Ok(())
     })?;
     let ips = 64.0 / (step_ms * 1e-3);
-    let folded = !stock && !device.is_metal();
-    let gflops = train_flops(m, 64, folded) / (step_ms * 1e-3) / 1e9;
+    let gflops = train_flops(m, 64, crate::ops::upsample::folds_on(device)) / (step_ms * 1e-3) / 1e9;
     Ok(ArchResult {
         name: format!("dcgan{}-{}", m.resolution, serde_json::to_value(m.upsample)?.as_str().unwrap_or("")),
         resolution: m.resolution,
@@ -201,7 +203,7 @@ pub fn run(resolutions: &[usize], device: &Device, quick: bool, stock: bool) -> 
     let mut archs = Vec::new();
     for &res in resolutions {
         for up in [Upsample::ConvTranspose, Upsample::PixelShuffle, Upsample::NearestConv] {
-            let mut r = run_arch(&arch(res, up), device, quick, stock)?;
+            let mut r = run_arch(&arch(res, up), device, quick)?;
             r.train_ceiling_share = r.train_gflops / ceiling;
             eprintln!(
                 "{:<26} G b1 {:>7.2} ms  G b64 {:>8.1} ms  train {:>7.1} img/s  {:>6.1} GFLOP/s ({:>4.1}% of matmul)",

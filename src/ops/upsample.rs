@@ -16,10 +16,11 @@
 //! formulation only in the order of the f32 sums.
 
 use std::sync::OnceLock;
+use std::sync::atomic::Ordering;
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 
-use super::{conv, fast, fast_cuda};
+use super::{FAST, conv};
 
 /// Row `t` of the transposed kernel sums these rows of the 3x3 one.
 const FOLD: [[f32; 3]; 4] = [[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]];
@@ -33,7 +34,7 @@ const FOLD: [[f32; 3]; 4] = [[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0], 
 /// explorer's case. Trainable weights are folded on every call, which a
 /// batch amortizes.
 pub fn upsample_conv3x3(x: &Tensor, w: &Tensor, b: &Tensor, folded: &OnceLock<Tensor>) -> Result<Tensor> {
-    if !fast(&[x, w, b]) && !fast_cuda(&[x, w, b]) {
+    if !folds_on(x.device()) || [x, w, b].iter().any(|t| t.dtype() != DType::F32) {
         let (_, _, h, wd) = x.dims4()?;
         return conv::conv2d(&x.upsample_nearest2d(2 * h, 2 * wd)?, w, b, 1, 1);
     }
@@ -49,6 +50,12 @@ pub fn upsample_conv3x3(x: &Tensor, w: &Tensor, b: &Tensor, folded: &OnceLock<Te
         }
     };
     conv::conv_transpose2d(x, &kernel, b, 2, 1)
+}
+
+/// Whether f32 upsampling convolutions on `device` run folded: where the
+/// fast ops run (the CPU, CUDA) and they are on (`ops::set_fast`).
+pub fn folds_on(device: &Device) -> bool {
+    FAST.load(Ordering::Relaxed) && (device.is_cpu() || device.is_cuda())
 }
 
 /// The transposed convolution's kernel (C, O, 4, 4) for `w` (O, C, 3, 3):

@@ -185,6 +185,17 @@ fn transform_output<const S: usize>(
     }
 }
 
+/// Fills each image of `out` (O planes of `plane` pixels): `fill(i, tile,
+/// px)` writes image `i` channels-last into `px` (`plane` x O), with
+/// `tile` (4 x O) to spare, and the pixels then go into the planes.
+fn to_planes(out: &mut [f32], (o, plane): (usize, usize), fill: impl Fn(usize, &mut [f32], &mut [f32])) {
+    let (mut px, mut tile) = (vec![0f32; plane * o], vec![0f32; 4 * o]);
+    for (i, img) in out.chunks_exact_mut(o * plane).enumerate() {
+        fill(i, &mut tile, &mut px);
+        transpose(&px, o, img, plane, (plane, o), |d, v| *d = v);
+    }
+}
+
 /// A batched convolution's arguments: `x`, `n` images of `dims` (C, H,
 /// W), and its kernel `wt` into `o` channels, plus `bias`.
 pub(in crate::ops) struct Batch<'a> {
@@ -235,12 +246,10 @@ pub(super) fn conv3x3(batch: &Batch, kernel: Kernel) -> Vec<f32> {
         for (p, m) in m.chunks_exact_mut(t * o).enumerate() {
             matmul(t, o, c, m, false, Operand::plain(&v[p * c..], 16 * c), u.position(p));
         }
-        let (mut px, mut tile) = (vec![0f32; plane * o], vec![0f32; 4 * o]);
-        for (i, img) in out.chunks_exact_mut(o * plane).enumerate() {
-            let place = |t, a, b| tiles.place(t, a, b);
-            transform_output::<4>(m, (t, i * count, count), (o, batch.bias), output_rows, place, &mut tile, &mut px);
-            transpose(&px, o, img, plane, (plane, o), |d, v| *d = v);
-        }
+        let place = |t, a, b| tiles.place(t, a, b);
+        to_planes(out, (o, plane), |i, tile, px| {
+            transform_output::<4>(m, (t, i * count, count), (o, batch.bias), output_rows, place, tile, px);
+        });
     })
 }
 

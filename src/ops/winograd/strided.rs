@@ -11,8 +11,8 @@
 //! multiply-adds), with integer transforms: Bᵀ = [1 -1 0; 0 1 0; 0 -1 1],
 //! G = [1 0; 1 1; 0 1], Aᵀ = [1 1 0; 0 1 1].
 
-use super::super::conv::{Operand, matmul, transpose};
-use super::{Batch, Kernel, Tiles, Transformed, add_signed, pad, transform_output};
+use super::super::conv::{Operand, matmul};
+use super::{Batch, Kernel, Tiles, Transformed, add_signed, pad, to_planes, transform_output};
 
 /// G of F(2x2, 2x2).
 const G2: [[f32; 2]; 3] = [[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]];
@@ -63,6 +63,28 @@ fn transform_tile<'a>(d: impl Fn(usize, usize) -> &'a [f32], c: usize, bd: &mut 
     }
 }
 
+/// `Bᵀ d B` of each of `count` tiles' 4 phases, into `v` as tiles x 9
+/// positions x 4 phases x C: `pixel(tile, phase, a, b)` is the (row,
+/// column) of the padded image `xp` (rows `cols` pixels of C values) that
+/// the phase's tile has at (a, b); `bd` (9 x C) holds `Bᵀ d`.
+fn transform_phases(
+    xp: &[f32],
+    (c, cols, count): (usize, usize, usize),
+    pixel: impl Fn(usize, usize, usize, usize) -> (usize, usize),
+    bd: &mut [f32],
+    v: &mut [f32],
+) {
+    for (tile, vt) in v.chunks_exact_mut(36 * c).take(count).enumerate() {
+        for phase in 0..4 {
+            let d = |a: usize, b: usize| {
+                let (r, col) = pixel(tile, phase, a, b);
+                &xp[(r * cols + col) * c..][..c]
+            };
+            transform_tile(d, c, bd, &mut vt[phase * c..], 4 * c);
+        }
+    }
+}
+
 /// How a stride-2 convolution over H x W pixels divides into 2x2 output
 /// tiles: tile (i, j) reads padded rows 4i..4i+5 and columns 4j..4j+5.
 #[derive(Debug, Clone, Copy)]
@@ -95,16 +117,10 @@ impl Strided {
     /// and columns 2l + q, into `v` as tiles x 9 positions x 4 phases x C;
     /// `xp` holds the padded image, `bd` (9 x C) `Bᵀ d`.
     fn transform_input(&self, x: &[f32], c: usize, xp: &mut [f32], bd: &mut [f32], v: &mut [f32]) {
-        let cols = self.cols;
-        pad(x, (c, self.h, self.w), &mut xp[..self.padded_len(c)], cols);
-        for (tile, vt) in v.chunks_exact_mut(36 * c).take(self.count()).enumerate() {
-            let (r0, c0) = (4 * (tile / self.tw), 4 * (tile % self.tw));
-            for phase in 0..4 {
-                let (p, q) = (phase / 2, phase % 2);
-                let d = |a: usize, b: usize| &xp[((r0 + 2 * a + p) * cols + c0 + 2 * b + q) * c..][..c];
-                transform_tile(d, c, bd, &mut vt[phase * c..], 4 * c);
-            }
-        }
+        pad(x, (c, self.h, self.w), &mut xp[..self.padded_len(c)], self.cols);
+        let tw = self.tw;
+        let pixel = |t, ph, a, b| (4 * (t / tw) + 2 * a + ph / 2, 4 * (t % tw) + 2 * b + ph % 2);
+        transform_phases(xp, (c, self.cols, self.count()), pixel, bd, v);
     }
 
     /// Where tile `t`'s output (a, b) lies in the Ho x Wo output, if inside it.
@@ -141,12 +157,10 @@ pub(in crate::ops) fn conv4x4s2(batch: &Batch) -> Vec<f32> {
                 matmul(t, o, c, m, phase > 0, Operand::plain(&v[e * c..], 36 * c), u.position(e));
             }
         }
-        let (mut px, mut tile) = (vec![0f32; plane * o], vec![0f32; 4 * o]);
         let place = |t, a, b| geom.place(t, a, b);
-        for (i, img) in out.chunks_exact_mut(o * plane).enumerate() {
-            transform_output::<3>(m, (t, i * count, count), (o, batch.bias), output_rows, place, &mut tile, &mut px);
-            transpose(&px, o, img, plane, (plane, o), |d, v| *d = v);
-        }
+        to_planes(out, (o, plane), |i, tile, px| {
+            transform_output::<3>(m, (t, i * count, count), (o, batch.bias), output_rows, place, tile, px);
+        });
     })
 }
 
@@ -165,36 +179,21 @@ pub(in crate::ops) fn conv_t4x4s2(batch: &Batch) -> Vec<f32> {
         let (xp, bd) = xp.split_at_mut(tiles.padded_len(c));
         for (img, v) in images.chunks_exact(c * h * w).zip(v.chunks_exact_mut(count * 36 * c)) {
             tiles.pad(img, c, xp);
-            for (tile, vt) in v.chunks_exact_mut(36 * c).enumerate() {
-                let (r0, c0) = (2 * (tile / tiles.tw), 2 * (tile % tiles.tw));
-                for phase in 0..4 {
-                    let (p, q) = (phase / 2, phase % 2);
-                    let d = |a: usize, b: usize| &xp[((r0 + p + a) * cols + c0 + q + b) * c..][..c];
-                    transform_tile(d, c, bd, &mut vt[phase * c..], 4 * c);
-                }
-            }
+            let tw = tiles.tw;
+            let pixel = |t, ph, a, b| (2 * (t / tw) + ph / 2 + a, 2 * (t % tw) + ph % 2 + b);
+            transform_phases(xp, (c, cols, count), pixel, bd, v);
         }
         // Phase by phase, position p: (tiles x C) times (C x O).
         for (e, m) in m.chunks_exact_mut(t * o).enumerate() {
             let at = (e % 9) * 4 + e / 9;
             matmul(t, o, c, m, false, Operand::plain(&v[at * c..], 36 * c), u.position(at));
         }
-        let (mut px, mut tile) = (vec![0f32; plane * o], vec![0f32; 4 * o]);
-        for (i, img) in out.chunks_exact_mut(o * plane).enumerate() {
+        to_planes(out, (o, plane), |i, tile, px| {
             for (phase, m) in m.chunks_exact(9 * t * o).enumerate() {
                 let (p, q) = (phase / 2, phase % 2);
                 let place = |t, a, b| tiles.place(t, a, b).map(|at| (2 * (at / w) + p) * 2 * w + 2 * (at % w) + q);
-                transform_output::<3>(
-                    m,
-                    (t, i * count, count),
-                    (o, batch.bias),
-                    output_rows,
-                    place,
-                    &mut tile,
-                    &mut px,
-                );
+                transform_output::<3>(m, (t, i * count, count), (o, batch.bias), output_rows, place, tile, px);
             }
-            transpose(&px, o, img, plane, (plane, o), |d, v| *d = v);
-        }
+        });
     })
 }
