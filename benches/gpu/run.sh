@@ -13,8 +13,10 @@
 #   ../shared/gpu/build-cuda.sh --no-default-features --test ops_equivalence
 #   benches/gpu/pack.sh
 # On the GPU machine, from the project root:
-#   bash benches/gpu/run.sh
+#   bash benches/gpu/run.sh          # everything, ~10 min
+#   bash benches/gpu/run.sh quick    # no TF32, stock or profile runs, ~5 min
 set -uo pipefail
+QUICK=$([ "${1:-}" = quick ] && echo 1 || echo 0)
 FINAL="${OUT:-/tmp/ganscope-gpu}"
 OUT=$(mktemp -d)
 mkdir -p "$FINAL" .gpu
@@ -53,10 +55,12 @@ bench() {  # report file under $OUT, then the command
 }
 bench fp32/ours-1.json $BIN bench
 bench fp32/torch-1.json python3 benches/reference/torch_dcgan.py
-bench tf32/ours-1.json $BIN bench --tf32
-bench tf32/torch-1.json python3 benches/reference/torch_dcgan.py --tf32
-bench stock/ours-1.json $BIN bench --stock --resolutions 64
-for d in fp32 tf32; do python3 benches/ratios.py "$OUT/$d" > "$OUT/$d/ratios.txt" 2>&1; done
+if [ "$QUICK" = 0 ]; then
+  bench tf32/ours-1.json $BIN bench --tf32
+  bench tf32/torch-1.json python3 benches/reference/torch_dcgan.py --tf32
+  bench stock/ours-1.json $BIN bench --stock --resolutions 64
+fi
+for d in fp32 tf32; do [ -d "$OUT/$d" ] && python3 benches/ratios.py "$OUT/$d" > "$OUT/$d/ratios.txt" 2>&1; done
 
 step "4. training the default recipe on CUDA"
 timeout 90 $BIN train --device cuda --data builtin:emoji --out "$OUT/emoji" --steps 400 \
@@ -70,10 +74,12 @@ if [ -d "$d" ]; then
   tail -3 "$d/metrics.jsonl" > "$OUT/train-metrics-tail.jsonl" 2>/dev/null
   rm -rf "$d"
 fi
-step "5. GPU time per kernel of a few training steps (Nsight Compute)"
-timeout 150 bash benches/gpu/profile.sh "$BIN" > "$OUT/kernels.txt" 2>&1
+if [ "$QUICK" = 0 ]; then
+  step "5. GPU time per kernel of a few training steps (Nsight Compute)"
+  timeout 150 bash benches/gpu/profile.sh "$BIN" > "$OUT/kernels.txt" 2>&1
+fi
 step "done"
 for f in steps.txt equivalence.txt same.txt fp32/ratios.txt tf32/ratios.txt stock/ours-1.txt train.txt kernels.txt; do
-  echo "---- $f"; tail -25 "$OUT/$f"
+  [ -f "$OUT/$f" ] && { echo "---- $f"; tail -25 "$OUT/$f"; }
 done | tee "$FINAL/summary.txt"
 tar czf "$FINAL/results.tgz" -C "$OUT" .
