@@ -38,7 +38,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 use super::winograd::{self, Batch, Kernel};
-use super::{bias, fast, fast_cuda, min_chunks, par_chunked, slice, tracked, unfold};
+use super::{CHUNK, bias, fast, fast_cuda, min_chunks, par_chunked, par_zeroed, slice, tracked, unfold};
 
 /// The fewest GEMM columns per group worth aiming for: below this the gemm
 /// crate's edge microkernels and per-call overhead dominate.
@@ -468,13 +468,13 @@ impl Convolution for Conv {
         // Channels-last, the kernel as O x (kh, kw, c): the order of a patch row.
         let wt = (channels_last(n) && o >= CHANNELS_LAST_MIN_OUT).then(|| transpose_blocks(w, (c, k * k)));
         let padded = if wt.is_some() { self.0.padded_len((c, h, wd)) } else { 0 };
-        let mut y = vec![0f32; n * o * hw];
         if wt.is_none() && n < rayon::current_num_threads() && o * ckk * hw >= SPLIT_MIN_MACS {
+            let mut y = vec![0f32; n * o * hw];
             self.split_channels(x, w, bias, (c, h, wd), &mut y);
             return Ok((CpuStorage::F32(y), Shape::from((n, o, ho, wo))));
         }
         let g = group_size(n, hw);
-        y.par_chunks_mut(g * o * hw).enumerate().for_each(|(j, out)| {
+        let y = par_zeroed(n * o * hw, g * o * hw, |j, out| {
             let gi = out.len() / (o * hw);
             let ld = gi * hw;
             let prod = if wt.is_some() || gi > 1 { o * ld } else { 0 };
@@ -759,9 +759,12 @@ impl CustomOp2 for WeightGrad {
                 acc
             })
             .collect();
-        let mut sum = vec![0f32; cb * kka];
+        // The first thread's partial takes the others' (in parallel chunks).
+        let mut partials = partials.into_iter();
+        let mut sum = partials.next().unwrap_or_else(|| vec![0f32; cb * kka]);
         for p in partials {
-            sum.iter_mut().zip(p).for_each(|(d, v)| *d += v);
+            let chunks = sum.par_chunks_mut(CHUNK).zip(p.par_chunks(CHUNK));
+            chunks.for_each(|(d, p)| d.iter_mut().zip(p).for_each(|(d, v)| *d += v));
         }
         // From B x (kh, kw, a), the order of a patch row, to B x A x K x K.
         let dw = transpose_blocks(&sum, (k * k, ca));

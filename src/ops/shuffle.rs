@@ -7,9 +7,8 @@
 //! each output row interleaves two input rows.
 
 use candle_core::{Result, Shape, Tensor};
-use rayon::prelude::*;
 
-use super::{LinearMap, MapOp, fast, min_chunks};
+use super::{LinearMap, MapOp, fast, par_zeroed};
 
 /// (N, 4C, H, W) -> (N, C, 2H, 2W), with `y[n, c, 2h + i, 2w + j] =
 /// x[n, 4c + 2i + j, h, w]`.
@@ -54,18 +53,17 @@ impl LinearMap for Shuffle {
     /// rayon splits the work by groups of four small planes.
     fn run(self, x: &[f32], (n, c, h, w): (usize, usize, usize, usize)) -> Result<(Vec<f32>, Shape)> {
         let quad = if let Shuffle::Up = self { 4 * h * w } else { h * w };
-        let mut y = vec![0f32; x.len()];
         let shape = match self {
             Shuffle::Up => Shape::from((n, c / 4, 2 * h, 2 * w)),
             Shuffle::Down if h % 2 == 0 && w % 2 == 0 => Shape::from((n, 4 * c, h / 2, w / 2)),
             Shuffle::Down => candle_core::bail!("pixel unshuffle: odd size {h}x{w}"),
         };
         if x.is_empty() {
-            return Ok((y, shape));
+            return Ok((Vec::new(), shape));
         }
-        let quads = y.par_chunks_mut(quad).zip(x.par_chunks(quad)).with_min_len(min_chunks(quad));
-        quads.for_each(|(dst, src)| match self {
+        let y = par_zeroed(x.len(), quad, |i, dst| match self {
             Shuffle::Up => {
+                let src = &x[i * quad..][..quad];
                 // Output row 2h + i interleaves row h of input planes 2i and 2i + 1.
                 for (r, row) in dst.chunks_exact_mut(2 * w).enumerate() {
                     let (even, odd) =
@@ -77,6 +75,7 @@ impl LinearMap for Shuffle {
                 }
             }
             Shuffle::Down => {
+                let src = &x[i * quad..][..quad];
                 // Output plane 2i + j takes every other value of rows i, i + 2, ...
                 // from column j on.
                 let (ho, wo) = (h / 2, w / 2);

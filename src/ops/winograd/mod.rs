@@ -24,10 +24,8 @@
 
 use std::array;
 
-use rayon::prelude::*;
-
 use super::conv::{Dims, Operand, group_size, matmul, transpose, with_scratch};
-use super::min_chunks;
+use super::par_zeroed;
 
 mod strided;
 
@@ -220,13 +218,11 @@ impl Batch<'_> {
     ) -> Vec<f32> {
         let (c, h, w) = self.dims;
         let g = group_size(self.n, count);
-        let mut y = vec![0f32; self.n * self.o * plane];
-        y.par_chunks_mut(g * self.o * plane).enumerate().for_each(|(j, out)| {
+        par_zeroed(self.n * self.o * plane, g * self.o * plane, |j, out| {
             let gi = out.len() / (self.o * plane);
             let images = &self.x[j * g * c * h * w..][..gi * c * h * w];
             with_scratch(lens(gi * count), |bufs| body(images, out, gi * count, bufs));
-        });
-        y
+        })
     }
 }
 
@@ -271,12 +267,10 @@ impl Transformed {
     fn new(wt: &[f32], kernel: Kernel, (c, o): (usize, usize), coefs: &[f32]) -> Self {
         let taps = wt.len() / (c * o).max(1);
         let positions = coefs.len() / taps;
-        let mut u = vec![0f32; positions * c * o];
         // Positions split between the threads: the largest 64 px kernels
         // take milliseconds, which one thread alone would leave the other idle for.
         let per = positions.div_ceil(rayon::current_num_threads().max(1)).max(1);
-        let parts = u.par_chunks_mut(per * c * o).with_min_len(min_chunks(per * c * o)).enumerate();
-        parts.for_each(|(i, part)| {
+        let u = par_zeroed(positions * c * o, per * c * o, |i, part| {
             let rows = part.len() / (c * o);
             matmul(
                 rows,
