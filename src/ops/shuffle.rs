@@ -61,9 +61,20 @@ impl LinearMap for Shuffle {
         if x.is_empty() {
             return Ok((Vec::new(), shape));
         }
-        let y = par_zeroed(x.len(), quad, |i, dst| match self {
+        let y = par_zeroed(x.len(), quad, |i, dst| {
+            let src = &x[i * quad..][..dst.len()];
+            self.map_quad(src, dst, (h, w));
+        });
+        Ok((y, shape))
+    }
+}
+
+impl Shuffle {
+    /// One group of four planes: `src` (four input planes for `Up`, one
+    /// for `Down`) into `dst`.
+    fn map_quad(self, src: &[f32], dst: &mut [f32], (h, w): (usize, usize)) {
+        match self {
             Shuffle::Up => {
-                let src = &x[i * quad..][..quad];
                 // Output row 2h + i interleaves row h of input planes 2i and 2i + 1.
                 for (r, row) in dst.chunks_exact_mut(2 * w).enumerate() {
                     let (even, odd) =
@@ -75,7 +86,6 @@ impl LinearMap for Shuffle {
                 }
             }
             Shuffle::Down => {
-                let src = &x[i * quad..][..quad];
                 // Output plane 2i + j takes every other value of rows i, i + 2, ...
                 // from column j on.
                 let (ho, wo) = (h / 2, w / 2);
@@ -86,7 +96,6 @@ impl LinearMap for Shuffle {
                     }
                 }
             }
-        });
-        Ok((y, shape))
+        }
     }
 }
