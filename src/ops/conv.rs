@@ -474,7 +474,8 @@ impl Convolution for Conv {
             return Ok((CpuStorage::F32(y), Shape::from((n, o, ho, wo))));
         }
         let g = group_size(n, hw);
-        let y = par_zeroed(n * o * hw, g * o * hw, |j, out| {
+        // A group per job: `group_size` already shares the images out between the threads.
+        let y = par_zeroed(n * o * hw, (g * o * hw, 1), |j, out| {
             let gi = out.len() / (o * hw);
             let ld = gi * hw;
             let prod = if wt.is_some() || gi > 1 { o * ld } else { 0 };

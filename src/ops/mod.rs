@@ -131,19 +131,19 @@ where
     out
 }
 
-/// A vector of `len` values written chunk by chunk in parallel: chunk `i`
-/// (`chunk` values, fewer at the end) is zeroed, then handed to `fill(i,
-/// chunk)`, by the same thread.
+/// A vector of `len` values written chunk by chunk in parallel, at least
+/// `min_len` chunks per rayon job: chunk `i` (`chunk` values, fewer at the
+/// end) is zeroed, then handed to `fill(i, chunk)`, by the same thread.
 ///
 /// Why not `vec![0.0; len]`: that zeroes on the calling thread while the
 /// pool waits. In a two-thread training step the calling thread spent ~7%
 /// of the wall time alone in such passes (`perf`, memset), the convolution
 /// outputs among them.
-fn par_zeroed(len: usize, chunk: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+fn par_zeroed(len: usize, (chunk, min_len): (usize, usize), fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
     let mut out = Vec::with_capacity(len);
     let chunk = chunk.max(1);
     let slots = out.spare_capacity_mut().par_chunks_mut(chunk);
-    slots.with_min_len(min_chunks(chunk)).enumerate().for_each(|(i, slots)| {
+    slots.with_min_len(min_len).enumerate().for_each(|(i, slots)| {
         slots.fill(MaybeUninit::new(0.0));
         // SAFETY: every slot of this chunk was just written; a
         // `MaybeUninit<f32>` has the layout of an `f32`.

@@ -8,7 +8,7 @@
 
 use candle_core::{Result, Shape, Tensor};
 
-use super::{LinearMap, MapOp, fast, par_zeroed};
+use super::{LinearMap, MapOp, fast, min_chunks, par_zeroed};
 
 /// (N, 4C, H, W) -> (N, C, 2H, 2W), with `y[n, c, 2h + i, 2w + j] =
 /// x[n, 4c + 2i + j, h, w]`.
@@ -61,7 +61,7 @@ impl LinearMap for Shuffle {
         if x.is_empty() {
             return Ok((Vec::new(), shape));
         }
-        let y = par_zeroed(x.len(), quad, |i, dst| {
+        let y = par_zeroed(x.len(), (quad, min_chunks(quad)), |i, dst| {
             let src = &x[i * quad..][..dst.len()];
             self.map_quad(src, dst, (h, w));
         });

@@ -25,7 +25,7 @@
 use std::array;
 
 use super::conv::{Dims, Operand, group_size, matmul, transpose, with_scratch};
-use super::par_zeroed;
+use super::{min_chunks, par_zeroed};
 
 mod strided;
 
@@ -218,7 +218,8 @@ impl Batch<'_> {
     ) -> Vec<f32> {
         let (c, h, w) = self.dims;
         let g = group_size(self.n, count);
-        par_zeroed(self.n * self.o * plane, g * self.o * plane, |j, out| {
+        // A group per job: `group_size` already shares the images out between the threads.
+        par_zeroed(self.n * self.o * plane, (g * self.o * plane, 1), |j, out| {
             let gi = out.len() / (self.o * plane);
             let images = &self.x[j * g * c * h * w..][..gi * c * h * w];
             with_scratch(lens(gi * count), |bufs| body(images, out, gi * count, bufs));
@@ -270,7 +271,7 @@ impl Transformed {
         // Positions split between the threads: the largest 64 px kernels
         // take milliseconds, which one thread alone would leave the other idle for.
         let per = positions.div_ceil(rayon::current_num_threads().max(1)).max(1);
-        let u = par_zeroed(positions * c * o, per * c * o, |i, part| {
+        let u = par_zeroed(positions * c * o, (per * c * o, min_chunks(per * c * o)), |i, part| {
             let rows = part.len() / (c * o);
             matmul(
                 rows,
