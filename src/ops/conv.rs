@@ -37,6 +37,7 @@ use std::ops::Range;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::transpose::{Store, transpose};
 use super::winograd::{self, Batch, Kernel};
 use super::{CHUNK, bias, fast, fast_cuda, min_chunks, par_chunked, par_zeroed, slice, tracked, unfold};
 
@@ -119,26 +120,6 @@ fn scatter(src: &[f32], imgs: usize, rows: usize, len: usize, dst: &mut [f32]) {
 
 /// (channels, height, width) of one image.
 pub(super) type Dims = (usize, usize, usize);
-
-/// `dst[j * ldd + i] = op(dst, src[i * lds + j])` for `i < rows`, `j <
-/// cols`: a transpose, in tiles so that both sides stay in cache.
-pub(super) fn transpose(
-    src: &[f32],
-    lds: usize,
-    dst: &mut [f32],
-    ldd: usize,
-    (rows, cols): (usize, usize),
-    op: impl Fn(&mut f32, f32),
-) {
-    const TILE: usize = 16;
-    for i0 in (0..rows).step_by(TILE) {
-        let i1 = (i0 + TILE).min(rows);
-        for j in 0..cols {
-            let src = src[i0 * lds + j..].iter().step_by(lds);
-            dst[j * ldd + i0..j * ldd + i1].iter_mut().zip(src).for_each(|(d, &v)| op(d, v));
-        }
-    }
-}
 
 /// `src` as blocks of `rows` x `cols`, each block transposed: a kernel's
 /// channel axis moved behind its taps, or back.
@@ -322,7 +303,7 @@ impl Geom {
         for (y, row) in xp[p * line..(h + p) * line].chunks_exact_mut(line).enumerate() {
             row[..p * c].fill(0.0);
             row[(w + p) * c..].fill(0.0);
-            transpose(&x[y * w..], h * w, &mut row[p * c..], c, (c, w), |d, v| *d = v);
+            transpose(&x[y * w..], h * w, &mut row[p * c..], c, (c, w), Store::Set);
         }
     }
 
@@ -331,7 +312,7 @@ impl Geom {
     fn add_unpadded(&self, yp: &[f32], (c, h, w): Dims, y: &mut [f32]) {
         let (p, line) = (self.pad, (w + 2 * self.pad) * c);
         for (r, row) in yp[p * line..(h + p) * line].chunks_exact(line).enumerate() {
-            transpose(&row[p * c..], c, &mut y[r * w..], h * w, (w, c), |d, v| *d += v);
+            transpose(&row[p * c..], c, &mut y[r * w..], h * w, (w, c), Store::Add);
         }
     }
 
@@ -493,7 +474,7 @@ impl Convolution for Conv {
                     }
                     matmul(ld, o, ckk, prod, bias.is_some(), Operand::plain(cols, ckk), Operand::transposed(wt, ckk));
                     for (px, img) in prod.chunks_exact(hw * o).zip(out.chunks_exact_mut(o * hw)) {
-                        transpose(px, o, img, hw, (hw, o), |d, v| *d = v);
+                        transpose(px, o, img, hw, (hw, o), Store::Set);
                     }
                 } else {
                     for (t, img) in images.enumerate() {

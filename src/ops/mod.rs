@@ -18,6 +18,7 @@ pub mod conv;
 #[cfg(feature = "cuda")]
 mod cuda;
 pub mod shuffle;
+mod transpose;
 pub mod unfold;
 pub mod upsample;
 mod winograd;

@@ -24,7 +24,8 @@
 
 use std::array;
 
-use super::conv::{Dims, Operand, group_size, matmul, transpose, with_scratch};
+use super::conv::{Dims, Operand, group_size, matmul, with_scratch};
+use super::transpose::{Store, transpose};
 use super::{min_chunks, par_zeroed};
 
 mod strided;
@@ -85,7 +86,7 @@ fn pad(x: &[f32], (c, h, w): Dims, xp: &mut [f32], cols: usize) {
         }
         row[..c].fill(0.0);
         row[(w + 1) * c..].fill(0.0);
-        transpose(&x[(r - 1) * w..], h * w, &mut row[c..], c, (c, w), |d, v| *d = v);
+        transpose(&x[(r - 1) * w..], h * w, &mut row[c..], c, (c, w), Store::Set);
     }
 }
 
@@ -190,7 +191,7 @@ fn to_planes(out: &mut [f32], (o, plane): (usize, usize), fill: impl Fn(usize, &
     let (mut px, mut tile) = (vec![0f32; plane * o], vec![0f32; 4 * o]);
     for (i, img) in out.chunks_exact_mut(o * plane).enumerate() {
         fill(i, &mut tile, &mut px);
-        transpose(&px, o, img, plane, (plane, o), |d, v| *d = v);
+        transpose(&px, o, img, plane, (plane, o), Store::Set);
     }
 }
 
