@@ -536,6 +536,49 @@ fn leaky_relu_second_order_matches_candle() -> Result<()> {
     Ok(())
 }
 
+/// tanh matches candle's, values and gradients, on a tensor larger than one
+/// rayon chunk, and so does the gradient of `|d(sum(tanh(x * s) * up))/dx|²`
+/// in `s`, as for LeakyReLU. With `CANDLE_GRAD_DO_NOT_DETACH=1` candle
+/// also differentiates that penalty in `x`, through the op's backward
+/// (`TanhGrad`'s own backward), and the test compares that too.
+#[test]
+fn tanh_matches_candle() -> Result<()> {
+    in_each_pool(|| {
+        let mut rng = ChaCha8Rng::seed_from_u64(19);
+        for shape in [[1, 1, 1, 1], [3, 3, 7, 9], [2, 3, 130, 131]] {
+            let x = (rand_tensor(&mut rng, &shape)? * 3.0)?;
+            let s = rand_tensor(&mut rng, &shape)?;
+            let what = format!("tanh {shape:?}");
+            check(
+                &Device::Cpu,
+                &what,
+                &[("x", x), ("s", s)],
+                &mut rng,
+                |t| activation::tanh(&(t[0] * t[1])?),
+                |t| (t[0] * t[1])?.tanh(),
+            )?;
+        }
+        let x = Var::from_tensor(&rand_tensor(&mut rng, &[3, 4, 5, 6])?)?;
+        let s = Var::from_tensor(&rand_tensor(&mut rng, &[3, 4, 5, 6])?)?;
+        let up = rand_tensor(&mut rng, &[3, 4, 5, 6])?;
+        let d2 = |f: &dyn Fn(&Tensor) -> Result<Tensor>| -> Result<(Option<Tensor>, Tensor)> {
+            let y = f(&(x.as_tensor() * s.as_tensor())?)?;
+            let g = (y * &up)?.sum_all()?.backward()?;
+            let penalty = g.get(x.as_tensor()).expect("dx").sqr()?.sum_all()?.backward()?;
+            Ok((penalty.get(x.as_tensor()).cloned(), penalty.get(s.as_tensor()).expect("d2s").clone()))
+        };
+        let (fast, want) = (d2(&activation::tanh)?, d2(&Tensor::tanh)?);
+        assert_close("tanh d2s", &fast.1, &want.1)?;
+        match (fast.0, want.0) {
+            (Some(f), Some(w)) => assert_close("tanh d2x", &f, &w),
+            (f, w) => {
+                assert_eq!(f.is_some(), w.is_some(), "d2x exists on one side only");
+                Ok(())
+            }
+        }
+    })
+}
+
 /// Three Adam steps in place against the same steps written with candle
 /// ops, from random moments, on a tensor larger than one rayon chunk.
 /// Three Adam steps of the in-place ops on `device` match candle's ops on the CPU.

@@ -7,7 +7,7 @@ use candle_core::{Result, Tensor};
 use super::blocks::{Conv, ConvTranspose, Linear, Norm, Pass, ResizeConv, dropout};
 use super::config::{ModelConfig, Upsample};
 use super::params::{Init, Params, Role, Scope, randn};
-use crate::ops::activation::leaky_relu;
+use crate::ops::activation::{leaky_relu, tanh};
 use crate::ops::shuffle::pixel_shuffle;
 
 /// One 2x upsampling step.
@@ -94,7 +94,7 @@ impl Generator {
             x = up.forward(&x)?;
             x = match self.norms.get(level) {
                 Some(norm) => self.hidden(norm, &x, level + 1, pass)?,
-                None => x.tanh()?,
+                None => tanh(&x)?,
             };
         }
         Ok(x)

@@ -1,12 +1,16 @@
 //! LeakyReLU (ReLU at slope 0) as one op with its backward, on the CPU or
-//! as CUDA kernels.
+//! as CUDA kernels, and the generator's output tanh on the CPU.
 //!
 //! Why: with candle ops LeakyReLU is `maximum(x, slope * x)`: two passes
 //! forward and, backward, equality masks for both branches, casts, products
 //! and the sum of the two gradients (x is used twice), about ten passes over
 //! the activations; in a DCGAN training step that was ~10% of the time.
 //! Here it is one pass each way. The gradient at exactly 0 is `slope`, as in
-//! PyTorch (candle's `maximum` splits it between the branches).
+//! PyTorch (candle's `maximum` splits it between the branches). candle's
+//! CPU tanh calls the C library's `tanhf` once per value, 16 ns each here:
+//! 0.19 ms of a 64 px generator's ~2-3 ms for one image. [`fast_tanh`]
+//! is arithmetic the compiler vectorizes, and the backward is one pass
+//! from the output instead of three.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
@@ -107,5 +111,101 @@ impl CustomOp2 for LeakyGrad {
 
     fn bwd(&self, x: &Tensor, _: &Tensor, _: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         Ok((None, Some(x.apply_op2(&g.contiguous()?, LeakyGrad(self.0))?)))
+    }
+}
+
+/// `tanh(x)`: the fused op for f32 on the CPU, candle's elsewhere.
+pub fn tanh(x: &Tensor) -> Result<Tensor> {
+    if !fast(&[x]) {
+        return x.tanh();
+    }
+    x.contiguous()?.apply_op1(Tanh)
+}
+
+/// The forward op.
+struct Tanh;
+
+impl CustomOp1 for Tanh {
+    fn name(&self) -> &'static str {
+        "ganscope-tanh"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s, l, "tanh")?;
+        let y = par_chunked(x.len(), CHUNK, |_, r| x[r].iter().map(|&v| fast_tanh(v)));
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, _: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(y.apply_op2(&dy.contiguous()?, TanhGrad)?))
+    }
+}
+
+/// The backward from the output, `dx = dy * (1 - y²)`, as an op of its own
+/// so that it can be differentiated again.
+struct TanhGrad;
+
+impl CustomOp2 for TanhGrad {
+    fn name(&self) -> &'static str {
+        "ganscope-tanh-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (y, dy) = (slice(s1, l1, "tanh grad")?, slice(s2, l2, "tanh grad")?);
+        if y.len() != dy.len() {
+            candle_core::bail!("tanh grad: shapes {:?} and {:?} differ", l1.dims(), l2.dims());
+        }
+        let dx = par_chunked(y.len(), CHUNK, |_, r| y[r.clone()].iter().zip(&dy[r]).map(|(&y, &d)| d * (1.0 - y * y)));
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+
+    /// Linear in `dy`; in `y`, `d(dx)/dy = -2 y dy`.
+    fn bwd(&self, y: &Tensor, dy: &Tensor, _: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = g.contiguous()?;
+        let dy_y = ((y * dy)? * &g)?.affine(-2.0, 0.0)?;
+        Ok((Some(dy_y), Some(y.apply_op2(&g, TanhGrad)?)))
+    }
+}
+
+/// `tanh(x)` within 2e-7, without a library call, so that a loop over it
+/// vectorizes: `1 - 2 / (e^2|x| + 1)` with the sign of x, where `e^2|x| =
+/// 2^n e^r` (|r| <= ln2 / 2, e^r by its Taylor series to r^6, relative error
+/// 1.2e-7), and the series `x - x³/3 + 2x⁵/15` below 1/32, where the
+/// subtraction would cancel.
+#[inline(always)]
+fn fast_tanh(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    // tanh(10) rounds to 1 in f32, and 2^29 keeps the exponent in range.
+    let a = x.abs().min(10.0);
+    let n = (2.0 * a * std::f32::consts::LOG2_E + 0.5) as i32;
+    let r = (2.0 * a - n as f32 * LN2_HI) - n as f32 * LN2_LO;
+    let er = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    let e = er * f32::from_bits(((n + 127) << 23) as u32);
+    let large = 1.0 - 2.0 / (e + 1.0);
+    let a2 = a * a;
+    let small = a * (1.0 + a2 * (-1.0 / 3.0 + a2 * (2.0 / 15.0)));
+    let y = if a < 1.0 / 32.0 { small } else { large }.copysign(x);
+    if x.is_nan() { x } else { y }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fast_tanh;
+
+    #[test]
+    fn fast_tanh_is_tanh() {
+        let mut worst = 0f64;
+        for i in -200_000..=200_000 {
+            let x = i as f32 * 1e-4;
+            let err = (f64::from(fast_tanh(x)) - f64::from(x).tanh()).abs();
+            worst = worst.max(err);
+        }
+        assert!(worst < 2e-7, "max error {worst} on [-20, 20]");
+        for x in [0.0f32, -0.0, 1e-30, -1e-30, f32::MIN_POSITIVE, 30.0, -30.0, f32::INFINITY, f32::NEG_INFINITY] {
+            let want = x.tanh();
+            assert!(fast_tanh(x) == want && fast_tanh(x).is_sign_negative() == want.is_sign_negative(), "tanh({x})");
+        }
+        assert!(fast_tanh(f32::NAN).is_nan());
     }
 }
