@@ -21,6 +21,13 @@
 //! A batch of one keeps the planar path: transforming the kernel (16 values
 //! per (c, o) pair) costs about what Winograd saves on one image of the
 //! explorer's layers.
+//!
+//! Larger tiles, F(4x4, 3x3) and F(4x4, 2x2) (1.78x and 1.44x fewer
+//! products again), made training 25-30% slower here (BENCHMARKS.md):
+//! with 4x fewer tiles per GEMM and more positions, each position's
+//! transformed kernel (36 or 100 values per (c, o) pair, rewritten every
+//! call) is packed for a quarter of the rows, and the 6x6 and 5x5
+//! transforms cost more per pixel than the GEMMs saved.
 
 use std::array;
 
@@ -69,11 +76,38 @@ fn output_rows([a, b, c, d]: [f32; 4]) -> [f32; 2] {
     [a + b + c, b - c - d]
 }
 
-/// `L d Lᵀ` for the S x S tile `d`, where `l` multiplies a column by L (R x S).
+/// `dst[r][q] = l(src[..][q])[r] (+ bias[q])` for each value q of the
+/// vectors: `l` (a column's product with L, R x S) applied across S
+/// vectors at once. Sliced to one length first, so that the loop has no
+/// bounds checks and vectorizes (as a product per value, `Aᵀ m A` ran
+/// scalar: 8% of a 28 px pixel-shuffle generator's forward).
 #[inline(always)]
-fn sandwich<const S: usize, const R: usize>(d: [[f32; S]; S], l: &impl Fn([f32; S]) -> [f32; R]) -> [[f32; R]; R] {
-    let cols: [[f32; R]; S] = array::from_fn(|j| l(array::from_fn(|i| d[i][j])));
-    array::from_fn(|i| l(array::from_fn(|j| cols[j][i])))
+fn apply_across<const S: usize, const R: usize>(
+    src: [&[f32]; S],
+    dst: [&mut [f32]; R],
+    bias: Option<&[f32]>,
+    l: &impl Fn([f32; S]) -> [f32; R],
+) {
+    let n = dst[0].len();
+    let src = src.map(|v| &v[..n]);
+    let mut dst = dst.map(|v| &mut v[..n]);
+    match bias {
+        None => {
+            for q in 0..n {
+                for (d, y) in dst.iter_mut().zip(l(array::from_fn(|i| src[i][q]))) {
+                    d[q] = y;
+                }
+            }
+        }
+        Some(b) => {
+            let b = &b[..n];
+            for q in 0..n {
+                for (d, y) in dst.iter_mut().zip(l(array::from_fn(|i| src[i][q]))) {
+                    d[q] = y + b[q];
+                }
+            }
+        }
+    }
 }
 
 /// Writes `x` (C x H x W) channels-last into `xp`, whose rows are `cols`
@@ -154,7 +188,8 @@ impl Tiles {
 /// `Aᵀ m A` plus bias for `count` tiles of `m` (S x S positions of `rows`
 /// tiles x O) from tile `first` on, where `a_rows` multiplies a column by
 /// Aᵀ; output (a, b) of tile `t` goes to pixel `place(t, a, b)` of `px`
-/// (pixels x O) when there is one. `tile` (4 x O) holds a tile's outputs.
+/// (pixels x O) when there is one. `tile` ((4 + 2S) x O) holds a tile's
+/// outputs and `Aᵀ m`.
 fn transform_output<const S: usize>(
     m: &[f32],
     (rows, first, count): (usize, usize, usize),
@@ -164,19 +199,22 @@ fn transform_output<const S: usize>(
     tile: &mut [f32],
     px: &mut [f32],
 ) {
+    let (out, am) = tile.split_at_mut(4 * o);
     for t in 0..count {
-        let s: [[&[f32]; S]; S] =
-            array::from_fn(|i| array::from_fn(|j| &m[((i * S + j) * rows + first + t) * o..][..o]));
-        let mut outs = tile.chunks_exact_mut(o);
-        let out: [&mut [f32]; 4] = array::from_fn(|_| outs.next().expect("4 outputs"));
-        for q in 0..o {
-            let y = sandwich(array::from_fn(|i| array::from_fn(|j| s[i][j][q])), &a_rows);
-            let b = bias.map_or(0.0, |b| b[q]);
-            for (e, value) in y.into_iter().flatten().enumerate() {
-                out[e][q] = value + b;
-            }
+        let s = |i: usize, j: usize| &m[((i * S + j) * rows + first + t) * o..][..o];
+        // am[r][j] = row r of Aᵀ m, at column j.
+        for j in 0..S {
+            let (r0, r1) = am.split_at_mut(S * o);
+            let dst = [&mut r0[j * o..][..o], &mut r1[j * o..][..o]];
+            apply_across(array::from_fn(|i| s(i, j)), dst, None, &a_rows);
         }
-        for (e, out) in tile.chunks_exact(o).enumerate() {
+        let (r0, r1) = am.split_at(S * o);
+        let (y0, y1) = out.split_at_mut(2 * o);
+        for (r, y) in [(r0, y0), (r1, y1)] {
+            let (ya, yb) = y.split_at_mut(o);
+            apply_across(array::from_fn(|j| &r[j * o..][..o]), [ya, yb], bias, &a_rows);
+        }
+        for (e, out) in out.chunks_exact(o).enumerate() {
             if let Some(at) = place(t, e / 2, e % 2) {
                 px[at * o..][..o].copy_from_slice(out);
             }
@@ -186,9 +224,9 @@ fn transform_output<const S: usize>(
 
 /// Fills each image of `out` (O planes of `plane` pixels): `fill(i, tile,
 /// px)` writes image `i` channels-last into `px` (`plane` x O), with
-/// `tile` (4 x O) to spare, and the pixels then go into the planes.
+/// `tile` (12 x O) to spare, and the pixels then go into the planes.
 fn to_planes(out: &mut [f32], (o, plane): (usize, usize), fill: impl Fn(usize, &mut [f32], &mut [f32])) {
-    let (mut px, mut tile) = (vec![0f32; plane * o], vec![0f32; 4 * o]);
+    let (mut px, mut tile) = (vec![0f32; plane * o], vec![0f32; 12 * o]);
     for (i, img) in out.chunks_exact_mut(o * plane).enumerate() {
         fill(i, &mut tile, &mut px);
         transpose(&px, o, img, plane, (plane, o), Store::Set);
