@@ -80,6 +80,9 @@ type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
 
 // DCGAN's shapes, odd ones, then grouped ones: outputs of 2x2, 3x3, 1x1
 // and 5x4 with batches of 5 and 7 that do not divide into the groups.
+// 3x3 stride-1 ones into fewer than 16 channels, (3, 5, 7, 9, 2, ...) and
+// (7, 4, 3, 3, 5, ...) here and the input gradients of such transposed
+// ones, run as nine shifted GEMMs over padded planes.
 // Batches of 4+ images (and one per thread) copy patches channels-last
 // when they make 16+ channels, as do their input gradients from 16+
 // channels: (6, 8, 8, 6, ...) and (4, 6, 5, 3, ...). From 32+ into 64+
