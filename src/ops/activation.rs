@@ -73,16 +73,8 @@ impl CustomOp2 for LeakyGrad {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, dy) = (slice(s1, l1, "leaky relu grad")?, slice(s2, l2, "leaky relu grad")?);
-        if x.len() != dy.len() {
-            candle_core::bail!("leaky relu grad: shapes {:?} and {:?} differ", l1.dims(), l2.dims());
-        }
         let slope = self.0;
-        let dx = par_chunked(x.len(), CHUNK, |_, r| {
-            let s = slope;
-            x[r.clone()].iter().zip(&dy[r]).map(move |(&x, &d)| if x > 0.0 { d } else { d * s })
-        });
-        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+        zip_map("leaky relu grad", (s1, l1), (s2, l2), move |x, d| if x > 0.0 { d } else { d * slope })
     }
 
     #[cfg(feature = "cuda")]
@@ -112,6 +104,23 @@ impl CustomOp2 for LeakyGrad {
     fn bwd(&self, x: &Tensor, _: &Tensor, _: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         Ok((None, Some(x.apply_op2(&g.contiguous()?, LeakyGrad(self.0))?)))
     }
+}
+
+/// `f(a, b)` value by value over two arguments of one shape, in parallel
+/// chunks; `what` names the op in errors. `f` is copied into each chunk's
+/// loop, which keeps it free of captured references and vectorizing.
+fn zip_map(
+    what: &str,
+    (s1, l1): (&CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+    f: impl Fn(f32, f32) -> f32 + Copy + Sync,
+) -> Result<(CpuStorage, Shape)> {
+    let (a, b) = (slice(s1, l1, what)?, slice(s2, l2, what)?);
+    if a.len() != b.len() {
+        candle_core::bail!("{what}: shapes {:?} and {:?} differ", l1.dims(), l2.dims());
+    }
+    let out = par_chunked(a.len(), CHUNK, |_, r| a[r.clone()].iter().zip(&b[r]).map(move |(&a, &b)| f(a, b)));
+    Ok((CpuStorage::F32(out), l1.shape().clone()))
 }
 
 /// `tanh(x)`: the fused op for f32 on the CPU, candle's elsewhere.
@@ -151,12 +160,7 @@ impl CustomOp2 for TanhGrad {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (y, dy) = (slice(s1, l1, "tanh grad")?, slice(s2, l2, "tanh grad")?);
-        if y.len() != dy.len() {
-            candle_core::bail!("tanh grad: shapes {:?} and {:?} differ", l1.dims(), l2.dims());
-        }
-        let dx = par_chunked(y.len(), CHUNK, |_, r| y[r.clone()].iter().zip(&dy[r]).map(|(&y, &d)| d * (1.0 - y * y)));
-        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+        zip_map("tanh grad", (s1, l1), (s2, l2), |y, d| d * (1.0 - y * y))
     }
 
     /// Linear in `dy`; in `y`, `d(dx)/dy = -2 y dy`.
