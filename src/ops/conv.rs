@@ -446,7 +446,7 @@ impl Convolution for Conv {
             return Ok((CpuStorage::F32(y), Shape::from((n, o, ho, wo))));
         }
         if self.0.winograd() && o < CHANNELS_LAST_MIN_OUT {
-            let y = shifted_taps(x, w, bias, (n, c, h, wd), o);
+            let y = shifted_taps(&Batch { x, n, dims: (c, h, wd), wt: w, o, bias });
             return Ok((CpuStorage::F32(y), Shape::from((n, o, ho, wo))));
         }
         let (ckk, hw) = (c * k * k, ho * wo);
@@ -508,53 +508,45 @@ impl Convolution for Conv {
 /// Why: such layers keep the planar patch path, whose copies (9 per input
 /// value) cost more than their GEMM of a handful of rows: 7% of a 28 px
 /// pixel-shuffle generator's batch of 64 on two threads (`perf`).
-fn shifted_taps(
-    x: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    (n, c, h, wd): (usize, usize, usize, usize),
-    o: usize,
-) -> Vec<f32> {
+fn shifted_taps(batch: &Batch) -> Vec<f32> {
+    let ((c, h, wd), o) = (batch.dims, batch.o);
     let (wp, plane, hw) = (wd + 2, (h + 2) * (wd + 2), h * wd);
     // O x (tap, C): a tap's (O x C) kernel is every 9C-th run of C values.
-    let wt = transpose_blocks(w, (c, 9));
-    let g = group_size(n, hw);
-    // A group per job: `group_size` already shares the images out between the threads.
-    par_zeroed(n * o * hw, (g * o * hw, 1), |j, out| {
-        let gi = out.len() / (o * hw);
-        // Columns in whole SIMD vectors (16 f32 with AVX-512), or the gemm
-        // crate copies the shifted operand into its own layout for every
-        // tap; the last taps read up to 2 rows and 2 values further.
-        let cols = (gi * plane).next_multiple_of(16);
-        let ld = cols + 2 * wp + 2;
-        with_scratch([c * ld, o * cols, 0], |[xs, prod, _]| {
-            let images = &x[j * g * c * hw..][..gi * c * hw];
-            for (ci, row) in xs.chunks_exact_mut(ld).enumerate() {
-                let (planes, tail) = row.split_at_mut(gi * plane);
-                tail.fill(0.0);
-                for (img, padded) in images.chunks_exact(c * hw).zip(planes.chunks_exact_mut(plane)) {
-                    padded[..wp].fill(0.0);
-                    padded[(h + 1) * wp..].fill(0.0);
-                    for (src, dst) in img[ci * hw..][..hw].chunks_exact(wd).zip(padded[wp..].chunks_exact_mut(wp)) {
-                        dst[0] = 0.0;
-                        dst[1..=wd].copy_from_slice(src);
-                        dst[wd + 1] = 0.0;
-                    }
+    let wt = transpose_blocks(batch.wt, (c, 9));
+    // Columns for `gi` images in whole SIMD vectors (16 f32 with AVX-512),
+    // or the gemm crate copies the shifted operand into its own layout for
+    // every tap; the last taps read up to 2 rows and 2 values further.
+    let cols = |gi: usize| (gi * plane).next_multiple_of(16);
+    let ld = |gi: usize| cols(gi) + 2 * wp + 2;
+    let lens = |pixels: usize| [c * ld(pixels / hw), o * cols(pixels / hw), 0];
+    batch.by_groups((hw, hw), lens, |images, out, pixels, [xs, prod, _]| {
+        let gi = pixels / hw;
+        let (cols, ld) = (cols(gi), ld(gi));
+        for (ci, row) in xs.chunks_exact_mut(ld).enumerate() {
+            let (planes, tail) = row.split_at_mut(gi * plane);
+            tail.fill(0.0);
+            for (img, padded) in images.chunks_exact(c * hw).zip(planes.chunks_exact_mut(plane)) {
+                padded[..wp].fill(0.0);
+                padded[(h + 1) * wp..].fill(0.0);
+                for (src, dst) in img[ci * hw..][..hw].chunks_exact(wd).zip(padded[wp..].chunks_exact_mut(wp)) {
+                    dst[0] = 0.0;
+                    dst[1..=wd].copy_from_slice(src);
+                    dst[wd + 1] = 0.0;
                 }
             }
-            let add = fill_rows(prod, cols, bias);
-            for tap in 0..9 {
-                let taps = Operand::plain(&xs[(tap / 3) * wp + tap % 3..], ld);
-                matmul(o, cols, c, prod, add || tap > 0, Operand::plain(&wt[tap * c..], 9 * c), taps);
-            }
-            for (t, img) in out.chunks_exact_mut(o * hw).enumerate() {
-                for (dst, row) in img.chunks_exact_mut(hw).zip(prod.chunks_exact(cols)) {
-                    for (y, dst) in dst.chunks_exact_mut(wd).enumerate() {
-                        dst.copy_from_slice(&row[t * plane + y * wp..][..wd]);
-                    }
+        }
+        let add = fill_rows(prod, cols, batch.bias);
+        for tap in 0..9 {
+            let taps = Operand::plain(&xs[(tap / 3) * wp + tap % 3..], ld);
+            matmul(o, cols, c, prod, add || tap > 0, Operand::plain(&wt[tap * c..], 9 * c), taps);
+        }
+        for (t, img) in out.chunks_exact_mut(o * hw).enumerate() {
+            for (dst, row) in img.chunks_exact_mut(hw).zip(prod.chunks_exact(cols)) {
+                for (y, dst) in dst.chunks_exact_mut(wd).enumerate() {
+                    dst.copy_from_slice(&row[t * plane + y * wp..][..wd]);
                 }
             }
-        });
+        }
     })
 }
 

@@ -246,10 +246,10 @@ pub(in crate::ops) struct Batch<'a> {
 
 impl Batch<'_> {
     /// The output, `plane` pixels per channel, made group by group of
-    /// images (`count` tiles each) in parallel: `body(images, out, tiles,
-    /// scratch)` gets the group's input and output and this thread's
-    /// scratch buffers, `lens(tiles)` long.
-    fn by_groups(
+    /// images (`count` tiles, or GEMM columns, each) in parallel:
+    /// `body(images, out, tiles, scratch)` gets the group's input and
+    /// output and this thread's scratch buffers, `lens(tiles)` long.
+    pub(in crate::ops) fn by_groups(
         &self,
         (count, plane): (usize, usize),
         lens: impl Fn(usize) -> [usize; 3] + Sync,
