@@ -39,7 +39,7 @@ use rayon::prelude::*;
 
 use super::transpose::{Store, transpose};
 use super::winograd::{self, Batch, Kernel};
-use super::{CHUNK, bias, fast, fast_cuda, min_chunks, par_chunked, par_zeroed, slice, tracked, unfold};
+use super::{CHUNK, bias, fast, fast_cuda, min_chunks, par_chunked, slice, tracked, unfold};
 
 /// The fewest GEMM columns per group worth aiming for: below this the gemm
 /// crate's edge microkernels and per-call overhead dominate.
@@ -439,14 +439,14 @@ impl Convolution for Conv {
         }
         check_bias(bias, o)?;
         let (ho, wo) = (self.0.conv_out(h), self.0.conv_out(wd));
+        let batch = Batch { x, n, dims: (c, h, wd), wt: w, o, bias };
         if winograd_batch(n, c, o) && (self.0.winograd() || self.0.phases()) {
-            let batch = Batch { x, n, dims: (c, h, wd), wt: w, o, bias };
             let y =
                 if self.0.winograd() { winograd::conv3x3(&batch, Kernel::Conv) } else { winograd::conv4x4s2(&batch) };
             return Ok((CpuStorage::F32(y), Shape::from((n, o, ho, wo))));
         }
         if self.0.winograd() && o < CHANNELS_LAST_MIN_OUT {
-            let y = shifted_taps(&Batch { x, n, dims: (c, h, wd), wt: w, o, bias });
+            let y = shifted_taps(&batch);
             return Ok((CpuStorage::F32(y), Shape::from((n, o, ho, wo))));
         }
         let (ckk, hw) = (c * k * k, ho * wo);
@@ -458,41 +458,39 @@ impl Convolution for Conv {
             self.split_channels(x, w, bias, (c, h, wd), &mut y);
             return Ok((CpuStorage::F32(y), Shape::from((n, o, ho, wo))));
         }
-        let g = group_size(n, hw);
-        // A group per job: `group_size` already shares the images out between the threads.
-        let y = par_zeroed(n * o * hw, (g * o * hw, 1), |j, out| {
-            let gi = out.len() / (o * hw);
-            let ld = gi * hw;
-            let prod = if wt.is_some() || gi > 1 { o * ld } else { 0 };
-            with_scratch([padded, ckk * ld, prod], |[xp, cols, prod]| {
-                let images = x[j * g * c * h * wd..].chunks_exact(c * h * wd).take(gi);
-                if let Some(wt) = &wt {
-                    for (img, rows) in images.zip(cols.chunks_exact_mut(hw * ckk)) {
-                        self.0.pad_hwc(img, (c, h, wd), xp);
-                        self.0.im2row(xp, (c, h, wd), rows);
-                    }
-                    // Pixels x O, so that the GEMM reads the patch rows in
-                    // place (as the other operand it would pack them).
-                    if let Some(b) = bias {
-                        prod.chunks_exact_mut(o).for_each(|px| px.copy_from_slice(b));
-                    }
-                    matmul(ld, o, ckk, prod, bias.is_some(), Operand::plain(cols, ckk), Operand::transposed(wt, ckk));
-                    for (px, img) in prod.chunks_exact(hw * o).zip(out.chunks_exact_mut(o * hw)) {
-                        transpose(px, o, img, hw, (hw, o), Store::Set);
-                    }
-                } else {
-                    for (t, img) in images.enumerate() {
-                        self.0.im2col(img, (c, h, wd), cols, ld, t * hw);
-                    }
-                    // A group of one multiplies straight into the output.
-                    let dst = if gi == 1 { &mut *out } else { &mut *prod };
-                    let add = fill_rows(dst, ld, bias);
-                    matmul(o, ld, ckk, dst, add, Operand::plain(w, ckk), Operand::plain(cols, ld));
-                    if gi > 1 {
-                        scatter(prod, gi, o, hw, out);
-                    }
+        // A group's GEMM has `ld` columns, `hw` per image; more than one
+        // image, or channels-last patches, go through a product buffer.
+        let prod_len = |ld: usize| if wt.is_some() || ld > hw { o * ld } else { 0 };
+        let lens = |ld| [padded, ckk * ld, prod_len(ld)];
+        let y = batch.by_groups((hw, hw), lens, |images, out, ld, [xp, cols, prod]| {
+            let gi = ld / hw;
+            let images = images.chunks_exact(c * h * wd);
+            if let Some(wt) = &wt {
+                for (img, rows) in images.zip(cols.chunks_exact_mut(hw * ckk)) {
+                    self.0.pad_hwc(img, (c, h, wd), xp);
+                    self.0.im2row(xp, (c, h, wd), rows);
                 }
-            });
+                // Pixels x O, so that the GEMM reads the patch rows in
+                // place (as the other operand it would pack them).
+                if let Some(b) = bias {
+                    prod.chunks_exact_mut(o).for_each(|px| px.copy_from_slice(b));
+                }
+                matmul(ld, o, ckk, prod, bias.is_some(), Operand::plain(cols, ckk), Operand::transposed(wt, ckk));
+                for (px, img) in prod.chunks_exact(hw * o).zip(out.chunks_exact_mut(o * hw)) {
+                    transpose(px, o, img, hw, (hw, o), Store::Set);
+                }
+            } else {
+                for (t, img) in images.enumerate() {
+                    self.0.im2col(img, (c, h, wd), cols, ld, t * hw);
+                }
+                // A group of one multiplies straight into the output.
+                let dst = if gi == 1 { &mut *out } else { &mut *prod };
+                let add = fill_rows(dst, ld, bias);
+                matmul(o, ld, ckk, dst, add, Operand::plain(w, ckk), Operand::plain(cols, ld));
+                if gi > 1 {
+                    scatter(prod, gi, o, hw, out);
+                }
+            }
         });
         Ok((CpuStorage::F32(y), Shape::from((n, o, ho, wo))))
     }
