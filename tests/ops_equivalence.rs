@@ -338,33 +338,36 @@ fn batch_norm_reference(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<(Te
 }
 
 /// The fused BatchNorm on `device` matches the candle formulation on the
-/// CPU: statistics, output and gradients.
+/// CPU: statistics, output and gradients, alone (slope 1) and with the
+/// ReLU or LeakyReLU it fuses.
 fn check_batch_norm(device: &Device) -> Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(13);
     // (n, c, h, w, offset): odd shapes, 1x1 planes, and a large mean to
     // catch cancellation in the variance.
     let cases = [(5, 3, 4, 4, 0.0), (2, 7, 3, 5, 0.0), (3, 2, 1, 1, 0.0), (16, 8, 8, 8, 20.0), (4, 5, 7, 9, -3.0)];
-    let fused = |t: &[&Tensor]| -> Result<batch_norm::BatchNormTrain> {
-        Ok(batch_norm::train(t[0], t[1], t[2], 1e-5)?.expect("a fused BatchNorm on this device"))
-    };
     for (n, c, h, w, offset) in cases {
-        let what = format!("batch_norm {n}x{c}x{h}x{w} on {device:?}");
-        let x = (rand_tensor(&mut rng, &[n, c, h, w])? + offset)?;
-        let gamma = (rand_tensor(&mut rng, &[c])? + 1.0)?;
-        let beta = rand_tensor(&mut rng, &[c])?;
-        let on = |t: &Tensor| t.to_device(device);
-        let got = fused(&[&on(&x)?, &on(&gamma)?, &on(&beta)?])?;
-        let (_, m, v) = batch_norm_reference(&x, &gamma, &beta)?;
-        assert_close(&format!("{what} mean"), &got.mean.to_device(&Device::Cpu)?, &m)?;
-        assert_close(&format!("{what} var"), &got.var.to_device(&Device::Cpu)?, &v)?;
-        check(
-            device,
-            &what,
-            &[("x", x), ("gamma", gamma), ("beta", beta)],
-            &mut rng,
-            |t| Ok(fused(t)?.y),
-            |t| Ok(batch_norm_reference(t[0], t[1], t[2])?.0),
-        )?;
+        for slope in [1.0, 0.0, 0.2] {
+            let fused = |t: &[&Tensor]| -> Result<batch_norm::BatchNormTrain> {
+                Ok(batch_norm::train(t[0], t[1], t[2], 1e-5, slope)?.expect("a fused BatchNorm on this device"))
+            };
+            let what = format!("batch_norm {n}x{c}x{h}x{w} slope {slope} on {device:?}");
+            let x = (rand_tensor(&mut rng, &[n, c, h, w])? + offset)?;
+            let gamma = (rand_tensor(&mut rng, &[c])? + 1.0)?;
+            let beta = rand_tensor(&mut rng, &[c])?;
+            let on = |t: &Tensor| t.to_device(device);
+            let got = fused(&[&on(&x)?, &on(&gamma)?, &on(&beta)?])?;
+            let (_, m, v) = batch_norm_reference(&x, &gamma, &beta)?;
+            assert_close(&format!("{what} mean"), &got.mean.to_device(&Device::Cpu)?, &m)?;
+            assert_close(&format!("{what} var"), &got.var.to_device(&Device::Cpu)?, &v)?;
+            check(
+                device,
+                &what,
+                &[("x", x), ("gamma", gamma), ("beta", beta)],
+                &mut rng,
+                |t| Ok(fused(t)?.y),
+                |t| activated(&batch_norm_reference(t[0], t[1], t[2])?.0, slope),
+            )?;
+        }
     }
     Ok(())
 }
@@ -374,16 +377,16 @@ fn batch_norm_matches_candle() -> Result<()> {
     check_batch_norm(&Device::Cpu)
 }
 
-/// The penalty `|d(sum(y * up))/dx|^2` of a BatchNorm, in f64 through the
-/// candle-op formulation, and its gradient in `x` and `gamma` by central
-/// differences.
-fn penalty_grad_fd(x: &Tensor, gamma: &Tensor, beta: &Tensor, up: &Tensor) -> Result<(Tensor, Tensor)> {
+/// The penalty `|d(sum(y * up))/dx|^2` of a BatchNorm and the activation
+/// with `slope`, in f64 through the candle-op formulation, and its gradient
+/// in `x` and `gamma` by central differences.
+fn penalty_grad_fd(x: &Tensor, gamma: &Tensor, beta: &Tensor, up: &Tensor, slope: f64) -> Result<(Tensor, Tensor)> {
     let f64s = |t: &Tensor| -> Result<Vec<f64>> { t.to_dtype(DType::F64)?.flatten_all()?.to_vec1() };
     let (beta, up) = (beta.to_dtype(DType::F64)?, up.to_dtype(DType::F64)?);
     let penalty = |x: &[f64], gamma: &[f64]| -> Result<f64> {
         let xv = Var::from_vec(x.to_vec(), up.dims(), &Device::Cpu)?;
         let gv = Tensor::from_slice(gamma, gamma.len(), &Device::Cpu)?;
-        let (y, _, _) = batch_norm_reference(xv.as_tensor(), &gv, &beta)?;
+        let y = activated(&batch_norm_reference(xv.as_tensor(), &gv, &beta)?.0, slope)?;
         let g = (y * &up)?.sum_all()?.backward()?;
         g.get(xv.as_tensor()).expect("dx").sqr()?.sum_all()?.to_scalar::<f64>()
     };
@@ -415,16 +418,17 @@ fn penalty_grad_fd(x: &Tensor, gamma: &Tensor, beta: &Tensor, up: &Tensor) -> Re
 #[test]
 fn batch_norm_second_order_matches_finite_differences() -> Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(14);
-    for (n, c, h, w) in [(5, 3, 4, 4), (3, 2, 3, 1)] {
-        let what = format!("batch_norm {n}x{c}x{h}x{w}");
+    for ((n, c, h, w), slope) in [((5, 3, 4, 4), 1.0), ((3, 2, 3, 1), 1.0), ((5, 3, 4, 4), 0.2)] {
+        let what = format!("batch_norm {n}x{c}x{h}x{w} slope {slope}");
         let x = Var::from_tensor(&rand_tensor(&mut rng, &[n, c, h, w])?)?;
         let gamma = Var::from_tensor(&(rand_tensor(&mut rng, &[c])? + 1.0)?)?;
         let beta = rand_tensor(&mut rng, &[c])?;
         let up = rand_tensor(&mut rng, &[n, c, h, w])?;
-        let fused = batch_norm::train(x.as_tensor(), gamma.as_tensor(), &beta, 1e-5)?.expect("fast path on the CPU");
+        let fused =
+            batch_norm::train(x.as_tensor(), gamma.as_tensor(), &beta, 1e-5, slope)?.expect("fast path on the CPU");
         let g = (&fused.y * &up)?.sum_all()?.backward()?;
         let second = g.get(x.as_tensor()).expect("dx").sqr()?.sum_all()?.backward()?;
-        let (want_x, want_gamma) = penalty_grad_fd(x.as_tensor(), gamma.as_tensor(), &beta, &up)?;
+        let (want_x, want_gamma) = penalty_grad_fd(x.as_tensor(), gamma.as_tensor(), &beta, &up, slope)?;
         assert_close(&format!("{what} d2x"), second.get(x.as_tensor()).expect("d2x"), &want_x)?;
         assert_close(&format!("{what} d2gamma"), second.get(gamma.as_tensor()).expect("d2gamma"), &want_gamma)?;
     }
@@ -444,12 +448,13 @@ fn frozen_weights_get_no_gradient() -> Result<()> {
     let xt = x.as_tensor();
     let fast = {
         let y = conv::conv2d(xt, &w, &b, 2, 1)?;
-        let y = batch_norm::train(&y, &gamma, &beta, 1e-5)?.expect("fast path on the CPU").y;
+        let y = batch_norm::train(&y, &gamma, &beta, 1e-5, 0.2)?.expect("fast path on the CPU").y;
         conv::conv_transpose2d(&y, &wt, &bt, 2, 1)?
     };
     let reference = {
         let y = add_bias(xt.conv2d(&w, 1, 2, 1, 1)?, &b)?;
-        add_bias(batch_norm_reference(&y, &gamma, &beta)?.0.conv_transpose2d(&wt, 1, 0, 2, 1)?, &bt)?
+        let y = activated(&batch_norm_reference(&y, &gamma, &beta)?.0, 0.2)?;
+        add_bias(y.conv_transpose2d(&wt, 1, 0, 2, 1)?, &bt)?
     };
     let up = rand_tensor(&mut rng, reference.dims())?;
     let gf = (fast * &up)?.sum_all()?.backward()?;
@@ -460,24 +465,25 @@ fn frozen_weights_get_no_gradient() -> Result<()> {
     assert_close("frozen stack dx", gf.get(xt).expect("fast grad"), gr.get(xt).expect("reference grad"))
 }
 
-/// Scale and shift; its shift gradient is the convolutions' bias gradient,
-/// so the shapes cover planes of one value, many planes per job, and
-/// planes longer than a job.
+/// Scale and shift, alone (slope 1) and with the activation it fuses; its
+/// shift gradient is the convolutions' bias gradient, so the shapes cover
+/// planes of one value, many planes per job, and planes longer than a job.
 #[test]
 fn scale_shift_matches_candle() -> Result<()> {
     in_each_pool(|| {
         let mut rng = ChaCha8Rng::seed_from_u64(15);
-        for (n, c, h, w) in [(2, 3, 4, 4), (5, 7, 3, 1), (1, 1, 1, 1), (64, 9, 4, 4), (2, 3, 130, 130)] {
+        let shapes = [(2, 3, 4, 4), (5, 7, 3, 1), (1, 1, 1, 1), (64, 9, 4, 4), (2, 3, 130, 130)];
+        for ((n, c, h, w), slope) in shapes.into_iter().zip([1.0, 0.0, 1.0, 0.2, 0.0]) {
             let x = rand_tensor(&mut rng, &[n, c, h, w])?;
             let (a, b) = (rand_tensor(&mut rng, &[c])?, rand_tensor(&mut rng, &[c])?);
             let per_channel = |t: &Tensor| t.reshape((1, (), 1, 1));
             check(
                 &Device::Cpu,
-                &format!("scale_shift {n}x{c}x{h}x{w}"),
+                &format!("scale_shift {n}x{c}x{h}x{w} slope {slope}"),
                 &[("x", x), ("scale", a), ("shift", b)],
                 &mut rng,
-                |t| bias::scale_shift(t[0], t[1], t[2]),
-                |t| t[0].broadcast_mul(&per_channel(t[1])?)?.broadcast_add(&per_channel(t[2])?),
+                |t| bias::scale_shift(t[0], t[1], t[2], slope),
+                |t| activated(&t[0].broadcast_mul(&per_channel(t[1])?)?.broadcast_add(&per_channel(t[2])?)?, slope),
             )?;
         }
         Ok(())
@@ -487,6 +493,11 @@ fn scale_shift_matches_candle() -> Result<()> {
 /// candle's LeakyReLU, as the layers wrote it before the fused op.
 fn leaky_reference(v: &Tensor, slope: f64) -> Result<Tensor> {
     if slope == 0.0 { v.relu() } else { v.maximum(&v.affine(slope, 0.0)?) }
+}
+
+/// [`leaky_reference`], where slope 1 (the fused ops' "no activation") is `v`.
+fn activated(v: &Tensor, slope: f64) -> Result<Tensor> {
+    if slope == 1.0 { Ok(v.clone()) } else { leaky_reference(v, slope) }
 }
 
 /// `leaky(x * s)`: the product gives the op's input a second tensor to

@@ -10,6 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use super::config::NormKind;
 use super::params::{Init, Role, Scope, uniform};
 use crate::ops;
+use crate::ops::activation::leaky_relu;
 
 /// DCGAN's weight init: N(0, 0.02) (Radford et al. 2015).
 const W_INIT: Init = Init::Normal(0.0, 0.02);
@@ -200,53 +201,67 @@ impl Norm {
         })
     }
 
-    /// Normalizes `x`; BatchNorm uses batch statistics (and updates the
-    /// running ones) when `train`, running statistics otherwise.
-    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    /// Normalizes `x`, then applies LeakyReLU with `slope` (0 is ReLU);
+    /// BatchNorm uses batch statistics (and updates the running ones) when
+    /// `train`, running statistics otherwise, with the activation fused in.
+    pub fn forward_leaky(&self, x: &Tensor, train: bool, slope: f64) -> Result<Tensor> {
         let per_channel = |t: &Tensor| t.reshape((1, (), 1, 1));
-        match self {
+        let y = match self {
             Norm::Batch { gamma, beta, mean, var } => {
-                // Batch mean and biased variance in, running averages updated
-                // (with the unbiased variance, as PyTorch does).
-                let update_running = |m: &Tensor, v: &Tensor| -> Result<()> {
-                    let (n, _, h, w) = x.dims4()?;
-                    let count = (n * h * w) as f64;
-                    let unbiased = v.affine(count / (count - 1.0).max(1.0), 0.0)?;
-                    update_buffer(mean, &(mean.affine(1.0 - BN_MOMENTUM, 0.0)? + m.affine(BN_MOMENTUM, 0.0)?)?)?;
-                    update_buffer(var, &(var.affine(1.0 - BN_MOMENTUM, 0.0)? + unbiased.affine(BN_MOMENTUM, 0.0)?)?)
-                };
-                if train && let Some(fused) = ops::batch_norm::train(x, gamma, beta, EPS)? {
-                    update_running(&fused.mean, &fused.var)?;
-                    return Ok(fused.y);
-                }
-                let (m, v) = if train {
-                    let (n, c, h, w) = x.dims4()?;
-                    let flat = x.transpose(0, 1)?.reshape((c, n * h * w))?;
-                    let m = flat.mean(1)?;
-                    let v = flat.broadcast_sub(&m.unsqueeze(1)?)?.sqr()?.mean(1)?;
-                    update_running(&m, &v)?;
-                    (m, v)
-                } else {
-                    (mean.clone(), var.clone())
-                };
-                let scale = (gamma / (v + EPS)?.sqrt()?)?;
-                let shift = (beta - (&m * &scale)?)?;
-                ops::bias::scale_shift(x, &scale, &shift)
+                return batch_norm_leaky(x, (gamma, beta), (mean, var), train, slope);
             }
             Norm::Instance { gamma, beta } => {
                 let m = x.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2)?;
                 let centered = x.broadcast_sub(&m)?;
                 let v = centered.sqr()?.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2)?;
                 let xn = centered.broadcast_div(&(v + EPS)?.sqrt()?)?;
-                xn.broadcast_mul(&per_channel(gamma)?)?.broadcast_add(&per_channel(beta)?)
+                xn.broadcast_mul(&per_channel(gamma)?)?.broadcast_add(&per_channel(beta)?)?
             }
             Norm::Pixel => {
                 let rms = (x.sqr()?.mean_keepdim(1)? + 1e-8)?.sqrt()?;
-                x.broadcast_div(&rms)
+                x.broadcast_div(&rms)?
             }
-            Norm::None => Ok(x.clone()),
-        }
+            Norm::None => x.clone(),
+        };
+        leaky_relu(&y, slope)
     }
+}
+
+/// BatchNorm with `gamma` and `beta` and its running `(mean, var)`, then
+/// LeakyReLU, as [`Norm::forward_leaky`].
+fn batch_norm_leaky(
+    x: &Tensor,
+    (gamma, beta): (&Tensor, &Tensor),
+    (mean, var): (&Tensor, &Tensor),
+    train: bool,
+    slope: f64,
+) -> Result<Tensor> {
+    // Batch mean and biased variance in, running averages updated (with the
+    // unbiased variance, as PyTorch does).
+    let update_running = |m: &Tensor, v: &Tensor| -> Result<()> {
+        let (n, _, h, w) = x.dims4()?;
+        let count = (n * h * w) as f64;
+        let unbiased = v.affine(count / (count - 1.0).max(1.0), 0.0)?;
+        update_buffer(mean, &(mean.affine(1.0 - BN_MOMENTUM, 0.0)? + m.affine(BN_MOMENTUM, 0.0)?)?)?;
+        update_buffer(var, &(var.affine(1.0 - BN_MOMENTUM, 0.0)? + unbiased.affine(BN_MOMENTUM, 0.0)?)?)
+    };
+    if train && let Some(fused) = ops::batch_norm::train(x, gamma, beta, EPS, slope)? {
+        update_running(&fused.mean, &fused.var)?;
+        return Ok(fused.y);
+    }
+    let (m, v) = if train {
+        let (n, c, h, w) = x.dims4()?;
+        let flat = x.transpose(0, 1)?.reshape((c, n * h * w))?;
+        let m = flat.mean(1)?;
+        let v = flat.broadcast_sub(&m.unsqueeze(1)?)?.sqr()?.mean(1)?;
+        update_running(&m, &v)?;
+        (m, v)
+    } else {
+        (mean.clone(), var.clone())
+    };
+    let scale = (gamma / (v + EPS)?.sqrt()?)?;
+    let shift = (beta - (&m * &scale)?)?;
+    ops::bias::scale_shift(x, &scale, &shift, slope)
 }
 
 /// Inverted dropout with a mask drawn from `rng`: kept units are scaled by

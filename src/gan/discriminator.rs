@@ -7,7 +7,6 @@ use candle_core::{Result, Tensor};
 use super::blocks::{Conv, Linear, Norm, minibatch_stddev};
 use super::config::{Downsample, ModelConfig, NormKind};
 use super::params::{Init, Params, Role, Scope};
-use crate::ops::activation::leaky_relu;
 
 /// What D says about a batch.
 pub struct Verdict {
@@ -62,7 +61,7 @@ impl DownStack {
             if b.pool {
                 h = h.avg_pool2d(2)?;
             }
-            h = leaky_relu(&b.norm.forward(&h, train)?, self.slope)?;
+            h = b.norm.forward_leaky(&h, train, self.slope)?;
         }
         Ok(h)
     }

@@ -7,7 +7,7 @@ use candle_core::{Result, Tensor};
 use super::blocks::{Conv, ConvTranspose, Linear, Norm, Pass, ResizeConv, dropout};
 use super::config::{ModelConfig, Upsample};
 use super::params::{Init, Params, Role, Scope, randn};
-use crate::ops::activation::{leaky_relu, tanh};
+use crate::ops::activation::tanh;
 use crate::ops::shuffle::pixel_shuffle;
 
 /// One 2x upsampling step.
@@ -103,7 +103,7 @@ impl Generator {
     /// Norm, activation, then dropout and layer noise where configured.
     /// `layer` counts hidden layers from the coarsest (the projection is 0).
     fn hidden(&self, norm: &Norm, x: &Tensor, layer: usize, pass: &mut Pass) -> Result<Tensor> {
-        let mut x = leaky_relu(&norm.forward(x, pass.train)?, self.cfg.g_leaky_slope)?;
+        let mut x = norm.forward_leaky(x, pass.train, self.cfg.g_leaky_slope)?;
         if let Some(rng) = pass.rng.as_deref_mut() {
             if pass.dropout && self.cfg.g_dropout > 0.0 && layer < self.cfg.g_dropout_layers {
                 x = dropout(&x, self.cfg.g_dropout, rng)?;

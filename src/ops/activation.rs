@@ -24,6 +24,23 @@ pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
     x.contiguous()?.apply_op1(Leaky(slope as f32))
 }
 
+/// LeakyReLU of one value, a select that loops vectorize; NaN stays NaN
+/// (so a diverged layer still shows in the loss), and at `slope` 1 it is
+/// the identity, exactly.
+#[inline(always)]
+pub(super) fn leaky(x: f32, slope: f32) -> f32 {
+    if x > 0.0 { x } else { x * slope }
+}
+
+/// `dy` through LeakyReLU at `x`: `dy` where `x > 0`, `slope * dy`
+/// elsewhere. A select between two constants, then a product: loops over
+/// it vectorize, where selecting between `dy` and `dy * slope` left one
+/// branch per lane.
+#[inline(always)]
+pub(super) fn leaky_grad(x: f32, dy: f32, slope: f32) -> f32 {
+    dy * if x > 0.0 { 1.0 } else { slope }
+}
+
 /// The forward op.
 struct Leaky(f32);
 
@@ -38,7 +55,7 @@ impl CustomOp1 for Leaky {
         // `slope` copied into each chunk's closure and no branches: the loop vectorizes.
         let y = par_chunked(x.len(), CHUNK, |_, r| {
             let s = slope;
-            x[r].iter().map(move |&v| v.max(0.0) + s * v.min(0.0))
+            x[r].iter().map(move |&v| leaky(v, s))
         });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
@@ -58,8 +75,14 @@ impl CustomOp1 for Leaky {
     }
 
     fn bwd(&self, x: &Tensor, _: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(x.apply_op2(&dy.contiguous()?, LeakyGrad(self.0))?))
+        leaky_relu_grad(x, dy, self.0).map(Some)
     }
+}
+
+/// `dy` through LeakyReLU at `x` (or at its output, which has the same
+/// sign), differentiable again.
+pub(super) fn leaky_relu_grad(x: &Tensor, dy: &Tensor, slope: f32) -> Result<Tensor> {
+    x.apply_op2(&dy.contiguous()?, LeakyGrad(slope))
 }
 
 /// The backward, `dx = dy * (x > 0 ? 1 : slope)`, as an op of its own so
@@ -74,7 +97,7 @@ impl CustomOp2 for LeakyGrad {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let slope = self.0;
-        zip_map("leaky relu grad", (s1, l1), (s2, l2), move |x, d| if x > 0.0 { d } else { d * slope })
+        zip_map("leaky relu grad", (s1, l1), (s2, l2), move |x, d| leaky_grad(x, d, slope))
     }
 
     #[cfg(feature = "cuda")]
@@ -102,7 +125,7 @@ impl CustomOp2 for LeakyGrad {
     }
 
     fn bwd(&self, x: &Tensor, _: &Tensor, _: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((None, Some(x.apply_op2(&g.contiguous()?, LeakyGrad(self.0))?)))
+        Ok((None, Some(leaky_relu_grad(x, g, self.0)?)))
     }
 }
 

@@ -1,5 +1,6 @@
 //! Training-mode BatchNorm on the CPU as one candle op with an analytical
-//! backward.
+//! backward, fused with the LeakyReLU (or ReLU) that follows it in every
+//! DCGAN block.
 //!
 //! Why: written with candle ops, a BatchNorm over (N, C, H, W) copies `x`
 //! to (C, N*H*W) to reduce per channel, then runs a chain of reductions and
@@ -7,7 +8,12 @@
 //! over the activations, and autograd walks all of them back. In a DCGAN step
 //! that was ~15% of the time. Here the statistics take one pass (per-channel
 //! sums straight off the (N, C, H, W) planes), the output one more, and the
-//! backward two.
+//! backward two. The activation rides along: the forward writes
+//! `leaky(bn(x))` in the same pass, and the backward masks `dy` by the
+//! sign of `bn(x)`, recomputed from `x` with the forward's own scale and
+//! shift, inside its two passes. A separate LeakyReLU cost a pass each
+//! way, an activation-sized tensor, and candle's zeroing and adding of one
+//! more gradient.
 //!
 //! On CUDA the same formulas run as two kernels (`src/ops/kernels.cu`), the
 //! normalization and the input gradient, with the per-channel sums taken
@@ -17,9 +23,11 @@
 
 use std::sync::{Arc, OnceLock};
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, Var};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, Var};
 use rayon::prelude::*;
+use wide::f32x8;
 
+use super::activation::{leaky, leaky_grad};
 use super::{fast, par_chunked, planes, slice, tracked};
 
 /// What a fused training pass returns: the output and the batch statistics
@@ -34,18 +42,23 @@ pub struct BatchNormTrain {
 }
 
 /// BatchNorm of `x` (N, C, H, W) with batch statistics, `gamma` and `beta`
-/// (C): the fused op on the CPU fast path and on CUDA, `None` elsewhere
-/// (the caller then uses candle ops).
-pub fn train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Option<BatchNormTrain>> {
+/// (C), then LeakyReLU with `slope` (1 for none): the fused op on the CPU
+/// fast path, the BatchNorm kernels and the LeakyReLU op on CUDA, `None`
+/// elsewhere (the caller then uses candle ops).
+pub fn train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64, slope: f64) -> Result<Option<BatchNormTrain>> {
     #[cfg(feature = "cuda")]
     if super::fast_cuda(&[x, gamma, beta]) {
-        return on_cuda::train(x, gamma, beta, eps).map(Some);
+        let mut bn = on_cuda::train(x, gamma, beta, eps)?;
+        if slope != 1.0 {
+            bn.y = super::activation::leaky_relu(&bn.y, slope)?;
+        }
+        return Ok(Some(bn));
     }
     if !fast(&[x, gamma, beta]) {
         return Ok(None);
     }
     let stats = Arc::new(OnceLock::new());
-    let op = BatchNorm { eps, stats: Arc::clone(&stats) };
+    let op = BatchNorm { eps, slope: slope as f32, stats: Arc::clone(&stats) };
     let y = x.contiguous()?.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
     let Some(s) = stats.get() else { candle_core::bail!("batch norm: the forward pass left no statistics") };
     let c = s.mean.len();
@@ -54,58 +67,94 @@ pub fn train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Opti
     Ok(Some(BatchNormTrain { y, mean, var }))
 }
 
-/// Per-channel statistics of one forward pass, kept for the backward.
+/// Per-channel statistics of one forward pass, kept for the backward, and
+/// the normalization they gave: `bn(x) = x * scale + shift`.
+#[derive(Clone)]
 struct Stats {
     mean: Vec<f32>,
     var: Vec<f32>,
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+}
+
+/// Two sums over a plane of `a` and `b` (of one length), the terms of each
+/// made by `terms` from eight values of each at a time, the lanes and each
+/// plane's sums added in f64; the last few values go through `terms` one
+/// by one, in lane 0.
+///
+/// Why `wide`'s vectors: written over `[f32; 8]` lanes, LLVM paired the two
+/// sums of each lane instead and left most of the loop scalar.
+fn two_sums(a: &[f32], b: &[f32], terms: impl Fn(f32x8, f32x8) -> (f32x8, f32x8)) -> (f64, f64) {
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    let (mut s, mut t) = (f32x8::ZERO, f32x8::ZERO);
+    for (a, b) in ac.zip(bc) {
+        let lanes = |v: &[f32]| f32x8::new(v.try_into().expect("chunks of eight"));
+        let (ds, dt) = terms(lanes(a), lanes(b));
+        (s, t) = (s + ds, t + dt);
+    }
+    let wide = |v: f32x8| v.to_array().iter().map(|&x| f64::from(x)).sum::<f64>();
+    let (mut s, mut t) = (wide(s), wide(t));
+    for (&a, &b) in ar.iter().zip(br) {
+        let (ds, dt) = terms(f32x8::splat(a), f32x8::splat(b));
+        (s, t) = (s + f64::from(ds.to_array()[0]), t + f64::from(dt.to_array()[0]));
+    }
+    (s, t)
 }
 
 /// Sums of `v - shift` and of its square. Shifting by a value of the same
 /// channel keeps the one-pass variance free of cancellation when the mean is
-/// large; eight f32 lanes let the loop vectorize, and each plane's sums are
-/// added in f64.
+/// large.
 fn shifted_sums(v: &[f32], shift: f32) -> (f64, f64) {
-    let (mut s, mut q) = ([0f32; 8], [0f32; 8]);
-    let chunks = v.chunks_exact(8);
-    let rest = chunks.remainder();
-    for ch in chunks {
-        for l in 0..8 {
-            let d = ch[l] - shift;
-            s[l] += d;
-            q[l] += d * d;
-        }
-    }
-    let (mut s, mut q) = (s.iter().map(|&a| f64::from(a)).sum(), q.iter().map(|&a| f64::from(a)).sum::<f64>());
-    for &a in rest {
-        let d = f64::from(a - shift);
-        s += d;
-        q += d * d;
-    }
-    (s, q)
+    let shift = f32x8::splat(shift);
+    two_sums(v, v, |x, _| {
+        let d = x - shift;
+        (d, d * d)
+    })
 }
 
-/// Sums of `dy` and of `dy * (x - mean)` over one plane, as in [`shifted_sums`].
-fn grad_sums(dy: &[f32], x: &[f32], mean: f32) -> (f64, f64) {
-    let (mut s, mut p) = ([0f32; 8], [0f32; 8]);
-    let (dc, xc) = (dy.chunks_exact(8), x.chunks_exact(8));
-    let (dr, xr) = (dc.remainder(), xc.remainder());
-    for (d, x) in dc.zip(xc) {
-        for l in 0..8 {
-            s[l] += d[l];
-            p[l] += d[l] * (x[l] - mean);
-        }
-    }
-    let (mut s, mut p) = (s.iter().map(|&a| f64::from(a)).sum(), p.iter().map(|&a| f64::from(a)).sum::<f64>());
-    for (&d, &x) in dr.iter().zip(xr) {
-        s += f64::from(d);
-        p += f64::from(d * (x - mean));
-    }
-    (s, p)
+/// One channel's view of a forward pass, enough to redo its activation's
+/// gradient mask: the mean, and `(scale, shift, slope)` of
+/// `leaky(x * scale + shift, slope)`.
+#[derive(Clone, Copy)]
+struct Channel {
+    mean: f32,
+    act: (f32, f32, f32),
 }
 
-/// `y = (x - mean) / sqrt(var + eps) * gamma + beta` with batch statistics.
+impl Channel {
+    /// `dy` through the activation at `x`: the gradient `bn(x)` receives.
+    #[inline(always)]
+    fn masked(self, dy: f32, x: f32) -> f32 {
+        let (a, b, s) = self.act;
+        leaky_grad(x * a + b, dy, s)
+    }
+
+    /// [`Channel::masked`], eight values at a time.
+    #[inline(always)]
+    fn masked8(self, dy: f32x8, x: f32x8) -> f32x8 {
+        let (a, b, s) = self.act;
+        let z = x * f32x8::splat(a) + f32x8::splat(b);
+        dy * z.simd_gt(f32x8::ZERO).bitselect(f32x8::ONE, f32x8::splat(s))
+    }
+}
+
+/// Sums of `g` and of `g * (x - mean)` over one plane, where `g` is `dy`
+/// masked by the activation.
+fn grad_sums(dy: &[f32], x: &[f32], ch: Channel) -> (f64, f64) {
+    let mean = f32x8::splat(ch.mean);
+    two_sums(dy, x, |d, x| {
+        let g = ch.masked8(d, x);
+        (g, g * (x - mean))
+    })
+}
+
+/// `y = leaky((x - mean) / sqrt(var + eps) * gamma + beta, slope)` with
+/// batch statistics.
 struct BatchNorm {
     eps: f64,
+    /// The activation's slope; 1 is none (the identity).
+    slope: f32,
     /// Filled by the forward pass: read by [`train`] and by the backward.
     stats: Arc<OnceLock<Stats>>,
 }
@@ -145,11 +194,11 @@ impl CustomOp3 for BatchNorm {
         let shift: Vec<f32> = (0..c).map(|ci| beta[ci] - mean[ci] * scale[ci]).collect();
         // One chunk per (image, channel) plane.
         let y = par_chunked(x.len(), hw, |j, r| {
-            let (a, b) = (scale[j % c], shift[j % c]);
-            x[r].iter().map(move |v| v * a + b)
+            let (a, b, s) = (scale[j % c], shift[j % c], self.slope);
+            x[r].iter().map(move |v| leaky(v * a + b, s))
         });
         // The op runs once per `apply_op3`, so the cell is always empty here.
-        let _ = self.stats.set(Stats { mean, var });
+        let _ = self.stats.set(Stats { mean, var, scale, shift });
         Ok((CpuStorage::F32(y), Shape::from(l1.dims())))
     }
 
@@ -163,7 +212,7 @@ impl CustomOp3 for BatchNorm {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let Some(s) = self.stats.get() else { candle_core::bail!("batch norm: backward before forward") };
         let sums = Arc::new(OnceLock::new());
-        let op = BatchNormGrad { eps: self.eps, mean: s.mean.clone(), var: s.var.clone(), sums: Arc::clone(&sums) };
+        let op = BatchNormGrad { eps: self.eps, slope: self.slope, stats: s.clone(), sums: Arc::clone(&sums) };
         let dx = x.apply_op3(&dy.contiguous()?, gamma, op)?;
         let Some((dgamma, dbeta)) = sums.get() else { candle_core::bail!("batch norm: no parameter gradients") };
         let c = dgamma.len();
@@ -173,15 +222,15 @@ impl CustomOp3 for BatchNorm {
     }
 }
 
-/// The input gradient of [`BatchNorm`], with M = N*H*W and xhat the
-/// normalized input:
-/// `dx = gamma / sqrt(var + eps) * (dy - sum(dy) / M - xhat * sum(dy * xhat) / M)`.
+/// The input gradient of [`BatchNorm`], with M = N*H*W, xhat the
+/// normalized input and g = dy masked by the activation's gradient:
+/// `dx = gamma / sqrt(var + eps) * (g - sum(g) / M - xhat * sum(g * xhat) / M)`.
 /// The two sums are also the gradients of beta and gamma; they are left in
 /// `sums` so one pass yields all three.
 struct BatchNormGrad {
     eps: f64,
-    mean: Vec<f32>,
-    var: Vec<f32>,
+    slope: f32,
+    stats: Stats,
     /// (dgamma, dbeta), filled by the forward pass.
     sums: Arc<OnceLock<(Vec<f32>, Vec<f32>)>>,
 }
@@ -206,20 +255,22 @@ impl CustomOp3 for BatchNormGrad {
             candle_core::bail!("batch norm grad: dy {:?} does not match x {:?}", l2.dims(), l1.dims());
         }
         let count = (n * hw) as f64;
-        let inv: Vec<f32> = self.var.iter().map(|v| 1.0 / (v + self.eps as f32).sqrt()).collect();
+        let st = &self.stats;
+        let inv: Vec<f32> = st.var.iter().map(|v| 1.0 / (v + self.eps as f32).sqrt()).collect();
+        let channel = |ci: usize| Channel { mean: st.mean[ci], act: (st.scale[ci], st.shift[ci], self.slope) };
         let (dgamma, dbeta): (Vec<f32>, Vec<f32>) = (0..c)
             .into_par_iter()
             .map(|ci| {
                 let (s, p) = (0..n)
                     .map(|i| {
                         let at = (i * c + ci) * hw;
-                        grad_sums(&dy[at..][..hw], &x[at..][..hw], self.mean[ci])
+                        grad_sums(&dy[at..][..hw], &x[at..][..hw], channel(ci))
                     })
                     .fold((0.0, 0.0), |(a, b), (s, p)| (a + s, b + p));
                 ((p * f64::from(inv[ci])) as f32, s as f32)
             })
             .unzip();
-        // dx = a * dy + b * (x - mean) + d per channel.
+        // dx = a * g + b * (x - mean) + d per channel.
         let coef: Vec<(f32, f32, f32)> = (0..c)
             .map(|ci| {
                 let a = gamma[ci] * inv[ci];
@@ -228,8 +279,8 @@ impl CustomOp3 for BatchNormGrad {
             })
             .collect();
         let dx = par_chunked(x.len(), hw, |j, r| {
-            let ((a, b, d), m) = (coef[j % c], self.mean[j % c]);
-            x[r.clone()].iter().zip(&dy[r]).map(move |(&xv, &g)| a * g + b * (xv - m) + d)
+            let ((a, b, d), ch) = (coef[j % c], channel(j % c));
+            x[r.clone()].iter().zip(&dy[r]).map(move |(&xv, &g)| a * ch.masked(g, xv) + b * (xv - ch.mean) + d)
         });
         let _ = self.sums.set((dgamma, dbeta));
         Ok((CpuStorage::F32(dx), Shape::from(l1.dims())))
@@ -243,32 +294,52 @@ impl CustomOp3 for BatchNormGrad {
         _: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        second_order(self.eps, x, dy, gamma, g)
+        let mask = if self.slope == 1.0 { None } else { Some(self.mask(x)?) };
+        second_order(self.eps, x, dy, gamma, g, mask.as_ref())
+    }
+}
+
+impl BatchNormGrad {
+    /// The activation's gradient at `x` as a constant tensor: 1 where
+    /// `bn(x) > 0`, the slope elsewhere.
+    fn mask(&self, x: &Tensor) -> Result<Tensor> {
+        let per_channel = |v: &[f32]| Tensor::from_slice(v, (1, v.len(), 1, 1), x.device());
+        let (scale, shift) = (per_channel(&self.stats.scale)?, per_channel(&self.stats.shift)?);
+        let z = x.detach().broadcast_mul(&scale)?.broadcast_add(&shift)?;
+        let slope = f64::from(self.slope);
+        z.gt(0.0)?.to_dtype(DType::F32)?.affine(1.0 - slope, slope)
     }
 }
 
 /// The backward of BatchNorm's input gradient, second order, needed only by
 /// the gradient penalty when D has BatchNorm: the gradient formula rebuilt
-/// from candle ops on detached copies and differentiated by autograd. Slow,
-/// and rare.
+/// from candle ops on detached copies and differentiated by autograd, `dy`
+/// first multiplied by the activation's constant `mask` where there is one.
+/// Slow, and rare.
 fn second_order(
     eps: f64,
     x: &Tensor,
     dy: &Tensor,
     gamma: &Tensor,
     g: &Tensor,
+    mask: Option<&Tensor>,
 ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
     let (xv, dyv, gv) =
         (Var::from_tensor(&x.detach())?, Var::from_tensor(&dy.detach())?, Var::from_tensor(&gamma.detach())?);
     let mean_c = |t: &Tensor| t.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3);
-    let (x, dy) = (xv.as_tensor(), dyv.as_tensor());
+    let x = xv.as_tensor();
+    let dy = match mask {
+        Some(m) => (dyv.as_tensor() * m)?,
+        None => dyv.as_tensor().clone(),
+    };
+    let dy = &dy;
     let xc = x.broadcast_sub(&mean_c(x)?)?;
     let inv = (mean_c(&xc.sqr()?)? + eps)?.sqrt()?.recip()?;
     let xhat = xc.broadcast_mul(&inv)?;
     let inner = dy.broadcast_sub(&mean_c(dy)?)?.sub(&xhat.broadcast_mul(&mean_c(&(dy * &xhat)?)?)?)?;
     let dx = inner.broadcast_mul(&inv)?.broadcast_mul(&gv.as_tensor().reshape((1, (), 1, 1))?)?;
     let grads = (dx * g.detach())?.sum_all()?.backward()?;
-    Ok((grads.get(x).cloned(), grads.get(dy).cloned(), grads.get(gv.as_tensor()).cloned()))
+    Ok((grads.get(x).cloned(), grads.get(dyv.as_tensor()).cloned(), grads.get(gv.as_tensor()).cloned()))
 }
 
 /// The CUDA op, whose statistics and parameter gradients come from candle
@@ -379,7 +450,7 @@ mod on_cuda {
             g: &Tensor,
         ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
             if self.is_grad() {
-                return second_order(self.eps, x, a2, a3, g);
+                return second_order(self.eps, x, a2, a3, g, None);
             }
             let (gamma, beta, dy) = (a2, a3, g.contiguous()?);
             let (mean, var) = (&self.per_channel[0], &self.per_channel[1]);

@@ -6,21 +6,24 @@
 //! every element with index arithmetic: ~9% of a DCGAN training step. Here
 //! the bias gradient (of the convolutions, which add their bias
 //! themselves) is a contiguous sum per (image, channel) plane. Scale and
-//! shift is inference-mode BatchNorm in one pass instead of candle's two
-//! broadcast ops.
+//! shift is inference-mode BatchNorm and the LeakyReLU after it in one
+//! pass instead of candle's two broadcast ops and the activation's own.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::activation::{leaky, leaky_relu, leaky_relu_grad};
 use super::{fast, min_chunks, par_chunked, planes, slice, tracked};
 
-/// `x * scale + shift` with `scale` and `shift` (C) broadcast over `x` (N, C, H, W).
-pub fn scale_shift(x: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<Tensor> {
+/// `leaky(x * scale + shift, slope)` with `scale` and `shift` (C)
+/// broadcast over `x` (N, C, H, W); `slope` 1 is no activation.
+pub fn scale_shift(x: &Tensor, scale: &Tensor, shift: &Tensor, slope: f64) -> Result<Tensor> {
     if !fast(&[x, scale, shift]) {
         let per_channel = |t: &Tensor| t.reshape((1, (), 1, 1));
-        return x.broadcast_mul(&per_channel(scale)?)?.broadcast_add(&per_channel(shift)?);
+        let y = x.broadcast_mul(&per_channel(scale)?)?.broadcast_add(&per_channel(shift)?)?;
+        return if slope == 1.0 { Ok(y) } else { leaky_relu(&y, slope) };
     }
-    x.contiguous()?.apply_op3(&scale.contiguous()?, &shift.contiguous()?, ScaleShift)
+    x.contiguous()?.apply_op3(&scale.contiguous()?, &shift.contiguous()?, ScaleShift(slope as f32))
 }
 
 /// The sum of `v`: eight f32 lanes (so the loop vectorizes) added in f64.
@@ -66,8 +69,9 @@ impl CustomOp1 for ChannelSum {
     }
 }
 
-/// The scale-and-shift op: x (N, C, H, W), scale (C), shift (C).
-struct ScaleShift;
+/// The scale-and-shift op: x (N, C, H, W), scale (C), shift (C), and the
+/// activation's slope.
+struct ScaleShift(f32);
 
 impl CustomOp3 for ScaleShift {
     fn name(&self) -> &'static str {
@@ -87,8 +91,8 @@ impl CustomOp3 for ScaleShift {
         let ((_, c, hw), _) = (planes(l1, l2, "scale")?, planes(l1, l3, "shift")?);
         // One chunk per (image, channel) plane.
         let out = par_chunked(x.len(), hw, |p, r| {
-            let (ac, bc) = (a[p % c], b[p % c]);
-            x[r].iter().map(move |&v| v * ac + bc)
+            let (ac, bc, s) = (a[p % c], b[p % c], self.0);
+            x[r].iter().map(move |&v| leaky(v * ac + bc, s))
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
@@ -98,10 +102,11 @@ impl CustomOp3 for ScaleShift {
         x: &Tensor,
         scale: &Tensor,
         shift: &Tensor,
-        _: &Tensor,
+        y: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let g = g.contiguous()?;
+        // Masked by the output, whose sign is that of `x * scale + shift`.
+        let g = if self.0 == 1.0 { g.contiguous()? } else { leaky_relu_grad(y, g, self.0)? };
         let dx = tracked(x, || g.broadcast_mul(&scale.reshape((1, (), 1, 1))?))?;
         let dscale = tracked(scale, || channel_sum(&(&g * x)?))?;
         let dshift = tracked(shift, || channel_sum(&g))?;

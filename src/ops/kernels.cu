@@ -123,7 +123,7 @@ extern "C" __global__ void ganscope_adam_apply_f32(
 
 extern "C" __global__ void ganscope_leaky_f32(const float *x, float *y, unsigned n, float slope) {
   for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
-    y[i] = fmaxf(x[i], 0.0f) + slope * fminf(x[i], 0.0f);
+    y[i] = x[i] > 0.0f ? x[i] : x[i] * slope;  // NaN stays NaN, as on the CPU
   }
 }
 
