@@ -324,8 +324,14 @@ impl Trainer {
         if std > 0.0 { x + randn(&mut self.rng, x.dims(), std, &self.device)? } else { Ok(x.clone()) }
     }
 
-    /// One G step, preceded by `d_steps_per_g` D steps.
+    /// One G step, preceded by `d_steps_per_g` D steps, on a rayon worker
+    /// when training on the CPU ([`crate::ops::on_cpu_pool`]).
     pub fn step(&mut self) -> Result<StepStats> {
+        let device = self.device.clone();
+        crate::ops::on_cpu_pool(&device, || self.step_here())
+    }
+
+    fn step_here(&mut self) -> Result<StepStats> {
         let sigma = self.noise_at(self.state.step);
         let mut stats = StepStats { instance_noise: sigma, ..Default::default() };
         let measure = (self.state.step + 1).is_multiple_of(self.cfg.log_every);
