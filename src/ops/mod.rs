@@ -1,7 +1,7 @@
 //! The layer ops every network calls, and the fast CPU kernels behind them:
 //! convolutions with their bias ([`conv`]), a fused training-mode BatchNorm
-//! ([`batch_norm`]), the per-channel bias gradient and scale-and-shift
-//! ([`bias`]), LeakyReLU and tanh ([`activation`]), pixel shuffle
+//! and the activation after it ([`batch_norm`]), the per-channel bias
+//! gradient and scale-and-shift ([`bias`]), LeakyReLU and tanh ([`activation`]), pixel shuffle
 //! ([`shuffle`]), each a candle custom op with its backward, and Adam's
 //! update in place ([`adam`]). Nearest upsampling and a 3x3 convolution
 //! run as one transposed convolution ([`upsample`]); batches run 3x3
