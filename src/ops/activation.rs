@@ -16,8 +16,12 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tenso
 
 use super::{CHUNK, fast, fast_cuda, par_chunked, slice};
 
-/// `x` where positive, `slope * x` elsewhere.
+/// `x` where positive, `slope * x` elsewhere; at `slope` 1 (the fused
+/// ops' "no activation") `x` itself, with no op.
 pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
+    if slope == 1.0 {
+        return Ok(x.clone());
+    }
     if !(fast(&[x]) || fast_cuda(&[x])) {
         return if slope == 0.0 { x.relu() } else { x.maximum(&x.affine(slope, 0.0)?) };
     }
@@ -33,9 +37,8 @@ pub(super) fn leaky(x: f32, slope: f32) -> f32 {
 }
 
 /// `dy` through LeakyReLU at `x`: `dy` where `x > 0`, `slope * dy`
-/// elsewhere. A select between two constants, then a product: loops over
-/// it vectorize, where selecting between `dy` and `dy * slope` left one
-/// branch per lane.
+/// elsewhere; elementwise loops over it vectorize (reductions over it do
+/// not: see `batch_norm::two_sums`).
 #[inline(always)]
 pub(super) fn leaky_grad(x: f32, dy: f32, slope: f32) -> f32 {
     dy * if x > 0.0 { 1.0 } else { slope }
@@ -52,7 +55,7 @@ impl CustomOp1 for Leaky {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = slice(s, l, "leaky relu")?;
         let slope = self.0;
-        // `slope` copied into each chunk's closure and no branches: the loop vectorizes.
+        // `slope` copied into each chunk's closure and a select: the loop vectorizes.
         let y = par_chunked(x.len(), CHUNK, |_, r| {
             let s = slope;
             x[r].iter().map(move |&v| leaky(v, s))

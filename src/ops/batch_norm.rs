@@ -49,9 +49,7 @@ pub fn train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64, slope: f64) ->
     #[cfg(feature = "cuda")]
     if super::fast_cuda(&[x, gamma, beta]) {
         let mut bn = on_cuda::train(x, gamma, beta, eps)?;
-        if slope != 1.0 {
-            bn.y = super::activation::leaky_relu(&bn.y, slope)?;
-        }
+        bn.y = super::activation::leaky_relu(&bn.y, slope)?;
         return Ok(Some(bn));
     }
     if !fast(&[x, gamma, beta]) {
@@ -328,11 +326,10 @@ fn second_order(
         (Var::from_tensor(&x.detach())?, Var::from_tensor(&dy.detach())?, Var::from_tensor(&gamma.detach())?);
     let mean_c = |t: &Tensor| t.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3);
     let x = xv.as_tensor();
-    let dy = match mask {
+    let dy = &match mask {
         Some(m) => (dyv.as_tensor() * m)?,
         None => dyv.as_tensor().clone(),
     };
-    let dy = &dy;
     let xc = x.broadcast_sub(&mean_c(x)?)?;
     let inv = (mean_c(&xc.sqr()?)? + eps)?.sqrt()?.recip()?;
     let xhat = xc.broadcast_mul(&inv)?;

@@ -21,7 +21,7 @@ pub fn scale_shift(x: &Tensor, scale: &Tensor, shift: &Tensor, slope: f64) -> Re
     if !fast(&[x, scale, shift]) {
         let per_channel = |t: &Tensor| t.reshape((1, (), 1, 1));
         let y = x.broadcast_mul(&per_channel(scale)?)?.broadcast_add(&per_channel(shift)?)?;
-        return if slope == 1.0 { Ok(y) } else { leaky_relu(&y, slope) };
+        return leaky_relu(&y, slope);
     }
     x.contiguous()?.apply_op3(&scale.contiguous()?, &shift.contiguous()?, ScaleShift(slope as f32))
 }

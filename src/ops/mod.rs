@@ -1,14 +1,14 @@
 //! The layer ops every network calls, and the fast CPU kernels behind them:
 //! convolutions with their bias ([`conv`]), a fused training-mode BatchNorm
 //! and the activation after it ([`batch_norm`]), the per-channel bias
-//! gradient and scale-and-shift ([`bias`]), LeakyReLU and tanh ([`activation`]), pixel shuffle
-//! ([`shuffle`]), each a candle custom op with its backward, and Adam's
-//! update in place ([`adam`]). Nearest upsampling and a 3x3 convolution
-//! run as one transposed convolution ([`upsample`]); batches run 3x3
-//! stride-1 and 4x4 stride-2 convolutions by Winograd's F(2x2, 3x3) and
-//! F(2x2, 2x2) (`winograd`). On CUDA, convolutions
-//! run as batch-wide patch kernels plus cuBLAS GEMMs ([`unfold`]) and
-//! BatchNorm as two kernels, all in `kernels.cu`. Elsewhere, and for other
+//! gradient and scale-and-shift ([`bias`]), LeakyReLU and tanh
+//! ([`activation`]), pixel shuffle ([`shuffle`]), each a candle custom op
+//! with its backward, and Adam's update in place ([`adam`]). Nearest
+//! upsampling and a 3x3 convolution run as one transposed convolution
+//! ([`upsample`]); batches run 3x3 stride-1 and 4x4 stride-2 convolutions
+//! by Winograd's F(2x2, 3x3) and F(2x2, 2x2) (`winograd`). On CUDA,
+//! convolutions run as batch-wide patch kernels plus cuBLAS GEMMs
+//! ([`unfold`]) and BatchNorm as two kernels, all in `kernels.cu`. Elsewhere, and for other
 //! dtypes, candle's own ops run.
 
 pub mod activation;
