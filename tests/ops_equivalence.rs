@@ -7,7 +7,8 @@
 //! capped at an even share per rayon thread; small spatial sizes with odd
 //! batches (5, 7) give groups of several images and a short last group. Each
 //! case runs in the default pool and in a one-thread pool, where the groups
-//! are largest.
+//! are largest. The cases take in turn the activations a convolution's op
+//! applies to its output (none, LeakyReLU at slopes 0.2 and 0, tanh).
 //!
 //! Bias and LeakyReLU split their work into rayon jobs of whole planes or
 //! fixed chunks; the shapes include planes of one value, many planes per
@@ -22,6 +23,7 @@
 use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
+use ganscope::ops::activation::Act;
 use ganscope::ops::{activation, adam, batch_norm, bias, conv, shuffle, unfold, upsample};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -155,20 +157,33 @@ enum Kind {
     ConvT,
 }
 
-/// `op(x, w, b, stride, pad)` on `device` agrees with candle's convolution
-/// of `kind` plus bias on the CPU, for each of that kind's cases.
+/// The activations a convolution's op can apply, taken in turn by its cases.
+const ACTS: [Act; 4] = [Act::Identity, Act::Leaky(0.2), Act::Tanh, Act::Leaky(0.0)];
+
+/// `act` written with candle ops.
+fn act_reference(y: Tensor, act: Act) -> Result<Tensor> {
+    match act {
+        Act::Identity => Ok(y),
+        Act::Leaky(slope) => leaky_reference(&y, slope),
+        Act::Tanh => y.tanh(),
+    }
+}
+
+/// `op(x, w, b, stride, pad, act)` on `device` agrees with candle's
+/// convolution of `kind` plus bias, then the activation, on the CPU, for
+/// each of that kind's cases, which take the activations of [`ACTS`] in turn.
 fn check_convs(
     device: &Device,
     kind: Kind,
     seed: u64,
-    op: impl Fn(&Tensor, &Tensor, &Tensor, usize, usize) -> Result<Tensor>,
+    op: impl Fn(&Tensor, &Tensor, &Tensor, usize, usize, Act) -> Result<Tensor>,
 ) -> Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let cases = match kind {
         Kind::Conv => &CONV_CASES[..],
         Kind::ConvT => &CONV_T_CASES[..],
     };
-    for &(n, c, h, w, o, k, s, p) in cases {
+    for (&(n, c, h, w, o, k, s, p), act) in cases.iter().zip(ACTS.iter().cycle()) {
         let x = rand_tensor(&mut rng, &[n, c, h, w])?;
         let wt = rand_tensor(&mut rng, &if let Kind::Conv = kind { [o, c, k, k] } else { [c, o, k, k] })?;
         let b = rand_tensor(&mut rng, &[o])?;
@@ -177,14 +192,14 @@ fn check_convs(
                 Kind::Conv => t[0].conv2d(t[1], p, s, 1, 1)?,
                 Kind::ConvT => t[0].conv_transpose2d(t[1], p, 0, s, 1)?,
             };
-            add_bias(y, t[2])
+            act_reference(add_bias(y, t[2])?, *act)
         };
         check(
             device,
-            &format!("{kind:?} {n}x{c}x{h}x{w} o{o} k{k} s{s} p{p} on {device:?}"),
+            &format!("{kind:?} {n}x{c}x{h}x{w} o{o} k{k} s{s} p{p} {act:?} on {device:?}"),
             &[("x", x), ("w", wt), ("b", b)],
             &mut rng,
-            |t| op(t[0], t[1], t[2], s, p),
+            |t| op(t[0], t[1], t[2], s, p, *act),
             reference,
         )?;
     }
@@ -204,8 +219,10 @@ fn conv_transpose2d_matches_candle() -> Result<()> {
 /// The CUDA formulation (patch matrix + one GEMM), run with its CPU patch copies.
 #[test]
 fn unfolded_convolutions_match_candle() -> Result<()> {
-    check_convs(&Device::Cpu, Kind::Conv, 16, unfold::conv2d)?;
-    check_convs(&Device::Cpu, Kind::ConvT, 17, unfold::conv_transpose2d)
+    check_convs(&Device::Cpu, Kind::Conv, 16, |x, w, b, s, p, act| act.apply(&unfold::conv2d(x, w, b, s, p)?))?;
+    check_convs(&Device::Cpu, Kind::ConvT, 17, |x, w, b, s, p, act| {
+        act.apply(&unfold::conv_transpose2d(x, w, b, s, p)?)
+    })
 }
 
 /// On CUDA the convolutions run our patch kernels and cuBLAS, BatchNorm our
@@ -278,7 +295,8 @@ fn upsample_conv_reference(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor>
 /// pixel and DCGAN's 4x4 first level.
 fn check_upsample_conv(device: &Device, seed: u64) -> Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    for (n, c, h, w, o) in [(2, 3, 3, 5, 4), (1, 1, 1, 1, 1), (3, 5, 4, 7, 2), (8, 32, 4, 4, 16)] {
+    let cases = [(2, 3, 3, 5, 4), (1, 1, 1, 1, 1), (3, 5, 4, 7, 2), (8, 32, 4, 4, 16)];
+    for ((n, c, h, w, o), act) in cases.into_iter().zip(ACTS) {
         let inputs = [
             ("x", rand_tensor(&mut rng, &[n, c, h, w])?),
             ("w", rand_tensor(&mut rng, &[o, c, 3, 3])?),
@@ -286,11 +304,11 @@ fn check_upsample_conv(device: &Device, seed: u64) -> Result<()> {
         ];
         check(
             device,
-            &format!("upsample conv {n}x{c}x{h}x{w} to {o}"),
+            &format!("upsample conv {n}x{c}x{h}x{w} to {o} {act:?}"),
             &inputs,
             &mut rng,
-            |t| upsample::upsample_conv3x3(t[0], t[1], t[2], &OnceLock::new()),
-            |t| upsample_conv_reference(t[0], t[1], t[2]),
+            |t| upsample::upsample_conv3x3(t[0], t[1], t[2], &OnceLock::new(), act),
+            |t| act_reference(upsample_conv_reference(t[0], t[1], t[2])?, act),
         )?;
     }
     Ok(())
@@ -309,18 +327,18 @@ fn upsample_conv_keeps_only_constant_kernels() -> Result<()> {
     let x = rand_tensor(&mut rng, &[2, 3, 4, 5])?;
     let (w, b) = (rand_tensor(&mut rng, &[2, 3, 3, 3])?, rand_tensor(&mut rng, &[2])?);
     let folded = OnceLock::new();
-    let first = upsample::upsample_conv3x3(&x, &w, &b, &folded)?;
+    let first = upsample::upsample_conv3x3(&x, &w, &b, &folded, Act::Identity)?;
     assert_close("constant weights, folded", &first, &upsample_conv_reference(&x, &w, &b)?)?;
     assert!(folded.get().is_some(), "constant weights: the folded kernel is kept");
-    assert_close("constant weights, kept", &upsample::upsample_conv3x3(&x, &w, &b, &folded)?, &first)?;
+    assert_close("constant weights, kept", &upsample::upsample_conv3x3(&x, &w, &b, &folded, Act::Identity)?, &first)?;
 
     let var = Var::from_tensor(&w)?;
     let folded = OnceLock::new();
-    upsample::upsample_conv3x3(&x, var.as_tensor(), &b, &folded)?;
+    upsample::upsample_conv3x3(&x, var.as_tensor(), &b, &folded, Act::Identity)?;
     assert!(folded.get().is_none(), "trainable weights: nothing kept");
     let w2 = rand_tensor(&mut rng, &[2, 3, 3, 3])?;
     var.set(&w2)?;
-    let after = upsample::upsample_conv3x3(&x, var.as_tensor(), &b, &folded)?;
+    let after = upsample::upsample_conv3x3(&x, var.as_tensor(), &b, &folded, Act::Identity)?;
     assert_close("trainable weights, updated", &after, &upsample_conv_reference(&x, &w2, &b)?)
 }
 
@@ -447,9 +465,9 @@ fn frozen_weights_get_no_gradient() -> Result<()> {
     let (gamma, beta) = ((rand_tensor(&mut rng, &[5])? + 1.0)?, rand_tensor(&mut rng, &[5])?);
     let xt = x.as_tensor();
     let fast = {
-        let y = conv::conv2d(xt, &w, &b, 2, 1)?;
+        let y = conv::conv2d(xt, &w, &b, 2, 1, Act::Identity)?;
         let y = batch_norm::train(&y, &gamma, &beta, 1e-5, 0.2)?.expect("fast path on the CPU").y;
-        conv::conv_transpose2d(&y, &wt, &bt, 2, 1)?
+        conv::conv_transpose2d(&y, &wt, &bt, 2, 1, Act::Identity)?
     };
     let reference = {
         let y = add_bias(xt.conv2d(&w, 1, 2, 1, 1)?, &b)?;
@@ -536,16 +554,42 @@ fn leaky_relu_second_order_matches_candle() -> Result<()> {
         let x = Var::from_tensor(&rand_tensor(&mut rng, &[3, 4, 5, 6])?)?;
         let s = Var::from_tensor(&rand_tensor(&mut rng, &[3, 4, 5, 6])?)?;
         let up = rand_tensor(&mut rng, &[3, 4, 5, 6])?;
-        let d2s = |f: &dyn Fn(&Tensor) -> Result<Tensor>| -> Result<Tensor> {
-            let y = f(&(x.as_tensor() * s.as_tensor())?)?;
-            let g = (y * &up)?.sum_all()?.backward()?;
-            let penalty = g.get(x.as_tensor()).expect("dx").sqr()?.sum_all()?;
-            Ok(penalty.backward()?.get(s.as_tensor()).expect("d2s").clone())
-        };
-        let fast = d2s(&|v| activation::leaky_relu(v, slope))?;
-        let want = d2s(&|v| leaky_reference(v, slope))?;
+        let fast = penalty_grad(&x, &s, &up, &|x| activation::leaky_relu(&(x * s.as_tensor())?, slope))?;
+        let want = penalty_grad(&x, &s, &up, &|x| leaky_reference(&(x * s.as_tensor())?, slope))?;
         assert_close(&format!("leaky_relu({slope}) d2s"), &fast, &want)?;
-        assert!(fast.abs()?.sum_all()?.to_scalar::<f32>()? > 0.0, "the second-order gradient is not trivially zero");
+    }
+    Ok(())
+}
+
+/// The gradient in `wrt` of `|d(sum(f(x) * up))/dx|²`, what the WGAN
+/// gradient penalty differentiates; checked not to be trivially zero.
+fn penalty_grad(x: &Var, wrt: &Var, up: &Tensor, f: &dyn Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    let g = (f(x.as_tensor())? * up)?.sum_all()?.backward()?;
+    let penalty = g.get(x.as_tensor()).expect("dx").sqr()?.sum_all()?;
+    let grad = penalty.backward()?.get(wrt.as_tensor()).expect("second-order gradient").clone();
+    assert!(grad.abs()?.sum_all()?.to_scalar::<f32>()? > 0.0, "the second-order gradient is not trivially zero");
+    Ok(grad)
+}
+
+/// The WGAN gradient penalty differentiates D twice, through its first
+/// layer: a convolution with its LeakyReLU fused into its op. The gradient
+/// of `|d(sum(conv(x) * up))/dx|²` in the weights matches that of the same
+/// convolution followed by LeakyReLU as an op of its own. (Only D is
+/// differentiated twice; candle detaches each gradient between two ops, so
+/// through a separate tanh the second-order term of tanh's slope would be
+/// dropped, where the fused op keeps it.)
+#[test]
+fn fused_leaky_relu_second_order_matches_separate_op() -> Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(22);
+    for slope in [0.0, 0.2] {
+        let x = Var::from_tensor(&rand_tensor(&mut rng, &[3, 4, 8, 8])?)?;
+        let w = Var::from_tensor(&rand_tensor(&mut rng, &[6, 4, 4, 4])?)?;
+        let b = rand_tensor(&mut rng, &[6])?;
+        let up = rand_tensor(&mut rng, &[3, 6, 4, 4])?;
+        let conv = |x: &Tensor, act| conv::conv2d(x, w.as_tensor(), &b, 2, 1, act);
+        let fused = penalty_grad(&x, &w, &up, &|x| conv(x, Act::Leaky(slope)))?;
+        let separate = penalty_grad(&x, &w, &up, &|x| activation::leaky_relu(&conv(x, Act::Identity)?, slope))?;
+        assert_close(&format!("conv + leaky_relu({slope}) d2w"), &fused, &separate)?;
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use super::config::NormKind;
 use super::params::{Init, Role, Scope, uniform};
 use crate::ops;
-use crate::ops::activation::leaky_relu;
+use crate::ops::activation::{Act, leaky_relu};
 
 /// DCGAN's weight init: N(0, 0.02) (Radford et al. 2015).
 const W_INIT: Init = Init::Normal(0.0, 0.02);
@@ -91,13 +91,13 @@ impl Conv {
         Ok(Self { w, b, stride, pad, sn })
     }
 
-    /// Convolves `x` (N, C, H, W).
-    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    /// Convolves `x` (N, C, H, W), then applies `act`.
+    pub fn forward(&self, x: &Tensor, train: bool, act: Act) -> Result<Tensor> {
         let w = match &self.sn {
             Some(sn) => sn.apply(&self.w, train)?,
             None => self.w.clone(),
         };
-        ops::conv2d(x, &w, &self.b, self.stride, self.pad)
+        ops::conv2d(x, &w, &self.b, self.stride, self.pad, act)
     }
 }
 
@@ -115,9 +115,9 @@ impl ConvTranspose {
         Ok(Self { w, b })
     }
 
-    /// Upsamples `x` (N, C, H, W) to (N, cout, 2H, 2W).
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        ops::conv_transpose2d(x, &self.w, &self.b, 2, 1)
+    /// Upsamples `x` (N, C, H, W) to (N, cout, 2H, 2W), then applies `act`.
+    pub fn forward(&self, x: &Tensor, act: Act) -> Result<Tensor> {
+        ops::conv_transpose2d(x, &self.w, &self.b, 2, 1, act)
     }
 }
 
@@ -138,9 +138,9 @@ impl ResizeConv {
         Ok(Self { w, b, folded: OnceLock::new() })
     }
 
-    /// Upsamples `x` (N, C, H, W) to (N, cout, 2H, 2W).
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        ops::upsample::upsample_conv3x3(x, &self.w, &self.b, &self.folded)
+    /// Upsamples `x` (N, C, H, W) to (N, cout, 2H, 2W), then applies `act`.
+    pub fn forward(&self, x: &Tensor, act: Act) -> Result<Tensor> {
+        ops::upsample::upsample_conv3x3(x, &self.w, &self.b, &self.folded, act)
     }
 }
 

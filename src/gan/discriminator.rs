@@ -7,6 +7,7 @@ use candle_core::{Result, Tensor};
 use super::blocks::{Conv, Linear, Norm, minibatch_stddev};
 use super::config::{Downsample, ModelConfig, NormKind};
 use super::params::{Init, Params, Role, Scope};
+use crate::ops::activation::Act;
 
 /// What D says about a batch.
 pub struct Verdict {
@@ -57,11 +58,14 @@ impl DownStack {
     pub(crate) fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut h = x.clone();
         for b in &self.blocks {
-            h = b.conv.forward(&h, train)?;
-            if b.pool {
-                h = h.avg_pool2d(2)?;
-            }
-            h = b.norm.forward_leaky(&h, train, self.slope)?;
+            h = match (&b.norm, b.pool) {
+                (Norm::None, false) => b.conv.forward(&h, train, Act::Leaky(self.slope))?,
+                (norm, pool) => {
+                    let y = b.conv.forward(&h, train, Act::Identity)?;
+                    let y = if pool { y.avg_pool2d(2)? } else { y };
+                    norm.forward_leaky(&y, train, self.slope)?
+                }
+            };
         }
         Ok(h)
     }

@@ -8,7 +8,7 @@ use super::blocks::{Conv, ConvTranspose, Linear, Norm, Pass, ResizeConv, dropout
 use super::config::{ModelConfig, Upsample};
 use super::params::{Init, Params, Role, Scope, randn};
 use crate::ops;
-use crate::ops::activation::tanh;
+use crate::ops::activation::Act;
 use crate::ops::shuffle::pixel_shuffle;
 
 /// One 2x upsampling step.
@@ -27,11 +27,13 @@ impl Up {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// The upsampled `x`, then `act` (which, elementwise, commutes with the
+    /// pixel shuffle, so the convolution's op applies it).
+    fn forward(&self, x: &Tensor, act: Act) -> Result<Tensor> {
         match self {
-            Up::Transpose(c) => c.forward(x),
-            Up::Shuffle(c) => pixel_shuffle(&c.forward(x, false)?),
-            Up::Nearest(c) => c.forward(x),
+            Up::Transpose(c) => c.forward(x, act),
+            Up::Shuffle(c) => pixel_shuffle(&c.forward(x, false, act)?),
+            Up::Nearest(c) => c.forward(x, act),
         }
     }
 }
@@ -103,10 +105,9 @@ impl Generator {
         let x = self.proj.forward(&z, false)?.reshape((n, (), base, base))?;
         let mut x = self.hidden(&self.proj_norm, &x, 0, pass)?;
         for (level, up) in self.ups.iter().enumerate() {
-            x = up.forward(&x)?;
             x = match self.norms.get(level) {
-                Some(norm) => self.hidden(norm, &x, level + 1, pass)?,
-                None => tanh(&x)?,
+                Some(norm) => self.hidden(norm, &up.forward(&x, Act::Identity)?, level + 1, pass)?,
+                None => up.forward(&x, Act::Tanh)?,
             };
         }
         Ok(x)

@@ -11,10 +11,74 @@
 //! 0.19 ms of a 64 px generator's ~2-3 ms for one image. [`fast_tanh`]
 //! is arithmetic the compiler vectorizes, and the backward is one pass
 //! from the output instead of three.
+//!
+//! A convolution can also apply either activation in its own op ([`Act`]).
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 
 use super::{CHUNK, fast, fast_cuda, par_chunked, slice};
+
+/// The activation after a convolution, which its op applies to its own
+/// output on the CPU (`conv::conv2d`) and differentiates from that output:
+/// LeakyReLU at a slope >= 0 keeps the sign of its input, and tanh's
+/// derivative is `1 - y²`.
+///
+/// Why: as an op of its own, the activation writes a second tensor, and
+/// candle's backward zeroes one more gradient and adds into it: three
+/// more passes over the layer's output, serial ones for candle's zeroing.
+/// D's unnormalized first layer is its largest (N x 64 x R/2 x R/2).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Act {
+    Identity,
+    /// LeakyReLU with this slope (0 is ReLU).
+    Leaky(f64),
+    Tanh,
+}
+
+impl Act {
+    /// `x` through the activation as an op of its own: where the
+    /// convolution runs without the fused op.
+    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Act::Identity => Ok(x.clone()),
+            Act::Leaky(slope) => leaky_relu(x, slope),
+            Act::Tanh => tanh(x),
+        }
+    }
+
+    /// Applies the activation to a fused op's output in place.
+    pub(super) fn apply_in_place(self, y: &mut [f32]) {
+        // Each closure is copied into its chunk's loop, which vectorizes.
+        fn map(y: &mut [f32], f: impl Fn(f32) -> f32 + Copy + Sync + Send) {
+            y.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|v| *v = f(*v)));
+        }
+        match self {
+            Act::Identity => {}
+            Act::Leaky(slope) => {
+                let s = slope as f32;
+                map(y, move |v| leaky(v, s));
+            }
+            Act::Tanh => map(y, fast_tanh),
+        }
+    }
+
+    /// `dy` back through the activation, from its output `y`;
+    /// differentiable again.
+    pub(super) fn grad_from_output(self, y: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        match self {
+            Act::Identity => Ok(dy.clone()),
+            // LeakyReLU's gradient is flat in `y`, which gets none from it:
+            // detached, so a second backward (the WGAN gradient penalty)
+            // does not wait for one.
+            Act::Leaky(slope) if slope >= 0.0 => leaky_relu_grad(&y.detach(), dy, slope as f32),
+            Act::Leaky(slope) => {
+                candle_core::bail!("LeakyReLU at slope {slope} < 0 cannot be differentiated from its output")
+            }
+            Act::Tanh => tanh_grad(y, dy),
+        }
+    }
+}
 
 /// `x` where positive, `slope * x` elsewhere; at `slope` 1 (the fused
 /// ops' "no activation") `x` itself, with no op.
@@ -172,8 +236,13 @@ impl CustomOp1 for Tanh {
     }
 
     fn bwd(&self, _: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(y.apply_op2(&dy.contiguous()?, TanhGrad)?))
+        tanh_grad(y, dy).map(Some)
     }
+}
+
+/// `dy` through tanh, from its output `y`, differentiable again.
+fn tanh_grad(y: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    y.apply_op2(&dy.contiguous()?, TanhGrad)
 }
 
 /// The backward from the output, `dx = dy * (1 - y²)`, as an op of its own
@@ -193,7 +262,7 @@ impl CustomOp2 for TanhGrad {
     fn bwd(&self, y: &Tensor, dy: &Tensor, _: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = g.contiguous()?;
         let dy_y = ((y * dy)? * &g)?.affine(-2.0, 0.0)?;
-        Ok((Some(dy_y), Some(y.apply_op2(&g, TanhGrad)?)))
+        Ok((Some(dy_y), Some(tanh_grad(y, &g)?)))
     }
 }
 

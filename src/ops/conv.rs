@@ -37,6 +37,7 @@ use std::ops::Range;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::activation::Act;
 use super::transpose::{Store, transpose};
 use super::winograd::{self, Batch, Kernel};
 use super::{CHUNK, bias, fast, fast_cuda, min_chunks, par_chunked, slice, tracked, unfold};
@@ -582,10 +583,14 @@ trait Convolution: CustomOp2 + Send + Sync + 'static {
     fn forward(&self, x: Arg, w: Arg, bias: Option<Arg>) -> Result<(CpuStorage, Shape)>;
 }
 
-/// A convolution plus its bias as one op, the layer's; its backward is the
-/// bias-free op's (which serves the other ops' backward), plus `dy` summed
-/// per channel for the bias.
-struct WithBias<C>(C);
+/// A convolution plus its bias and the activation after it as one op, the
+/// layer's; its backward takes `dy` back through the activation, then runs
+/// the bias-free op's backward (which serves the other ops' backward) and
+/// sums the result per channel for the bias.
+struct WithBias<C> {
+    conv: C,
+    act: Act,
+}
 
 impl<C: Convolution> CustomOp3 for WithBias<C> {
     fn name(&self) -> &'static str {
@@ -601,12 +606,17 @@ impl<C: Convolution> CustomOp3 for WithBias<C> {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        self.0.forward((s1, l1), (s2, l2), Some((s3, l3)))
+        let (mut y, shape) = self.conv.forward((s1, l1), (s2, l2), Some((s3, l3)))?;
+        if let CpuStorage::F32(v) = &mut y {
+            self.act.apply_in_place(v);
+        }
+        Ok((y, shape))
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, b: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Grads3> {
-        let (dx, dw) = self.0.bwd(x, w, y, dy)?;
-        Ok((dx, dw, tracked(b, || bias::channel_sum(dy))?))
+        let dy = self.act.grad_from_output(y, dy)?;
+        let (dx, dw) = self.conv.bwd(x, w, y, &dy)?;
+        Ok((dx, dw, tracked(b, || bias::channel_sum(&dy))?))
     }
 }
 
@@ -809,30 +819,32 @@ impl CustomOp2 for WeightGrad {
 }
 
 /// 2D convolution of `x` (N, C, H, W) with `w` (O, C, K, K) plus bias `b`
-/// (O): the fast op on the CPU, GEMMs on CUDA, candle's elsewhere.
-pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
+/// (O), then `act`: one fast op on the CPU, GEMMs on CUDA, candle's
+/// elsewhere (the activation an op of its own on both).
+pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, pad: usize, act: Act) -> Result<Tensor> {
     if fast_cuda(&[x, w, b]) {
-        return unfold::conv2d(x, w, b, stride, pad);
+        return act.apply(&unfold::conv2d(x, w, b, stride, pad)?);
     }
     if !fast(&[x, w, b]) {
-        return x.conv2d(w, pad, stride, 1, 1)?.broadcast_add(&b.reshape((1, (), 1, 1))?);
+        return act.apply(&x.conv2d(w, pad, stride, 1, 1)?.broadcast_add(&b.reshape((1, (), 1, 1))?)?);
     }
     let k = w.dim(3)?;
-    x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, WithBias(Conv(Geom { k, stride, pad })))
+    let op = WithBias { conv: Conv(Geom { k, stride, pad }), act };
+    x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, op)
 }
 
 /// Transposed 2D convolution of `x` (N, C, H, W) with `w` (C, O, K, K) plus
-/// bias `b` (O), output padding 0.
-pub fn conv_transpose2d(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
+/// bias `b` (O), output padding 0, then `act`, as [`conv2d`].
+pub fn conv_transpose2d(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, pad: usize, act: Act) -> Result<Tensor> {
     if fast_cuda(&[x, w, b]) {
-        return unfold::conv_transpose2d(x, w, b, stride, pad);
+        return act.apply(&unfold::conv_transpose2d(x, w, b, stride, pad)?);
     }
     if !fast(&[x, w, b]) {
-        return x.conv_transpose2d(w, pad, 0, stride, 1)?.broadcast_add(&b.reshape((1, (), 1, 1))?);
+        return act.apply(&x.conv_transpose2d(w, pad, 0, stride, 1)?.broadcast_add(&b.reshape((1, (), 1, 1))?)?);
     }
     let (_, _, hi, wi) = x.dims4()?;
     let k = w.dim(3)?;
     let g = Geom { k, stride, pad };
-    let op = ConvT { g, out_h: g.conv_t_out(hi), out_w: g.conv_t_out(wi) };
-    x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, WithBias(op))
+    let conv = ConvT { g, out_h: g.conv_t_out(hi), out_w: g.conv_t_out(wi) };
+    x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, WithBias { conv, act })
 }
