@@ -75,37 +75,55 @@ struct Stats {
     shift: Vec<f32>,
 }
 
-/// Two sums over a plane of `a` and `b` (of one length), the terms of each
-/// made by `terms` from eight values of each at a time, the lanes and each
-/// plane's sums added in f64; the last few values go through `terms` one
-/// by one, in lane 0.
+/// How many values a channel's f32 lanes sum before they are added into
+/// the f64 totals: as many as one 64x64 plane, the most they summed when
+/// each plane was flushed on its own.
+const FLUSH: usize = 4096;
+
+/// Two sums over a channel's planes of `a` and `b` (each pair of one
+/// length), the terms of each made by `terms` from eight values of each at
+/// a time; the lanes are added in f64 every [`FLUSH`] values, and the last
+/// few values of each plane go through `terms` one by one, in lane 0.
 ///
 /// Why `wide`'s vectors: written over `[f32; 8]` lanes, LLVM paired the two
-/// sums of each lane instead and left most of the loop scalar.
-fn two_sums(a: &[f32], b: &[f32], terms: impl Fn(f32x8, f32x8) -> (f32x8, f32x8)) -> (f64, f64) {
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ar, br) = (ac.remainder(), bc.remainder());
-    let (mut s, mut t) = (f32x8::ZERO, f32x8::ZERO);
-    for (a, b) in ac.zip(bc) {
-        let lanes = |v: &[f32]| f32x8::new(v.try_into().expect("chunks of eight"));
-        let (ds, dt) = terms(lanes(a), lanes(b));
-        (s, t) = (s + ds, t + dt);
-    }
+/// sums of each lane instead and left most of the loop scalar. Why lanes
+/// that outlive a plane: a 4x4 or 8x8 plane (most of a 32 px network's)
+/// is two or eight vectors, and adding the lanes into f64 after each took
+/// longer than summing them.
+fn two_sums<'a>(
+    planes: impl Iterator<Item = (&'a [f32], &'a [f32])>,
+    terms: impl Fn(f32x8, f32x8) -> (f32x8, f32x8),
+) -> (f64, f64) {
     let wide = |v: f32x8| v.to_array().iter().map(|&x| f64::from(x)).sum::<f64>();
-    let (mut s, mut t) = (wide(s), wide(t));
-    for (&a, &b) in ar.iter().zip(br) {
-        let (ds, dt) = terms(f32x8::splat(a), f32x8::splat(b));
-        (s, t) = (s + f64::from(ds.to_array()[0]), t + f64::from(dt.to_array()[0]));
+    let (mut s, mut t) = (0f64, 0f64);
+    let (mut ls, mut lt, mut pending) = (f32x8::ZERO, f32x8::ZERO, 0);
+    for (a, b) in planes {
+        let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+        let (ar, br) = (ac.remainder(), bc.remainder());
+        for (a, b) in ac.zip(bc) {
+            let lanes = |v: &[f32]| f32x8::new(v.try_into().expect("chunks of eight"));
+            let (ds, dt) = terms(lanes(a), lanes(b));
+            (ls, lt) = (ls + ds, lt + dt);
+        }
+        for (&a, &b) in ar.iter().zip(br) {
+            let (ds, dt) = terms(f32x8::splat(a), f32x8::splat(b));
+            (s, t) = (s + f64::from(ds.to_array()[0]), t + f64::from(dt.to_array()[0]));
+        }
+        pending += a.len();
+        if pending >= FLUSH {
+            (s, t) = (s + wide(ls), t + wide(lt));
+            (ls, lt, pending) = (f32x8::ZERO, f32x8::ZERO, 0);
+        }
     }
-    (s, t)
+    (s + wide(ls), t + wide(lt))
 }
 
-/// Sums of `v - shift` and of its square. Shifting by a value of the same
-/// channel keeps the one-pass variance free of cancellation when the mean is
-/// large.
-fn shifted_sums(v: &[f32], shift: f32) -> (f64, f64) {
+/// Sums of `v - shift` and of its square over a channel's planes. Shifting
+/// by a value of the same channel keeps the one-pass variance free of
+/// cancellation when the mean is large.
+fn shifted_sums<'a>(planes: impl Iterator<Item = &'a [f32]>, shift: f32) -> (f64, f64) {
     let shift = f32x8::splat(shift);
-    two_sums(v, v, |x, _| {
+    two_sums(planes.map(|v| (v, v)), |x, _| {
         let d = x - shift;
         (d, d * d)
     })
@@ -137,11 +155,11 @@ impl Channel {
     }
 }
 
-/// Sums of `g` and of `g * (x - mean)` over one plane, where `g` is `dy`
-/// masked by the activation.
-fn grad_sums(dy: &[f32], x: &[f32], ch: Channel) -> (f64, f64) {
+/// Sums of `g` and of `g * (x - mean)` over a channel's planes of `(dy,
+/// x)`, where `g` is `dy` masked by the activation.
+fn grad_sums<'a>(planes: impl Iterator<Item = (&'a [f32], &'a [f32])>, ch: Channel) -> (f64, f64) {
     let mean = f32x8::splat(ch.mean);
-    two_sums(dy, x, |d, x| {
+    two_sums(planes, |d, x| {
         let g = ch.masked8(d, x);
         (g, g * (x - mean))
     })
@@ -179,9 +197,7 @@ impl CustomOp3 for BatchNorm {
             .into_par_iter()
             .map(|ci| {
                 let shift = x[ci * hw..].first().copied().unwrap_or(0.0);
-                let (s, q) = (0..n)
-                    .map(|i| shifted_sums(&x[(i * c + ci) * hw..][..hw], shift))
-                    .fold((0.0, 0.0), |(a, b), (s, q)| (a + s, b + q));
+                let (s, q) = shifted_sums((0..n).map(|i| &x[(i * c + ci) * hw..][..hw]), shift);
                 let m = s / count;
                 (f64::from(shift) + m, (q / count - m * m).max(0.0))
             })
@@ -259,12 +275,8 @@ impl CustomOp3 for BatchNormGrad {
         let (dgamma, dbeta): (Vec<f32>, Vec<f32>) = (0..c)
             .into_par_iter()
             .map(|ci| {
-                let (s, p) = (0..n)
-                    .map(|i| {
-                        let at = (i * c + ci) * hw;
-                        grad_sums(&dy[at..][..hw], &x[at..][..hw], channel(ci))
-                    })
-                    .fold((0.0, 0.0), |(a, b), (s, p)| (a + s, b + p));
+                let planes = (0..n).map(|i| (i * c + ci) * hw).map(|at| (&dy[at..][..hw], &x[at..][..hw]));
+                let (s, p) = grad_sums(planes, channel(ci));
                 ((p * f64::from(inv[ci])) as f32, s as f32)
             })
             .unzip();
