@@ -108,12 +108,8 @@ pub fn train_flops(m: &ModelConfig, n: usize, folded: bool) -> f64 {
     4.0 * g + 8.0 * d
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn time_ms(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+/// Times `f` `reps` times after one warm-up call: (median, fastest), in ms.
+fn time_ms(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
     f()?;
     let mut t = Vec::with_capacity(reps);
     for _ in 0..reps {
@@ -121,15 +117,19 @@ fn time_ms(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
         f()?;
         t.push(s.elapsed().as_secs_f64() * 1e3);
     }
-    Ok(median(t))
+    t.sort_by(f64::total_cmp);
+    Ok((t[t.len() / 2], t[0]))
 }
 
-/// GFLOP/s of a 1024^3 f32 matmul through candle (the gemm crate).
+/// GFLOP/s of a 1024^3 f32 matmul through candle (the gemm crate), the
+/// fastest of 10: a ceiling is the best the machine does, and on a shared
+/// machine the median of 5 had come out at half the one-thread figure on
+/// two threads.
 pub fn matmul_ceiling(device: &Device) -> Result<f64> {
     let n = 1024;
     let a = Tensor::randn(0f32, 1.0, (n, n), device)?;
     let b = Tensor::randn(0f32, 1.0, (n, n), device)?;
-    let ms = time_ms(5, || {
+    let (_, ms) = time_ms(10, || {
         a.matmul(&b)?.sum_all()?.to_scalar::<f32>()?;
         Ok(())
     })?;
@@ -163,12 +163,13 @@ pub fn run_arch(m: &ModelConfig, device: &Device, quick: bool) -> Result<ArchRes
         let map = p.vars.iter().map(|(n, v, _)| (n.clone(), v.as_tensor().detach())).collect();
         Generator::new(m, &mut LoadedParams::new(map, device))?
     };
-    let gen_ms = |n: usize, reps: usize| {
+    let gen_ms = |n: usize, reps: usize| -> Result<f64> {
         let z = Tensor::randn(0f32, 1.0, (n, m.z_dim), device)?;
-        time_ms(reps, || {
+        let (median, _) = time_ms(reps, || {
             g.forward(&z, None, &mut Pass::eval())?.sum_all()?.to_scalar::<f32>()?;
             Ok(())
-        })
+        })?;
+        Ok(median)
     };
     let g1 = gen_ms(1, if quick { 10 } else { 50 })?;
     let g64 = gen_ms(64, if quick { 2 } else { 5 })?;
@@ -178,7 +179,7 @@ pub fn run_arch(m: &ModelConfig, device: &Device, quick: bool) -> Result<ArchRes
     let cfg = TrainConfig { batch_size: 64, ..Preset::PlainDcgan.apply(&base) };
     let mut t = Trainer::new(cfg, synthetic(m, 256), device)?;
     let steps = if quick { 2 } else { 5 };
-    let step_ms = time_ms(steps, || {
+    let (step_ms, _) = time_ms(steps, || {
         t.step()?;
         Ok(())
     })?;
