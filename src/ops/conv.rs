@@ -32,6 +32,7 @@
 
 use std::cell::RefCell;
 use std::iter::repeat_n;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
@@ -379,23 +380,46 @@ impl<'a> Operand<'a> {
 
 /// Row-major `dst (m x n) = [dst +] a (m x k) * b (k x n)`.
 pub(super) fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, a: Operand, b: Operand) {
+    assert!(dst.len() >= m * n, "matmul: destination too short");
+    // SAFETY: `dst` holds the m x n values, initialized.
+    unsafe { gemm_into(m, n, k, dst.as_mut_ptr(), accumulate, a, b) }
+}
+
+/// Row-major `dst (m x n) = a (m x k) * b (k x n)`, writing every value of
+/// `dst`'s first m x n, which need not be initialized: told not to
+/// accumulate, the gemm crate sets its `alpha` to zero and none of its
+/// kernels (GEMM, GEMV, outer product) reads the destination then.
+pub(super) fn matmul_uninit(m: usize, n: usize, k: usize, dst: &mut [MaybeUninit<f32>], a: Operand, b: Operand) {
+    assert!(dst.len() >= m * n, "matmul: destination too short");
+    // SAFETY: `dst` holds m x n values; without accumulating none is read.
+    unsafe { gemm_into(m, n, k, dst.as_mut_ptr().cast(), false, a, b) }
+}
+
+/// [`matmul`] into `dst`, row-major with m x n values.
+///
+/// # Safety
+///
+/// `dst` must be valid for m x n writes and, when `accumulate`, reads of
+/// initialized values.
+unsafe fn gemm_into(m: usize, n: usize, k: usize, dst: *mut f32, accumulate: bool, a: Operand, b: Operand) {
     if m == 0 || n == 0 || k == 0 {
         if !accumulate {
-            dst[..m * n].fill(0.0);
+            // SAFETY: m x n writes, as the caller promised.
+            unsafe { std::ptr::write_bytes(dst, 0, m * n) };
         }
         return;
     }
     let (a_cs, a_rs, a_len) = a.strides(m, k);
     let (b_cs, b_rs, b_len) = b.strides(k, n);
-    assert!(dst.len() >= m * n && a.data.len() >= a_len && b.data.len() >= b_len, "matmul: operands too short");
+    assert!(a.data.len() >= a_len && b.data.len() >= b_len, "matmul: operands too short");
     // SAFETY: the assert above keeps every element the strides reach inside
-    // its slice.
+    // its slice; `dst` is the caller's.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             n as isize,
             accumulate,
@@ -464,6 +488,7 @@ impl Convolution for Conv {
         let prod_len = |ld: usize| if wt.is_some() || ld > hw { o * ld } else { 0 };
         let lens = |ld| [padded, ckk * ld, prod_len(ld)];
         let y = batch.by_groups((hw, hw), lens, |images, out, ld, [xp, cols, prod]| {
+            let (out, filled) = out.zeroed();
             let gi = ld / hw;
             let images = images.chunks_exact(c * h * wd);
             if let Some(wt) = &wt {
@@ -492,6 +517,7 @@ impl Convolution for Conv {
                     scatter(prod, gi, o, hw, out);
                 }
             }
+            filled
         });
         Ok((CpuStorage::F32(y), Shape::from((n, o, ho, wo))))
     }
@@ -519,6 +545,7 @@ fn shifted_taps(batch: &Batch) -> Vec<f32> {
     let ld = |gi: usize| cols(gi) + 2 * wp + 2;
     let lens = |pixels: usize| [c * ld(pixels / hw), o * cols(pixels / hw), 0];
     batch.by_groups((hw, hw), lens, |images, out, pixels, [xs, prod, _]| {
+        let (out, filled) = out.zeroed();
         let gi = pixels / hw;
         let (cols, ld) = (cols(gi), ld(gi));
         for (ci, row) in xs.chunks_exact_mut(ld).enumerate() {
@@ -546,6 +573,7 @@ fn shifted_taps(batch: &Batch) -> Vec<f32> {
                 }
             }
         }
+        filled
     })
 }
 

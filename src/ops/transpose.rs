@@ -11,6 +11,8 @@
 //! level (0.41, 0.70). Blocks run 16 source rows at a time so that each
 //! destination row gets 64 contiguous bytes per pass.
 
+use std::mem::MaybeUninit;
+
 /// What a transpose does with the destination value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Store {
@@ -20,18 +22,55 @@ pub(super) enum Store {
     Add,
 }
 
+/// What a transpose stores into: f32 values, or uninitialized ones, which
+/// it can only set (a fresh output it writes in full, spared a zeroing).
+pub(super) trait Slot: Sized {
+    /// Whether the slot holds a value that can be added to.
+    const INIT: bool;
+
+    fn set(&mut self, v: f32);
+
+    fn add(&mut self, v: f32);
+}
+
+impl Slot for f32 {
+    const INIT: bool = true;
+
+    fn set(&mut self, v: f32) {
+        *self = v;
+    }
+
+    fn add(&mut self, v: f32) {
+        *self += v;
+    }
+}
+
+impl Slot for MaybeUninit<f32> {
+    const INIT: bool = false;
+
+    fn set(&mut self, v: f32) {
+        self.write(v);
+    }
+
+    fn add(&mut self, _: f32) {
+        unreachable!("transpose: adding into an uninitialized value");
+    }
+}
+
 /// Source rows per pass.
 const TILE: usize = 16;
 
-/// `dst[j * ldd + i] (=|+=) src[i * lds + j]` for `i < rows`, `j < cols`.
-pub(super) fn transpose(
+/// `dst[j * ldd + i] (=|+=) src[i * lds + j]` for `i < rows`, `j < cols`;
+/// only [`Store::Set`] into uninitialized slots.
+pub(super) fn transpose<T: Slot>(
     src: &[f32],
     lds: usize,
-    dst: &mut [f32],
+    dst: &mut [T],
     ldd: usize,
     (rows, cols): (usize, usize),
     into: Store,
 ) {
+    assert!(T::INIT || into == Store::Set, "transpose: only Set stores into uninitialized values");
     if rows == 0 || cols == 0 {
         return;
     }
@@ -54,10 +93,10 @@ pub(super) fn transpose(
 }
 
 /// The scalar transpose of rows `is` and columns `js` of `src`.
-fn scalar(
+fn scalar<T: Slot>(
     src: &[f32],
     lds: usize,
-    dst: &mut [f32],
+    dst: &mut [T],
     ldd: usize,
     (is, js): (std::ops::Range<usize>, std::ops::Range<usize>),
     into: Store,
@@ -69,8 +108,8 @@ fn scalar(
         let column = src[is.start * lds + j..].iter().step_by(lds);
         let out = dst[j * ldd + is.start..j * ldd + is.end].iter_mut().zip(column);
         match into {
-            Store::Set => out.for_each(|(d, &v)| *d = v),
-            Store::Add => out.for_each(|(d, &v)| *d += v),
+            Store::Set => out.for_each(|(d, &v)| d.set(v)),
+            Store::Add => out.for_each(|(d, &v)| d.add(v)),
         }
     }
 }
@@ -79,16 +118,18 @@ fn scalar(
 /// checked lies inside both operands.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn block(src: &[f32], lds: usize, dst: &mut [f32], ldd: usize, (i, j): (usize, usize), into: Store) {
+fn block<T: Slot>(src: &[f32], lds: usize, dst: &mut [T], ldd: usize, (i, j): (usize, usize), into: Store) {
     use std::arch::x86_64::{
         _mm_add_ps, _mm_loadu_ps, _mm_movehl_ps, _mm_movelh_ps, _mm_storeu_ps, _mm_unpackhi_ps, _mm_unpacklo_ps,
     };
     let (s, d) = (&src[i * lds + j..], &mut dst[j * ldd + i..]);
     assert!(s.len() > 3 * lds + 3 && d.len() > 3 * ldd + 3, "transpose: a block outside its operands");
     // SAFETY: SSE is in the x86-64 baseline; the assert above keeps the four
-    // 4-value rows read from `s` and written to `d` inside them.
+    // 4-value rows read from `s` and written to `d` inside them. A slot has
+    // the layout of an f32, and `transpose` allows `Add`, which reads `d`,
+    // only for initialized slots.
     unsafe {
-        let (s, d) = (s.as_ptr(), d.as_mut_ptr());
+        let (s, d) = (s.as_ptr(), d.as_mut_ptr().cast::<f32>());
         let r: [_; 4] = std::array::from_fn(|k| _mm_loadu_ps(s.add(k * lds)));
         let (lo01, lo23) = (_mm_unpacklo_ps(r[0], r[1]), _mm_unpacklo_ps(r[2], r[3]));
         let (hi01, hi23) = (_mm_unpackhi_ps(r[0], r[1]), _mm_unpackhi_ps(r[2], r[3]));
@@ -111,7 +152,7 @@ fn block(src: &[f32], lds: usize, dst: &mut [f32], ldd: usize, (i, j): (usize, u
 /// The 4x4 block at row `i`, column `j` of `src`, elsewhere than x86-64.
 #[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
-fn block(src: &[f32], lds: usize, dst: &mut [f32], ldd: usize, (i, j): (usize, usize), into: Store) {
+fn block<T: Slot>(src: &[f32], lds: usize, dst: &mut [T], ldd: usize, (i, j): (usize, usize), into: Store) {
     scalar(src, lds, dst, ldd, (i..i + 4, j..j + 4), into);
 }
 
@@ -141,5 +182,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Setting uninitialized slots writes every value a set into f32s does;
+    /// adding into them is refused.
+    #[test]
+    fn sets_uninitialized_slots() {
+        for (rows, cols) in [(1, 1), (3, 5), (17, 7), (64, 3)] {
+            let src: Vec<f32> = (0..rows * cols).map(|v| v as f32).collect();
+            let mut want = vec![f32::NAN; rows * cols];
+            transpose(&src, cols, &mut want, rows, (rows, cols), Store::Set);
+            let mut slots = vec![MaybeUninit::<f32>::uninit(); rows * cols];
+            transpose(&src, cols, &mut slots, rows, (rows, cols), Store::Set);
+            // SAFETY: the transpose set all rows x cols slots (ldd = rows).
+            let got: Vec<f32> = slots.iter().map(|s| unsafe { s.assume_init() }).collect();
+            assert_eq!(got, want, "{rows} x {cols}");
+        }
+        let refused = std::panic::catch_unwind(|| {
+            let mut slots = [MaybeUninit::<f32>::uninit(); 4];
+            transpose(&[1.0; 4], 2, &mut slots, 2, (2, 2), Store::Add);
+        });
+        assert!(refused.is_err(), "adding into uninitialized slots");
     }
 }

@@ -12,7 +12,7 @@
 //! G = [1 0; 1 1; 0 1], Aᵀ = [1 1 0; 0 1 1].
 
 use super::super::conv::{Operand, matmul};
-use super::{Batch, Kernel, Tiles, Transformed, add_signed, pad, to_planes, transform_output};
+use super::{Batch, Kernel, Tiles, Transformed, add_signed, pad, transform_output};
 
 /// G of F(2x2, 2x2).
 const G2: [[f32; 2]; 3] = [[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]];
@@ -158,9 +158,9 @@ pub(in crate::ops) fn conv4x4s2(batch: &Batch) -> Vec<f32> {
             }
         }
         let place = |t, a, b| geom.place(t, a, b);
-        to_planes(out, (o, plane), |i, tile, px| {
+        out.fill((o, plane), |i, tile, px| {
             transform_output::<3>(m, (t, i * count, count), (o, batch.bias), output_rows, place, tile, px);
-        });
+        })
     })
 }
 
@@ -188,12 +188,12 @@ pub(in crate::ops) fn conv_t4x4s2(batch: &Batch) -> Vec<f32> {
             let at = (e % 9) * 4 + e / 9;
             matmul(t, o, c, m, false, Operand::plain(&v[at * c..], 36 * c), u.position(at));
         }
-        to_planes(out, (o, plane), |i, tile, px| {
+        out.fill((o, plane), |i, tile, px| {
             for (phase, m) in m.chunks_exact(9 * t * o).enumerate() {
                 let (p, q) = (phase / 2, phase % 2);
                 let place = |t, a, b| tiles.place(t, a, b).map(|at| (2 * (at / w) + p) * 2 * w + 2 * (at % w) + q);
                 transform_output::<3>(m, (t, i * count, count), (o, batch.bias), output_rows, place, tile, px);
             }
-        });
+        })
     })
 }
