@@ -158,14 +158,15 @@ where
 /// outputs among them.
 fn par_zeroed(len: usize, chunks: (usize, usize), fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
     // SAFETY: each chunk is written in full (zeroed) before `fill` sees it.
-    unsafe {
-        par_written(len, chunks, |i, slots| {
-            slots.fill(MaybeUninit::new(0.0));
-            // SAFETY: every slot of this chunk was just written; a
-            // `MaybeUninit<f32>` has the layout of an `f32`.
-            fill(i, &mut *(slots as *mut [MaybeUninit<f32>] as *mut [f32]));
-        })
-    }
+    unsafe { par_written(len, chunks, |i, slots| fill(i, zeroed(slots))) }
+}
+
+/// `slots` set to zero, as the initialized values they then are.
+fn zeroed(slots: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    slots.fill(MaybeUninit::new(0.0));
+    // SAFETY: every slot was just written; a `MaybeUninit<f32>` has the
+    // layout of an `f32`.
+    unsafe { &mut *(slots as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
 /// As [`par_zeroed`], without the zeroing, for `write`s that write every

@@ -34,7 +34,7 @@ use std::mem::MaybeUninit;
 
 use super::conv::{Dims, Operand, group_size, matmul, matmul_uninit, with_scratch};
 use super::transpose::{Store, transpose};
-use super::{min_chunks, par_written};
+use super::{min_chunks, par_written, zeroed};
 
 mod strided;
 
@@ -241,11 +241,7 @@ pub(in crate::ops) struct Filled(());
 impl<'a> Planes<'a> {
     /// The planes zeroed, for a body that writes them by other means.
     pub(in crate::ops) fn zeroed(self) -> (&'a mut [f32], Filled) {
-        self.0.fill(MaybeUninit::new(0.0));
-        // SAFETY: every value was just written; a `MaybeUninit<f32>` has
-        // the layout of an `f32`.
-        let values = unsafe { &mut *(self.0 as *mut [MaybeUninit<f32>] as *mut [f32]) };
-        (values, Filled(()))
+        (zeroed(self.0), Filled(()))
     }
 
     /// Fills each image: `fill(i, tile, px)` writes image `i` channels-last
