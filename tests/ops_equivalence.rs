@@ -94,8 +94,10 @@ type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
 // overhang the right and bottom edges (the last one's input gradient, 9 x
 // 7 from 4 x 3, keeps patches).
 // (1, 32, 48, 47, ...) is a single image big enough (2^25+ multiply-adds)
-// to split its output channels between threads.
-const CONV_CASES: [Case; 16] = [
+// to split its output channels between threads. The last two are wide
+// enough for Winograd weight gradients too (128+ multiply-adds per
+// transformed value), the 4x4 stride-2 one with tiles overhanging.
+const CONV_CASES: [Case; 18] = [
     (2, 3, 8, 8, 4, 4, 2, 1),
     (3, 5, 7, 9, 2, 3, 1, 1),
     (1, 1, 5, 5, 3, 3, 2, 0),
@@ -112,14 +114,17 @@ const CONV_CASES: [Case; 16] = [
     (1, 32, 48, 47, 67, 3, 1, 1),
     (5, 64, 9, 7, 64, 3, 1, 1),
     (5, 40, 9, 7, 64, 4, 2, 1),
+    (5, 128, 9, 7, 256, 4, 2, 1),
+    (4, 256, 5, 3, 256, 3, 1, 1),
 ];
 
 // As [`CONV_CASES`], for transposed convolutions: the grouped cases read
 // 1x1 to 3x3 inputs, the next two are single images whose channels split
 // between threads; then batches that copy patches channels-last (into 7
 // channels, as G's RGB layer) and, from 32+ into 64+ channels, batches
-// that run by Winograd, the last with tiles overhanging both edges.
-const CONV_T_CASES: [Case; 15] = [
+// that run by Winograd, the last with tiles overhanging both edges; the
+// two after it also take their weight gradients by Winograd.
+const CONV_T_CASES: [Case; 17] = [
     (2, 4, 4, 4, 3, 4, 2, 1),
     (3, 3, 5, 7, 2, 4, 2, 1),
     (1, 2, 7, 7, 1, 3, 1, 1),
@@ -135,6 +140,8 @@ const CONV_T_CASES: [Case; 15] = [
     (6, 64, 3, 4, 65, 4, 2, 1),
     (5, 64, 4, 2, 64, 3, 1, 1),
     (6, 64, 7, 11, 64, 3, 1, 1),
+    (6, 256, 3, 4, 128, 4, 2, 1),
+    (5, 256, 4, 3, 256, 3, 1, 1),
 ];
 
 /// Runs `body` in rayon's default pool, in a one-thread pool, where each

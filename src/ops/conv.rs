@@ -13,6 +13,8 @@
 //!
 //! conv's input gradient is a transposed convolution and vice versa; both
 //! weight gradients are `weight_grad` with the roles of the tensors swapped.
+//! Batches of wide enough 3x3 stride-1 and 4x4 stride-2 layers run all
+//! three by Winograd's minimal filtering instead (`winograd`).
 //!
 //! The deep layers of a DCGAN are 4x4 or 8x8 pixels, so one image gives a
 //! GEMM of 16 or 64 columns, which the gemm crate runs in its slow edge
@@ -30,10 +32,12 @@
 //! between the threads: always for a transposed convolution, from
 //! [`SPLIT_MIN_MACS`] on for a convolution.
 
+use std::array;
 use std::cell::RefCell;
 use std::iter::repeat_n;
 use std::mem::MaybeUninit;
 use std::ops::Range;
+use std::sync::{Mutex, PoisonError};
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -98,6 +102,33 @@ pub(super) fn with_scratch<R>(lens: [usize; 3], f: impl FnOnce([&mut [f32]; 3]) 
             &mut buf[..len]
         }))
     })
+}
+
+/// Buffers that rayon jobs share, kept between calls (see [`with_shared`]).
+static SHARED: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+
+/// Runs `f` with buffers `lens` values long that, unlike [`with_scratch`]'s,
+/// `f` may hand out to rayon jobs.
+///
+/// Why: a batch-wide weight gradient's operands are megabytes, and fresh
+/// ones come from the OS, which zeroes each page on first touch: a pass
+/// over all of them per call. They stay allocated for the process's
+/// life, as large as the largest layer's (tens of MB at 64 px). As for
+/// [`with_scratch`], every user writes its buffers before reading them.
+pub(super) fn with_shared<const K: usize, R>(lens: [usize; K], f: impl FnOnce([&mut [f32]; K]) -> R) -> R {
+    let mut bufs: [Vec<f32>; K] = {
+        let mut pool = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+        array::from_fn(|_| pool.pop().unwrap_or_default())
+    };
+    let mut parts = bufs.iter_mut().zip(lens).map(|(buf, len)| {
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
+        &mut buf[..len]
+    });
+    let r = f(array::from_fn(|_| parts.next().expect("one buffer per length")));
+    SHARED.lock().unwrap_or_else(PoisonError::into_inner).extend(bufs);
+    r
 }
 
 /// Copies `src` (`imgs` x `rows` x `len`, image-major) into `dst` (`rows` x
@@ -800,6 +831,17 @@ impl CustomOp2 for WeightGrad {
         let k = self.0.k;
         if n != n2 || self.0.conv_out(h) != ho || self.0.conv_out(w) != wo {
             candle_core::bail!("weight grad: shapes {:?} and {:?} do not match", l1.dims(), l2.dims());
+        }
+        if channels_last(n) && (self.0.phases() || self.0.winograd()) {
+            let dims = (ca, h, w);
+            let dw = if self.0.phases() {
+                winograd::conv4x4s2_weight_grad(a, n, dims, b, cb)
+            } else {
+                winograd::conv3x3_weight_grad(a, n, dims, b, cb)
+            };
+            if let Some(dw) = dw {
+                return Ok((CpuStorage::F32(dw), Shape::from((cb, ca, k, k))));
+            }
         }
         let (kka, hw) = (k * k * ca, ho * wo);
         let padded = self.0.padded_len((ca, h, w));

@@ -2,9 +2,10 @@
 //! 2016): 3x3 stride-1 ones (padding 1) by F(2x2, 3x3) here, the 4x4
 //! stride-2 ones and their transposes by F(2x2, 2x2) in [`strided`].
 //! Forward passes and input gradients (each the other kind of convolution)
-//! run this way; weight gradients keep the patch GEMM, which measured
-//! faster (the Winograd form, `Gᵀ [Σ_tiles (A dy Aᵀ) ⊙ (Bᵀ d B)] G`, moved
-//! 2.25x the accumulator through memory per group and lost 5-35%).
+//! run this way, and so do the weight gradients of layers wide enough
+//! ([`MIN_MACS_PER_VALUE`]): the algorithm differentiated, `Gᵀ [Σ_tiles
+//! (A dy Aᵀ) ⊙ (Bᵀ d B)] G`, summed over a whole group of images per GEMM
+//! ([`weight_grad`]).
 //!
 //! Why: the pixel-shuffle generator's layers, their input gradients and the
 //! average-pooling discriminator's layers are 3x3 stride-1 convolutions.
@@ -32,13 +33,15 @@
 use std::array;
 use std::mem::MaybeUninit;
 
-use super::conv::{Dims, Operand, group_size, matmul, matmul_uninit, with_scratch};
+use rayon::prelude::*;
+
+use super::conv::{Dims, Operand, group_size, matmul, matmul_uninit, with_scratch, with_shared};
 use super::transpose::{Store, transpose};
 use super::{min_chunks, par_written, zeroed};
 
 mod strided;
 
-pub(super) use strided::{conv_t4x4s2, conv4x4s2};
+pub(super) use strided::{conv_t4x4s2, conv4x4s2, conv4x4s2_weight_grad};
 
 /// How a 3x3 kernel is stored.
 #[derive(Debug, Clone, Copy)]
@@ -367,4 +370,136 @@ impl Transformed {
             Kernel::Transposed => Operand::plain(data, self.o),
         }
     }
+}
+
+/// The kernel gradient (O, C, 3, 3) of a batch's 3x3 stride-1 convolution
+/// (padding 1) from its input `x` (N, C, H, W) and output gradient `dy`
+/// (N, O, H, W), by [`weight_grad`] with F(2x2, 3x3): 2.25x fewer
+/// multiply-adds than the patch GEMM; None for narrow layers. A
+/// transposed convolution's kernel gradient is this with the roles of its
+/// input and output gradient swapped.
+pub(super) fn conv3x3_weight_grad(x: &[f32], n: usize, (c, h, w): Dims, dy: &[f32], o: usize) -> Option<Vec<f32>> {
+    let tiles = Tiles::new(h, w);
+    // A = [1 0; 1 1; 1 -1; 0 -1]: `A g Aᵀ` of (g00, g01, g10, g11), row by row.
+    let a_g_a = |[a, b, c, d]: [f32; 4]| -> [f32; 16] {
+        let (r0, r1) = ([a, a + b, a - b, -b], [c, c + d, c - d, -d]);
+        array::from_fn(|e| {
+            let (i, j) = (e / 4, e % 4);
+            [r0[j], r0[j] + r1[j], r0[j] - r1[j], -r1[j]][i]
+        })
+    };
+    let layer = Layer { x, n, dims: (c, h, w), dy, o, plane: h * w, count: tiles.count() };
+    let input = |img: &[f32], v: &mut [f32]| {
+        with_scratch([tiles.padded_len(c) + 16 * c, 0, 0], |[xp, _, _]| {
+            let (xp, bd) = xp.split_at_mut(tiles.padded_len(c));
+            tiles.transform_input(img, c, xp, bd, v);
+        })
+    };
+    let place = |t, a, b| tiles.place(t, a, b);
+    weight_grad(&layer, (16, |p| p), input, (place, &a_g_a), &g_kron(false))
+}
+
+/// A batch's convolution layer as its kernel gradient sees it: `x`, `n`
+/// images of `dims` (C, H, W), and `dy`, the gradient of its output, `o`
+/// planes of `plane` pixels per image, which `count` 2x2 tiles cover.
+struct Layer<'a> {
+    x: &'a [f32],
+    n: usize,
+    dims: Dims,
+    dy: &'a [f32],
+    o: usize,
+    plane: usize,
+    count: usize,
+}
+
+/// The fewest tiles a group of images sums over in one GEMM: its inner
+/// dimension.
+const MIN_TILES: usize = 256;
+
+/// The fewest multiply-adds per transformed value for which a kernel
+/// gradient runs by Winograd. Below, moving the transforms through memory
+/// costs more than the multiply-adds saved (batch 64, a layer's backward
+/// for its kernel alone, one thread, patches / Winograd): 3x3 from 128
+/// into 256 channels at 16x16, 85 per value, 142 / 176 ms, from 64 into
+/// 128 at 32x32, 43 per value, 177 / 189 ms. From 171 on, Winograd won
+/// by 1.25-1.78x on one thread (256 into 512 at 8x8 134 / 91 ms) and
+/// 1.10-1.74x on two; 4x4 stride-2 layers at 85 went either way
+/// (0.88-1.31x).
+const MIN_MACS_PER_VALUE: usize = 128;
+
+/// A Winograd convolution's kernel gradient (O, C, taps), the algorithm
+/// differentiated: `Gᵀ [Σ_tiles (A dy Aᵀ) ⊙ (Bᵀ d B)] G`.
+///
+/// `input(image, v)` writes an image's `Bᵀ d B` as the forward makes it,
+/// tiles x `pairs` x C; `(place, a_g_a)` make its `A dy Aᵀ`, tiles x P x
+/// O: output (a, b) of tile t is pixel `place(t, a, b)` of the plane, if
+/// inside it, and `a_g_a` maps a tile's 4 output values to its P
+/// positions. Pair e of `v` meets position `position(e)` of the gradient;
+/// `coefs` (pairs x taps) maps a kernel to its pairs (`G g Gᵀ`). None
+/// when the layer is too narrow to gain (see [`MIN_MACS_PER_VALUE`]).
+///
+/// Groups of images go one after the other; within a group the threads
+/// transform images, then share out the pairs, each one (O x tiles) *
+/// (tiles x C) GEMM over all the group's tiles that adds into the pair's
+/// accumulator. An earlier version summed per group of ~512 GEMM
+/// columns, each thread into its own accumulators (2.25x the kernel's
+/// size), and lost to the patch GEMM (BENCHMARKS.md); here a group is as
+/// large as those accumulators or larger, which it then reads and writes
+/// once, and the operands stay allocated between calls.
+fn weight_grad<const P: usize>(
+    layer: &Layer,
+    (pairs, position): (usize, impl Fn(usize) -> usize + Sync),
+    input: impl Fn(&[f32], &mut [f32]) + Sync,
+    (place, a_g_a): (impl Fn(usize, usize, usize) -> Option<usize> + Sync, &(impl Fn([f32; 4]) -> [f32; P] + Sync)),
+    coefs: &[f32],
+) -> Option<Vec<f32>> {
+    let &Layer { x, n, dims: (c, h, w), dy, o, plane, count } = layer;
+    if pairs * c * o < MIN_MACS_PER_VALUE * (pairs * c + P * o) {
+        return None;
+    }
+    assert!(
+        x.len() == n * c * h * w && dy.len() == n * o * plane,
+        "winograd weight grad: {} and {} values for {n} images of {c}x{h}x{w} and {o}x{plane}",
+        x.len(),
+        dy.len()
+    );
+    let taps = coefs.len() / pairs;
+    // Images per group: their transforms about as large as the
+    // accumulators they add into, and at least MIN_TILES tiles.
+    let group = (pairs * o * c).div_ceil(count * (pairs * c + P * o)).max(MIN_TILES.div_ceil(count)).clamp(1, n.max(1));
+    let lens = [group * count * pairs * c, group * count * P * o, pairs * o * c];
+    Some(with_shared(lens, |[v, g, du]| {
+        let zeros = vec![0f32; o];
+        for i0 in (0..n).step_by(group) {
+            let tiles = group.min(n - i0) * count;
+            let xs = x[i0 * c * h * w..].par_chunks_exact(c * h * w);
+            v[..tiles * pairs * c].par_chunks_mut(count * pairs * c).zip(xs).for_each(|(v, img)| input(img, v));
+            let dys = dy[i0 * o * plane..].par_chunks_exact(o * plane);
+            g[..tiles * P * o].par_chunks_mut(count * P * o).zip(dys).for_each(|(g, img)| {
+                with_scratch([plane * o, 0, 0], |[px, _, _]| {
+                    transpose(img, plane, px, o, (o, plane), Store::Set);
+                    for (t, g) in g.chunks_exact_mut(P * o).enumerate() {
+                        let d = |a, b| place(t, a, b).map_or(&zeros[..], |at| &px[at * o..][..o]);
+                        let mut rows = g.chunks_exact_mut(o);
+                        let dst = array::from_fn(|_| rows.next().expect("P positions"));
+                        apply_across([d(0, 0), d(0, 1), d(1, 0), d(1, 1)], dst, None, a_g_a);
+                    }
+                })
+            });
+            // dU[e] (O x C) += Σ_tiles (A dy Aᵀ)[position(e)]ᵀ (Bᵀ d B)[e].
+            du.par_chunks_mut(o * c).enumerate().for_each(|(e, du)| {
+                let g = Operand::transposed(&g[position(e) * o..], P * o);
+                matmul(o, c, tiles, du, i0 > 0, g, Operand::plain(&v[e * c..], pairs * c));
+            });
+        }
+        // dW (O*C x taps) = dU read as (O*C x pairs) times `coefs`.
+        let rows = (o * c).div_ceil(rayon::current_num_threads().max(1)).max(1);
+        // SAFETY: each part's GEMM writes all of its rows x taps values.
+        unsafe {
+            par_written(o * c * taps, (rows * taps, min_chunks(rows * taps)), |i, part| {
+                let du = Operand::transposed(&du[i * rows..], o * c);
+                matmul_uninit(part.len() / taps, taps, pairs, part, du, Operand::plain(coefs, taps));
+            })
+        }
+    }))
 }

@@ -11,8 +11,8 @@
 //! multiply-adds), with integer transforms: Bᵀ = [1 -1 0; 0 1 0; 0 -1 1],
 //! G = [1 0; 1 1; 0 1], Aᵀ = [1 1 0; 0 1 1].
 
-use super::super::conv::{Operand, matmul};
-use super::{Batch, Kernel, Tiles, Transformed, add_signed, pad, transform_output};
+use super::super::conv::{Dims, Operand, matmul, with_scratch};
+use super::{Batch, Kernel, Layer, Tiles, Transformed, add_signed, pad, transform_output, weight_grad};
 
 /// G of F(2x2, 2x2).
 const G2: [[f32; 2]; 3] = [[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]];
@@ -196,4 +196,33 @@ pub(in crate::ops) fn conv_t4x4s2(batch: &Batch) -> Vec<f32> {
             }
         })
     })
+}
+
+/// The kernel gradient (O, C, 4, 4) of a batch's stride-2 convolution
+/// from its input `x` (N, C, H, W) and output gradient `dy` (N, O, H/2,
+/// W/2), by [`weight_grad`] with F(2x2, 2x2) phase by phase: 1.78x fewer
+/// multiply-adds than the patch GEMM; None for narrow layers. A
+/// transposed convolution's kernel gradient is this with the roles of its
+/// input and output gradient swapped.
+pub(in crate::ops) fn conv4x4s2_weight_grad(
+    x: &[f32],
+    n: usize,
+    (c, h, w): Dims,
+    dy: &[f32],
+    o: usize,
+) -> Option<Vec<f32>> {
+    let geom = Strided::new(h, w);
+    let plane = geom.ho * geom.wo;
+    // A = [1 0; 1 1; 0 1]: `A g Aᵀ` of (g00, g01, g10, g11), row by row.
+    let a_g_a = |[a, b, c, d]: [f32; 4]| [a, a + b, b, a + c, a + b + c + d, b + d, c, c + d, d];
+    let layer = Layer { x, n, dims: (c, h, w), dy, o, plane, count: geom.count() };
+    let input = |img: &[f32], v: &mut [f32]| {
+        with_scratch([geom.padded_len(c) + 9 * c, 0, 0], |[xp, _, _]| {
+            let (xp, bd) = xp.split_at_mut(geom.padded_len(c));
+            geom.transform_input(img, c, xp, bd, v);
+        })
+    };
+    let place = |t, a, b| geom.place(t, a, b);
+    // Pair e is position e / 4 of phase e % 4.
+    weight_grad(&layer, (36, |e| e / 4), input, (place, &a_g_a), &Strided::coefs())
 }
