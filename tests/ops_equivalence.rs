@@ -88,15 +88,14 @@ type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
 // Batches of 4+ images (and one per thread) copy patches channels-last
 // when they make 16+ channels, as do their input gradients from 16+
 // channels: (6, 8, 8, 6, ...) and (4, 6, 5, 3, ...). From 32+ into 64+
-// channels, 3x3 stride-1 and 4x4 stride-2 ones and their input gradients
-// run by Winograd instead: (6, 64, 8, 6, ...), (4, 64, 5, 3, ...) and the
-// odd-sized (5, 64, 9, 7, ...) and (5, 40, 9, 7, ...), whose tiles
-// overhang the right and bottom edges (the last one's input gradient, 9 x
-// 7 from 4 x 3, keeps patches).
+// channels, 3x3 stride-1 and 4x4 stride-2 ones and their input and weight
+// gradients run by Winograd instead: (6, 64, 8, 6, ...), (4, 64, 5, 3,
+// ...) and the odd-sized (5, 64, 9, 7, ...) and (5, 40, 9, 7, ...), whose
+// tiles overhang the right and bottom edges (the last one's input
+// gradient, 9 x 7 from 4 x 3, keeps patches).
 // (1, 32, 48, 47, ...) is a single image big enough (2^25+ multiply-adds)
-// to split its output channels between threads. The last two are wide
-// enough for Winograd weight gradients too (128+ multiply-adds per
-// transformed value), the 4x4 stride-2 one with tiles overhanging.
+// to split its output channels between threads. The last two are wider,
+// the 4x4 stride-2 one with tiles overhanging.
 const CONV_CASES: [Case; 18] = [
     (2, 3, 8, 8, 4, 4, 2, 1),
     (3, 5, 7, 9, 2, 3, 1, 1),
@@ -122,8 +121,8 @@ const CONV_CASES: [Case; 18] = [
 // 1x1 to 3x3 inputs, the next two are single images whose channels split
 // between threads; then batches that copy patches channels-last (into 7
 // channels, as G's RGB layer) and, from 32+ into 64+ channels, batches
-// that run by Winograd, the last with tiles overhanging both edges; the
-// two after it also take their weight gradients by Winograd.
+// that run by Winograd (weight gradients too), the last with tiles
+// overhanging both edges, then two wider ones.
 const CONV_T_CASES: [Case; 17] = [
     (2, 4, 4, 4, 3, 4, 2, 1),
     (3, 3, 5, 7, 2, 4, 2, 1),

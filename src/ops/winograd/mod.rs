@@ -416,16 +416,17 @@ struct Layer<'a> {
 /// dimension.
 const MIN_TILES: usize = 256;
 
-/// The fewest multiply-adds per transformed value for which a kernel
-/// gradient runs by Winograd. Below, moving the transforms through memory
-/// costs more than the multiply-adds saved (batch 64, a layer's backward
-/// for its kernel alone, one thread, patches / Winograd): 3x3 from 128
-/// into 256 channels at 16x16, 85 per value, 142 / 176 ms, from 64 into
-/// 128 at 32x32, 43 per value, 177 / 189 ms. From 171 on, Winograd won
-/// by 1.25-1.78x on one thread (256 into 512 at 8x8 134 / 91 ms) and
-/// 1.10-1.74x on two; 4x4 stride-2 layers at 85 went either way
-/// (0.88-1.31x).
-const MIN_MACS_PER_VALUE: usize = 128;
+/// The fewest multiply-adds per transformed value, `pairs C O / (pairs
+/// C + P O)`, for which a kernel gradient runs by Winograd: below, moving
+/// the transforms through memory costs more than the multiply-adds saved.
+/// Measured in training steps (one thread, the benchmark's networks, old
+/// and new alternating step by step, weight gradients' time per step):
+/// from 128 down to 64 (adding the layers at 85: 64 into 128 channels
+/// at 4x4 stride 2, 128 into 256 at 3x3) 357 → 342, 473 → 429 and 361 →
+/// 309 ms at 64 px; from 64 down to 32 (adding the width-32 networks'
+/// layers at 43) 123 → 115, 157 → 151 and 124 → 117 ms; down to 8 (adding
+/// the RGB layers, ~10) 25 → 39, 35 → 47, 26 → 45 ms at 32 px, width 32.
+const MIN_MACS_PER_VALUE: usize = 32;
 
 /// A Winograd convolution's kernel gradient (O, C, taps), the algorithm
 /// differentiated: `Gᵀ [Σ_tiles (A dy Aᵀ) ⊙ (Bᵀ d B)] G`.
