@@ -3,7 +3,7 @@
 //! tip 1: the generator ends in tanh, so real images must live in its range)
 //! plus one class label per image.
 //!
-//! Every source goes through the same [`prepare`] step (composite alpha on a
+//! Every source goes through the same `prepare` step (composite alpha on a
 //! background, centre-crop to a square, resize, grey or RGB), so a model sees
 //! the same kind of pixels whichever way its data arrived.
 

@@ -8,7 +8,7 @@
 //! Here it is one pass each way. The gradient at exactly 0 is `slope`, as in
 //! PyTorch (candle's `maximum` splits it between the branches). candle's
 //! CPU tanh calls the C library's `tanhf` once per value, 16 ns each here:
-//! 0.19 ms of a 64 px generator's ~2-3 ms for one image. [`fast_tanh`]
+//! 0.19 ms of a 64 px generator's ~2-3 ms for one image. `fast_tanh`
 //! is arithmetic the compiler vectorizes, and the backward is one pass
 //! from the output instead of three.
 //!

@@ -7,9 +7,9 @@
 //! a DCGAN step spends most of its time there. Three primitives cover
 //! forward and backward of both ops:
 //!
-//! - `conv(x, w)`: y[n] = W (O x CKK) * im2col(x[n]) (CKK x HoWo)
-//! - `conv_t(x, w)`: y[n] = col2im(W^T (OKK x C) * x[n] (C x HiWi))
-//! - `weight_grad(a, b)`: sum_n b[n] (B x HoWo) * im2col(a[n])^T (HoWo x AKK)
+//! - `conv(x, w)`: `y[n] = W (O x CKK) * im2col(x[n]) (CKK x HoWo)`
+//! - `conv_t(x, w)`: `y[n] = col2im(W^T (OKK x C) * x[n] (C x HiWi))`
+//! - `weight_grad(a, b)`: `sum_n b[n] (B x HoWo) * im2col(a[n])^T (HoWo x AKK)`
 //!
 //! conv's input gradient is a transposed convolution and vice versa; both
 //! weight gradients are `weight_grad` with the roles of the tensors swapped.
@@ -18,19 +18,19 @@
 //!
 //! The deep layers of a DCGAN are 4x4 or 8x8 pixels, so one image gives a
 //! GEMM of 16 or 64 columns, which the gemm crate runs in its slow edge
-//! kernels. Images therefore go in groups (see [`group_size`]) whose
+//! kernels. Images therefore go in groups (see `group_size`) whose
 //! matrices sit side by side: each primitive runs one GEMM per group, with
 //! at least ~512 columns (or inner dimension, for `weight_grad`). Groups of a
 //! batch run in parallel on rayon, each thread reusing its own scratch buffers.
 //!
-//! Batches copy their patches channels-last (see [`Geom`]): one copy per
+//! Batches copy their patches channels-last (see `Geom`): one copy per
 //! kernel row of hundreds of values, against runs of 4-8 pixels for planar
 //! im2col in the deep layers, which made the copies a quarter of a training
 //! step. Small batches and few output channels keep the planar layout (see
-//! [`channels_last`]); there, a convolution over fewer images than threads
+//! `channels_last`); there, a convolution over fewer images than threads
 //! (the explorer's batch of one) splits each image's output channels
 //! between the threads: always for a transposed convolution, from
-//! [`SPLIT_MIN_MACS`] on for a convolution.
+//! `SPLIT_MIN_MACS` on for a convolution.
 
 use std::array;
 use std::cell::RefCell;

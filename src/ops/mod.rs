@@ -87,7 +87,7 @@ fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     Ok(&v[contiguous(l, what)?])
 }
 
-/// As [`slice`], for the destination of an in-place op.
+/// As [`slice()`], for the destination of an in-place op.
 fn slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout, what: &str) -> Result<&'a mut [f32]> {
     let CpuStorage::F32(v) = s else { candle_core::bail!("{what}: the fast CPU ops take f32") };
     Ok(&mut v[contiguous(l, what)?])

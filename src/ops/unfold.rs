@@ -12,9 +12,9 @@
 //!
 //! candle's autograd differentiates the matmuls; the patch ops' backward is
 //! their adjoint. The batch and channel axes trade places around the GEMMs
-//! in one kernel each ([`Swap`], [`SwapBias`]), where candle's strided
+//! in one kernel each (`Swap`, `SwapBias`), where candle's strided
 //! copies and broadcast adds (and their gradients) took several. The ops
-//! also run on the CPU (with the planar copies of [`Geom`]), so the
+//! also run on the CPU (with the planar copies of `Geom`), so the
 //! formulation is tested where there is no GPU.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};

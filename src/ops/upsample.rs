@@ -8,7 +8,7 @@
 //! row 2i+1 takes row i through rows 0 and 1 and row i+1 through row 2. A
 //! transposed convolution (stride 2, padding 1) has exactly these taps, so
 //! its 4x4 kernel is the 3x3 one with rows and columns summed that way:
-//! `K = A W Aᵀ` with `A` = [`FOLD`]. That is 16 multiply-adds per input
+//! `K = A W Aᵀ` with `A` = `FOLD`. That is 16 multiply-adds per input
 //! pixel and output channel instead of 36 (9 at each of 4 output pixels),
 //! 2.25x fewer, with no upsampled tensor in memory; the borders agree
 //! because the zero padding of the upsampled image is the transposed

@@ -89,7 +89,7 @@ pub struct TrainingPanel {
 
 impl TrainingPanel {
     /// Starts the training thread; it wakes `ctx` when it has news, at
-    /// most every [`NEWS_EVERY`], so a fast run does not repaint per step.
+    /// most every `NEWS_EVERY`, so a fast run does not repaint per step.
     /// Input still repaints at once: this only paces the curves.
     pub fn new(ctx: &egui::Context) -> std::io::Result<Self> {
         let wake = ctx.clone();
