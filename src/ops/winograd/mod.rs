@@ -437,7 +437,8 @@ const MIN_MACS_PER_VALUE: usize = 32;
 /// inside it, and `a_g_a` maps a tile's 4 output values to its P
 /// positions. Pair e of `v` meets position `position(e)` of the gradient;
 /// `coefs` (pairs x taps) maps a kernel to its pairs (`G g Gᵀ`). None
-/// when the layer is too narrow to gain (see [`MIN_MACS_PER_VALUE`]).
+/// when the layer is too narrow to gain (see [`MIN_MACS_PER_VALUE`]) or
+/// empty.
 ///
 /// Groups of images go one after the other; within a group the threads
 /// transform images, then share out the pairs, each one (O x tiles) *
@@ -455,7 +456,7 @@ fn weight_grad<const P: usize>(
     coefs: &[f32],
 ) -> Option<Vec<f32>> {
     let &Layer { x, n, dims: (c, h, w), dy, o, plane, count } = layer;
-    if pairs * c * o < MIN_MACS_PER_VALUE * (pairs * c + P * o) {
+    if count * c * o == 0 || pairs * c * o < MIN_MACS_PER_VALUE * (pairs * c + P * o) {
         return None;
     }
     assert!(
