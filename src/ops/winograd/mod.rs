@@ -426,6 +426,8 @@ const MIN_TILES: usize = 256;
 /// 309 ms at 64 px; from 64 down to 32 (adding the width-32 networks'
 /// layers at 43) 123 → 115, 157 → 151 and 124 → 117 ms; down to 8 (adding
 /// the RGB layers, ~10) 25 → 39, 35 → 47, 26 → 45 ms at 32 px, width 32.
+/// The comparison moves by up to ~9% with no change at all (an A/A run),
+/// so 32 and 64 are level within it; 8 is not.
 const MIN_MACS_PER_VALUE: usize = 32;
 
 /// A Winograd convolution's kernel gradient (O, C, taps), the algorithm
