@@ -92,15 +92,19 @@ thread_local! {
 /// stale values never leak. `f` must not run rayon work itself: a job
 /// stolen meanwhile on this thread would find the buffers borrowed.
 pub(super) fn with_scratch<R>(lens: [usize; 3], f: impl FnOnce([&mut [f32]; 3]) -> R) -> R {
-    SCRATCH.with_borrow_mut(|bufs| {
-        let mut bufs = bufs.iter_mut();
-        f(lens.map(|len| {
-            let buf = bufs.next().expect("one scratch buffer per length");
-            if buf.len() < len {
-                buf.resize(len, 0.0);
-            }
-            &mut buf[..len]
-        }))
+    SCRATCH.with_borrow_mut(|bufs| f(prefixes(bufs, lens)))
+}
+
+/// The first `lens[i]` values of each buffer, grown to that length where
+/// it is shorter.
+fn prefixes<const K: usize>(bufs: &mut [Vec<f32>; K], lens: [usize; K]) -> [&mut [f32]; K] {
+    let mut bufs = bufs.iter_mut();
+    lens.map(|len| {
+        let buf = bufs.next().expect("one buffer per length");
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
+        &mut buf[..len]
     })
 }
 
@@ -120,13 +124,7 @@ pub(super) fn with_shared<const K: usize, R>(lens: [usize; K], f: impl FnOnce([&
         let mut pool = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
         array::from_fn(|_| pool.pop().unwrap_or_default())
     };
-    let mut parts = bufs.iter_mut().zip(lens).map(|(buf, len)| {
-        if buf.len() < len {
-            buf.resize(len, 0.0);
-        }
-        &mut buf[..len]
-    });
-    let r = f(array::from_fn(|_| parts.next().expect("one buffer per length")));
+    let r = f(prefixes(&mut bufs, lens));
     SHARED.lock().unwrap_or_else(PoisonError::into_inner).extend(bufs);
     r
 }

@@ -458,7 +458,9 @@ fn weight_grad<const P: usize>(
     coefs: &[f32],
 ) -> Option<Vec<f32>> {
     let &Layer { x, n, dims: (c, h, w), dy, o, plane, count } = layer;
-    if count * c * o == 0 || pairs * c * o < MIN_MACS_PER_VALUE * (pairs * c + P * o) {
+    // Transformed values per tile: its input's and its output gradient's.
+    let per_tile = pairs * c + P * o;
+    if count * c * o == 0 || pairs * c * o < MIN_MACS_PER_VALUE * per_tile {
         return None;
     }
     assert!(
@@ -470,7 +472,7 @@ fn weight_grad<const P: usize>(
     let taps = coefs.len() / pairs;
     // Images per group: their transforms about as large as the
     // accumulators they add into, and at least MIN_TILES tiles.
-    let group = (pairs * o * c).div_ceil(count * (pairs * c + P * o)).max(MIN_TILES.div_ceil(count)).clamp(1, n.max(1));
+    let group = (pairs * o * c).div_ceil(count * per_tile).max(MIN_TILES.div_ceil(count)).clamp(1, n.max(1));
     let lens = [group * count * pairs * c, group * count * P * o, pairs * o * c];
     Some(with_shared(lens, |[v, g, du]| {
         let zeros = vec![0f32; o];
