@@ -20,8 +20,6 @@
 //! in f64: candle's own double backprop through that formulation disagrees
 //! with finite differences, so it cannot serve as the reference there.
 
-use std::sync::OnceLock;
-
 use candle_core::{DType, Device, Result, Tensor, Var};
 use ganscope::ops::activation::Act;
 use ganscope::ops::{activation, adam, batch_norm, bias, conv, shuffle, unfold, upsample};
@@ -219,7 +217,23 @@ fn conv2d_matches_candle() -> Result<()> {
 
 #[test]
 fn conv_transpose2d_matches_candle() -> Result<()> {
-    in_each_pool(|| check_convs(&Device::Cpu, Kind::ConvT, 12, conv::conv_transpose2d))
+    in_each_pool(|| {
+        check_convs(&Device::Cpu, Kind::ConvT, 12, |x, w, b, s, p, act| {
+            conv::conv_transpose2d(x, w, b, s, p, act, None)
+        })
+    })
+}
+
+/// As [`conv_transpose2d_matches_candle`], with the kernel's rows (made
+/// fresh for each call, as a frozen layer makes them once): small batches
+/// multiply by them, in one part or split between threads.
+#[test]
+fn conv_transpose2d_from_kernel_rows_matches_candle() -> Result<()> {
+    in_each_pool(|| {
+        check_convs(&Device::Cpu, Kind::ConvT, 23, |x, w, b, s, p, act| {
+            conv::conv_transpose2d(x, w, b, s, p, act, Some(&conv::KernelRows::default()))
+        })
+    })
 }
 
 /// The CUDA formulation (patch matrix + one GEMM), run with its CPU patch copies.
@@ -246,11 +260,11 @@ fn cuda_ops_match_cpu() -> Result<()> {
         }
     };
     check_convs(&gpu, Kind::Conv, 18, conv::conv2d)?;
-    check_convs(&gpu, Kind::ConvT, 19, conv::conv_transpose2d)?;
+    check_convs(&gpu, Kind::ConvT, 19, |x, w, b, s, p, act| conv::conv_transpose2d(x, w, b, s, p, act, None))?;
     check_batch_norm(&gpu)?;
     check_adam(&gpu)?;
     check_leaky_relu(&gpu)?;
-    check_upsample_conv(&gpu, 20)
+    check_upsample_conv(&gpu, 20, false)
 }
 
 /// `fast` and `reference` agree on random tensors of each (N, C, H, W) in
@@ -298,8 +312,9 @@ fn upsample_conv_reference(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor>
 
 /// The folded transposed convolution on `device` matches the upsampling and
 /// convolution on the CPU, values and gradients, on odd sizes, a single
-/// pixel and DCGAN's 4x4 first level.
-fn check_upsample_conv(device: &Device, seed: u64) -> Result<()> {
+/// pixel and DCGAN's 4x4 first level; `frozen`: through a fresh
+/// kept-kernel cache per call (the fold and, for small batches, its rows).
+fn check_upsample_conv(device: &Device, seed: u64, frozen: bool) -> Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let cases = [(2, 3, 3, 5, 4), (1, 1, 1, 1, 1), (3, 5, 4, 7, 2), (8, 32, 4, 4, 16)];
     for ((n, c, h, w, o), act) in cases.into_iter().zip(ACTS) {
@@ -310,10 +325,10 @@ fn check_upsample_conv(device: &Device, seed: u64) -> Result<()> {
         ];
         check(
             device,
-            &format!("upsample conv {n}x{c}x{h}x{w} to {o} {act:?}"),
+            &format!("upsample conv {n}x{c}x{h}x{w} to {o} {act:?} frozen {frozen}"),
             &inputs,
             &mut rng,
-            |t| upsample::upsample_conv3x3(t[0], t[1], t[2], &OnceLock::new(), act),
+            |t| upsample::upsample_conv3x3(t[0], t[1], t[2], frozen.then(Default::default).as_ref(), act),
             |t| act_reference(upsample_conv_reference(t[0], t[1], t[2])?, act),
         )?;
     }
@@ -322,29 +337,30 @@ fn check_upsample_conv(device: &Device, seed: u64) -> Result<()> {
 
 #[test]
 fn upsample_conv_matches_candle() -> Result<()> {
-    in_each_pool(|| check_upsample_conv(&Device::Cpu, 15))
+    in_each_pool(|| check_upsample_conv(&Device::Cpu, 15, false))?;
+    in_each_pool(|| check_upsample_conv(&Device::Cpu, 22, true))
 }
 
-/// Constant weights are folded once and the kept kernel reused; trainable
-/// ones are folded anew on every call, so an update in place is seen.
+/// Frozen weights are folded once and the kept kernel (and its rows)
+/// reused; without the cache every call folds anew, so an update in place
+/// is seen.
 #[test]
-fn upsample_conv_keeps_only_constant_kernels() -> Result<()> {
+fn upsample_conv_keeps_only_frozen_kernels() -> Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(21);
-    let x = rand_tensor(&mut rng, &[2, 3, 4, 5])?;
+    let x = rand_tensor(&mut rng, &[1, 3, 4, 5])?;
     let (w, b) = (rand_tensor(&mut rng, &[2, 3, 3, 3])?, rand_tensor(&mut rng, &[2])?);
-    let folded = OnceLock::new();
-    let first = upsample::upsample_conv3x3(&x, &w, &b, &folded, Act::Identity)?;
-    assert_close("constant weights, folded", &first, &upsample_conv_reference(&x, &w, &b)?)?;
-    assert!(folded.get().is_some(), "constant weights: the folded kernel is kept");
-    assert_close("constant weights, kept", &upsample::upsample_conv3x3(&x, &w, &b, &folded, Act::Identity)?, &first)?;
+    let frozen = Default::default();
+    let first = upsample::upsample_conv3x3(&x, &w, &b, Some(&frozen), Act::Identity)?;
+    assert_close("frozen weights, folded", &first, &upsample_conv_reference(&x, &w, &b)?)?;
+    assert!(frozen.0.get().is_some(), "frozen weights: the folded kernel is kept");
+    let again = upsample::upsample_conv3x3(&x, &w, &b, Some(&frozen), Act::Identity)?;
+    assert_close("frozen weights, kept", &again, &first)?;
 
     let var = Var::from_tensor(&w)?;
-    let folded = OnceLock::new();
-    upsample::upsample_conv3x3(&x, var.as_tensor(), &b, &folded, Act::Identity)?;
-    assert!(folded.get().is_none(), "trainable weights: nothing kept");
+    upsample::upsample_conv3x3(&x, var.as_tensor(), &b, None, Act::Identity)?;
     let w2 = rand_tensor(&mut rng, &[2, 3, 3, 3])?;
     var.set(&w2)?;
-    let after = upsample::upsample_conv3x3(&x, var.as_tensor(), &b, &folded, Act::Identity)?;
+    let after = upsample::upsample_conv3x3(&x, var.as_tensor(), &b, None, Act::Identity)?;
     assert_close("trainable weights, updated", &after, &upsample_conv_reference(&x, &w2, &b)?)
 }
 
@@ -473,7 +489,7 @@ fn frozen_weights_get_no_gradient() -> Result<()> {
     let fast = {
         let y = conv::conv2d(xt, &w, &b, 2, 1, Act::Identity)?;
         let y = batch_norm::train(&y, &gamma, &beta, 1e-5, 0.2)?.expect("fast path on the CPU").y;
-        conv::conv_transpose2d(&y, &wt, &bt, 2, 1, Act::Identity)?
+        conv::conv_transpose2d(&y, &wt, &bt, 2, 1, Act::Identity, None)?
     };
     let reference = {
         let y = add_bias(xt.conv2d(&w, 1, 2, 1, 1)?, &b)?;

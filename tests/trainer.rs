@@ -319,3 +319,37 @@ fn roll_back_returns_to_the_last_healthy_checkpoint_and_the_record_follows() {
     assert_eq!(steps, [1, 2, 3, 4, 5], "steps 5..7 before the rollback are dropped");
     assert_eq!(record.curves.settings.len(), 1);
 }
+
+/// The trainer's frozen G (which makes the D step's fakes) is a view of G's
+/// variables: after they change, it computes what a copy of the new weights
+/// does, for every upsampling kind (a nearest-conv layer once kept its
+/// first folded kernel for good).
+#[test]
+fn frozen_views_follow_their_variables() {
+    use ganscope::gan::Generator;
+    use ganscope::gan::params::{FreshParams, LoadedParams};
+    use rand::SeedableRng;
+    let device = Device::Cpu;
+    for up in [Upsample::ConvTranspose, Upsample::PixelShuffle, Upsample::NearestConv] {
+        let mut model = tiny().model;
+        model.upsample = up;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut p = FreshParams::new(&mut rng, &device);
+        Generator::new(&model, &mut p).unwrap();
+        let vars = p.vars;
+        let views = vars.iter().map(|(n, v, _)| (n.clone(), v.as_tensor().detach())).collect();
+        let frozen = Generator::new(&model, &mut LoadedParams::views(views, &device)).unwrap();
+        let z = Tensor::randn(0f32, 1.0, (1, model.z_dim), &device).unwrap();
+        let sample = |g: &Generator| g.forward(&z, None, &mut Pass::eval()).unwrap().flatten_all().unwrap();
+        let before = sample(&frozen);
+        for (_, v, _) in &vars {
+            v.set(&(v.as_tensor() * 1.5).unwrap()).unwrap();
+        }
+        let copies = vars.iter().map(|(n, v, _)| (n.clone(), v.as_tensor().copy().unwrap())).collect();
+        let fresh = Generator::new(&model, &mut LoadedParams::new(copies, &device)).unwrap();
+        let (after, want) = (sample(&frozen), sample(&fresh));
+        let diff = |a: &Tensor, b: &Tensor| (a - b).unwrap().abs().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff(&before, &want) > 1e-3, "{up:?}: scaling the weights changed nothing");
+        assert!(diff(&after, &want) < 1e-5, "{up:?}: the view kept its old weights");
+    }
+}

@@ -105,6 +105,8 @@ impl Conv {
 pub struct ConvTranspose {
     w: Tensor,
     b: Tensor,
+    /// The kernel's rows, kept when the weights are constant.
+    rows: Option<ops::conv::KernelRows>,
 }
 
 impl ConvTranspose {
@@ -112,12 +114,12 @@ impl ConvTranspose {
     pub fn new(s: &mut Scope, cin: usize, cout: usize) -> Result<Self> {
         let w = s.get("weight", &[cin, cout, 4, 4], W_INIT, Role::Trainable)?;
         let b = s.get("bias", &[cout], Init::Zeros, Role::Trainable)?;
-        Ok(Self { w, b })
+        Ok(Self { w, b, rows: s.constant().then(Default::default) })
     }
 
     /// Upsamples `x` (N, C, H, W) to (N, cout, 2H, 2W), then applies `act`.
     pub fn forward(&self, x: &Tensor, act: Act) -> Result<Tensor> {
-        ops::conv_transpose2d(x, &self.w, &self.b, 2, 1, act)
+        ops::conv_transpose2d(x, &self.w, &self.b, 2, 1, act, self.rows.as_ref())
     }
 }
 
@@ -127,7 +129,8 @@ impl ConvTranspose {
 pub struct ResizeConv {
     w: Tensor,
     b: Tensor,
-    folded: OnceLock<Tensor>,
+    /// The folded kernel and its rows, kept when the weights are constant.
+    frozen: Option<(OnceLock<Tensor>, ops::conv::KernelRows)>,
 }
 
 impl ResizeConv {
@@ -135,12 +138,12 @@ impl ResizeConv {
     pub fn new(s: &mut Scope, cin: usize, cout: usize) -> Result<Self> {
         let w = s.get("weight", &[cout, cin, 3, 3], W_INIT, Role::Trainable)?;
         let b = s.get("bias", &[cout], Init::Zeros, Role::Trainable)?;
-        Ok(Self { w, b, folded: OnceLock::new() })
+        Ok(Self { w, b, frozen: s.constant().then(Default::default) })
     }
 
     /// Upsamples `x` (N, C, H, W) to (N, cout, 2H, 2W), then applies `act`.
     pub fn forward(&self, x: &Tensor, act: Act) -> Result<Tensor> {
-        ops::upsample::upsample_conv3x3(x, &self.w, &self.b, &self.folded, act)
+        ops::upsample::upsample_conv3x3(x, &self.w, &self.b, self.frozen.as_ref(), act)
     }
 }
 

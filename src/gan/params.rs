@@ -38,6 +38,11 @@ pub trait Params {
     fn get(&mut self, name: &str, shape: &[usize], init: Init, role: Role) -> Result<Tensor>;
     /// The device the network will run on.
     fn device(&self) -> &Device;
+    /// Whether the tensors never change, so that layers may keep what they
+    /// derive from them (a folded or reordered kernel) for good.
+    fn constant(&self) -> bool {
+        false
+    }
 }
 
 /// A view of a [`Params`] under a name prefix, like candle's `VarBuilder::pp`.
@@ -66,6 +71,11 @@ impl<'a> Scope<'a> {
     /// The device.
     pub fn device(&self) -> &Device {
         self.params.device()
+    }
+
+    /// Whether the tensors never change ([`Params::constant`]).
+    pub fn constant(&self) -> bool {
+        self.params.constant()
     }
 }
 
@@ -111,12 +121,21 @@ impl Params for FreshParams<'_> {
 pub struct LoadedParams {
     tensors: BTreeMap<String, Tensor>,
     device: Device,
+    constant: bool,
 }
 
 impl LoadedParams {
-    /// Wraps a name -> tensor map.
+    /// Wraps a name -> tensor map whose tensors never change: a file's, or
+    /// copies.
     pub fn new(tensors: BTreeMap<String, Tensor>, device: &Device) -> Self {
-        Self { tensors, device: device.clone() }
+        Self { tensors, device: device.clone(), constant: true }
+    }
+
+    /// Wraps views of variables (`Var::as_tensor().detach()`), which share
+    /// their storage and so change with every optimizer step: layers built
+    /// from them derive nothing once.
+    pub fn views(tensors: BTreeMap<String, Tensor>, device: &Device) -> Self {
+        Self { tensors, device: device.clone(), constant: false }
     }
 
     /// Names the network never asked for; a complete file leaves none.
@@ -136,6 +155,10 @@ impl Params for LoadedParams {
 
     fn device(&self) -> &Device {
         &self.device
+    }
+
+    fn constant(&self) -> bool {
+        self.constant
     }
 }
 

@@ -37,7 +37,7 @@ use std::cell::RefCell;
 use std::iter::repeat_n;
 use std::mem::MaybeUninit;
 use std::ops::Range;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -705,17 +705,47 @@ impl CustomOp2 for Conv {
     fn bwd(&self, x: &Tensor, w: &Tensor, _: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (_, _, h, wd) = x.dims4()?;
         let dy = dy.contiguous()?;
-        let dx = tracked(x, || dy.apply_op2(w, ConvT { g: self.0, out_h: h, out_w: wd }))?;
+        let dx = tracked(x, || dy.apply_op2(w, ConvT { g: self.0, out_h: h, out_w: wd, rows: None }))?;
         let dw = tracked(w, || x.apply_op2(&dy, WeightGrad(self.0)))?;
         Ok((dx, dw))
     }
 }
 
-/// `conv_t(x, w)`: x (N, C, Hi, Wi), w (C, O, K, K) -> (N, O, out_h, out_w).
+/// `conv_t(x, w)`: x (N, C, Hi, Wi), w (C, O, K, K) -> (N, O, out_h, out_w),
+/// with `w`'s [`KernelRows`] when it is constant.
 struct ConvT {
     g: Geom,
     out_h: usize,
     out_w: usize,
+    rows: Option<Arc<[f32]>>,
+}
+
+/// A constant transposed-convolution kernel (C, O, K, K) read as the (O K
+/// K) x C matrix, row-major, made on the first call that runs the planar
+/// path and kept (by layers whose weights never change).
+///
+/// Why: a batch below one image per thread (the explorer's one image)
+/// runs the planar path, a GEMM of that matrix by the C x (H W) input. In
+/// place it is the kernel transposed, whose columns lie O K K values (a
+/// power of two) apart, and the gemm crate walks them so, uncopied: the 64
+/// px generator's 512 → 256 layer's GEMM for one image took 2.1 ms on one
+/// AVX2 core (30 GFLOP/s), 0.8 ms from the rows (BENCHMARKS.md).
+#[derive(Default)]
+pub struct KernelRows(OnceLock<Arc<[f32]>>);
+
+impl KernelRows {
+    /// The rows of `w` (C, O, K, K): made on the first call, kept after.
+    fn of(&self, w: &Tensor) -> Result<Arc<[f32]>> {
+        if let Some(rows) = self.0.get() {
+            return Ok(rows.clone());
+        }
+        let (c, o, kh, kw) = w.dims4()?;
+        let src = w.flatten_all()?.to_vec1::<f32>()?;
+        let mut rows = vec![0f32; src.len()];
+        transpose(&src, o * kh * kw, &mut rows, c, (c, o * kh * kw), Store::Set);
+        // A concurrent caller may have stored the same rows first.
+        Ok(self.0.get_or_init(|| rows.into()).clone())
+    }
 }
 
 impl Convolution for ConvT {
@@ -735,6 +765,9 @@ impl Convolution for ConvT {
             candle_core::bail!("conv_transpose2d: output {h}x{wd} does not match input {hi}x{wi}");
         }
         check_bias(bias, o)?;
+        if self.rows.as_ref().is_some_and(|r| r.len() != w.len()) {
+            candle_core::bail!("conv_transpose2d: kernel rows of another kernel than {c}x{o}x{k}x{k}");
+        }
         // A phase-wise transposed convolution makes exactly 2H x 2W.
         let phases = self.g.phases() && (h, wd) == (2 * hi, 2 * wi);
         if winograd_batch(n, c, o) && (self.g.winograd() || phases) {
@@ -786,7 +819,10 @@ impl Convolution for ConvT {
                     }
                 } else {
                     // Columns: rows o0*kk.. of W^T (O*K*K x C) times the input.
-                    let wt = Operand::transposed(&w[o0 * kk..], o * kk);
+                    let wt = match &self.rows {
+                        Some(rows) => Operand::plain(&rows[o0 * kk * c..], c),
+                        None => Operand::transposed(&w[o0 * kk..], o * kk),
+                    };
                     matmul(oc * kk, ld, c, cols, false, wt, Operand::plain(b, ld));
                     for (t, img) in images {
                         self.g.col2im(cols, ld, t * hw, (oc, h, wd), img);
@@ -902,17 +938,29 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, pad: usize, act
 }
 
 /// Transposed 2D convolution of `x` (N, C, H, W) with `w` (C, O, K, K) plus
-/// bias `b` (O), output padding 0, then `act`, as [`conv2d`].
-pub fn conv_transpose2d(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, pad: usize, act: Act) -> Result<Tensor> {
+/// bias `b` (O), output padding 0, then `act`, as [`conv2d`]. `rows`, given
+/// only for a kernel that never changes, keeps its [`KernelRows`] for small
+/// batches on the CPU.
+pub fn conv_transpose2d(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    stride: usize,
+    pad: usize,
+    act: Act,
+    rows: Option<&KernelRows>,
+) -> Result<Tensor> {
     if fast_cuda(&[x, w, b]) {
         return act.apply(&unfold::conv_transpose2d(x, w, b, stride, pad)?);
     }
     if !fast(&[x, w, b]) {
         return act.apply(&x.conv_transpose2d(w, pad, 0, stride, 1)?.broadcast_add(&b.reshape((1, (), 1, 1))?)?);
     }
-    let (_, _, hi, wi) = x.dims4()?;
+    let (n, _, hi, wi) = x.dims4()?;
     let k = w.dim(3)?;
     let g = Geom { k, stride, pad };
-    let conv = ConvT { g, out_h: g.conv_t_out(hi), out_w: g.conv_t_out(wi) };
+    // Only the planar path reads the rows.
+    let rows = rows.filter(|_| !channels_last(n)).map(|r| r.of(w)).transpose()?;
+    let conv = ConvT { g, out_h: g.conv_t_out(hi), out_w: g.conv_t_out(wi), rows };
     x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, WithBias { conv, act })
 }

@@ -29,28 +29,36 @@ const FOLD: [[f32; 3]; 4] = [[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0], 
 /// `x` (N, C, H, W) upsampled to 2H x 2W by repetition, then convolved with
 /// `w` (O, C, 3, 3) at padding 1, plus bias `b` (O), then `act`.
 ///
-/// `folded` keeps the transposed kernel of weights that cannot change (any
-/// tensor that is not a `Var`): folding the largest 64 px layer's weights
+/// `frozen`, given only for weights that never change (see
+/// [`crate::gan::params::Params::constant`]), keeps their transposed kernel
+/// and its [`conv::KernelRows`]: folding the largest 64 px layer's weights
 /// costs about as much as that layer's convolution of one image, the
-/// explorer's case. Trainable weights are folded on every call, which a
-/// batch amortizes.
-pub fn upsample_conv3x3(x: &Tensor, w: &Tensor, b: &Tensor, folded: &OnceLock<Tensor>, act: Act) -> Result<Tensor> {
+/// explorer's case. Other weights are folded on every call, which a batch
+/// amortizes.
+pub fn upsample_conv3x3(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    frozen: Option<&(OnceLock<Tensor>, conv::KernelRows)>,
+    act: Act,
+) -> Result<Tensor> {
     if !folds_on(x.device()) || [x, w, b].iter().any(|t| t.dtype() != DType::F32) {
         let (_, _, h, wd) = x.dims4()?;
         return conv::conv2d(&x.upsample_nearest2d(2 * h, 2 * wd)?, w, b, 1, 1, act);
     }
+    let Some((folded, rows)) = frozen else {
+        return conv::conv_transpose2d(x, &fold_kernel(w)?, b, 2, 1, act, None);
+    };
     let kernel = match folded.get() {
-        Some(k) if !w.is_variable() => k.clone(),
-        _ => {
+        Some(k) => k.clone(),
+        None => {
             let k = fold_kernel(w)?;
-            if !w.is_variable() {
-                // A concurrent caller may have stored the same kernel first.
-                let _ = folded.set(k.clone());
-            }
+            // A concurrent caller may have stored the same kernel first.
+            let _ = folded.set(k.clone());
             k
         }
     };
-    conv::conv_transpose2d(x, &kernel, b, 2, 1, act)
+    conv::conv_transpose2d(x, &kernel, b, 2, 1, act, Some(rows))
 }
 
 /// Whether f32 upsampling convolutions on `device` run folded: where the

@@ -174,8 +174,8 @@ impl Trainer {
             let d = Discriminator::new(&model, &mut p)?;
             (d, Net { vars: p.vars })
         };
-        let g_frozen = Generator::new(&model, &mut LoadedParams::new(g_net.detached(), device))?;
-        let d_frozen = Discriminator::new(&model, &mut LoadedParams::new(d_net.detached(), device))?;
+        let g_frozen = Generator::new(&model, &mut LoadedParams::views(g_net.detached(), device))?;
+        let d_frozen = Discriminator::new(&model, &mut LoadedParams::views(d_net.detached(), device))?;
         let opt_g = Optimizer::new(OptimizerKind::Adam, g_net.trainable(), cfg.lr_g, cfg.beta1, cfg.beta2)?;
         let opt_d = Optimizer::new(cfg.d_optimizer, d_net.trainable(), cfg.lr_d, cfg.beta1, cfg.beta2)?;
         let vae = if cfg.vae_gan {
