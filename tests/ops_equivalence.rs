@@ -91,7 +91,7 @@ type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
 // ...) and the odd-sized (5, 64, 9, 7, ...) and (5, 40, 9, 7, ...), whose
 // tiles overhang the right and bottom edges (the last one's input
 // gradient, 9 x 7 from 4 x 3, keeps patches).
-// (1, 32, 48, 47, ...) is a single image big enough (2^25+ multiply-adds)
+// (1, 32, 48, 47, ...) is a single image big enough (2^23+ multiply-adds)
 // to split its output channels between threads. The last two are wider,
 // the 4x4 stride-2 one with tiles overhanging.
 const CONV_CASES: [Case; 18] = [

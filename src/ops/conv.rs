@@ -64,10 +64,13 @@ const CHANNELS_LAST_MIN_OUT: usize = 16;
 
 /// The fewest multiply-adds per image for which a convolution over fewer
 /// images than threads splits its output channels between them: a split
-/// costs two hand-offs to the pool, ~50 us each here, which the 3x3 layers
-/// of 32 px generators (19M multiply-adds, ~0.2 ms) did not always win
-/// back; those of 64 px ones (75M) do.
-const SPLIT_MIN_MACS: usize = 1 << 25;
+/// costs two hand-offs to the pool, ~50 us each. On an AVX-512 Xeon the
+/// 3x3 layers of 32 px generators (19M multiply-adds, ~0.2 ms there) did
+/// not always win that back; on an AVX2 EPYC, where they take ~1 ms, they
+/// did: pixel-shuffle generators of one image on two threads, this
+/// threshold at 2^25 / 2^23 / 2^21 in turn, medians of 90, 28 px 0.93 /
+/// 0.79 / 0.81 ms, 32 px 2.08 / 1.81 / 1.80 ms, 64 px level (7.2-7.3 ms).
+const SPLIT_MIN_MACS: usize = 1 << 23;
 
 /// Images per group when one image gives `cols` GEMM columns: enough for
 /// [`MIN_GEMM_COLS`], but no more than an even share of the `n` images per
