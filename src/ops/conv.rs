@@ -45,7 +45,7 @@ use rayon::prelude::*;
 use super::activation::Act;
 use super::transpose::{Store, transpose};
 use super::winograd::{self, Batch, Kernel};
-use super::{CHUNK, bias, fast, fast_cuda, min_chunks, par_chunked, slice, tracked, unfold};
+use super::{CHUNK, bias, fast, fast_cuda, kept, min_chunks, par_chunked, slice, tracked, unfold};
 
 /// The fewest GEMM columns per group worth aiming for: below this the gemm
 /// crate's edge microkernels and per-call overhead dominate.
@@ -739,15 +739,13 @@ pub struct KernelRows(OnceLock<Arc<[f32]>>);
 impl KernelRows {
     /// The rows of `w` (C, O, K, K): made on the first call, kept after.
     fn of(&self, w: &Tensor) -> Result<Arc<[f32]>> {
-        if let Some(rows) = self.0.get() {
-            return Ok(rows.clone());
-        }
-        let (c, o, kh, kw) = w.dims4()?;
-        let src = w.flatten_all()?.to_vec1::<f32>()?;
-        let mut rows = vec![0f32; src.len()];
-        transpose(&src, o * kh * kw, &mut rows, c, (c, o * kh * kw), Store::Set);
-        // A concurrent caller may have stored the same rows first.
-        Ok(self.0.get_or_init(|| rows.into()).clone())
+        kept(&self.0, || {
+            let (c, o, kh, kw) = w.dims4()?;
+            let src = w.flatten_all()?.to_vec1::<f32>()?;
+            let mut rows = vec![0f32; src.len()];
+            transpose(&src, o * kh * kw, &mut rows, c, (c, o * kh * kw), Store::Set);
+            Ok(rows.into())
+        })
     }
 }
 

@@ -26,6 +26,7 @@ mod winograd;
 
 use std::mem::MaybeUninit;
 use std::ops::Range;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
@@ -69,6 +70,17 @@ fn all_f32_on(ts: &[&Tensor], device: impl Fn(&candle_core::Device) -> bool) -> 
 /// their context is bound.
 pub fn on_cpu_pool<R: Send>(device: &candle_core::Device, f: impl FnOnce() -> R + Send) -> R {
     if device.is_cpu() { rayon::scope(|_| f()) } else { f() }
+}
+
+/// The value `cell` keeps, made by `make` on the first call (a kernel
+/// derived from constant weights). Callers racing may each make it; the
+/// first one stored is what all of them get.
+fn kept<T: Clone>(cell: &OnceLock<T>, make: impl FnOnce() -> Result<T>) -> Result<T> {
+    if let Some(v) = cell.get() {
+        return Ok(v.clone());
+    }
+    let v = make()?;
+    Ok(cell.get_or_init(|| v).clone())
 }
 
 /// `grad()` when autograd wants a gradient for `arg`, else None.

@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use candle_core::{DType, Device, Result, Tensor};
 
 use super::activation::Act;
-use super::{FAST, conv};
+use super::{FAST, conv, kept};
 
 /// Row `t` of the transposed kernel sums these rows of the 3x3 one.
 const FOLD: [[f32; 3]; 4] = [[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]];
@@ -49,15 +49,7 @@ pub fn upsample_conv3x3(
     let Some((folded, rows)) = frozen else {
         return conv::conv_transpose2d(x, &fold_kernel(w)?, b, 2, 1, act, None);
     };
-    let kernel = match folded.get() {
-        Some(k) => k.clone(),
-        None => {
-            let k = fold_kernel(w)?;
-            // A concurrent caller may have stored the same kernel first.
-            let _ = folded.set(k.clone());
-            k
-        }
-    };
+    let kernel = kept(folded, || fold_kernel(w))?;
     conv::conv_transpose2d(x, &kernel, b, 2, 1, act, Some(rows))
 }
 
