@@ -10,6 +10,12 @@
 //! 0.37-0.44; the largest (1024 x 64, 4096 x 128), bound by memory, are
 //! level (0.41, 0.70). Blocks run 16 source rows at a time so that each
 //! destination row gets 64 contiguous bytes per pass.
+//!
+//! Where the CPU has AVX, 8x8 blocks go through its 256-bit registers
+//! first, 32 source rows a pass, and the 4x4 blocks only take the edges:
+//! on an AVX-512 Xeon, best of 5 on one thread, 64 x 32 to 256 x 256 took
+//! 0.13-0.19 ns per value instead of 0.20-0.29, 1024 x 64 and 4096 x 16
+//! 0.29-0.35 instead of 0.38-0.50; rows of 4 values stay on SSE.
 
 use std::mem::MaybeUninit;
 
@@ -78,6 +84,19 @@ pub(super) fn transpose<T: Slot>(
         src.len() >= (rows - 1) * lds + cols && dst.len() >= (cols - 1) * ldd + rows,
         "transpose: {rows} x {cols} does not fit its operands"
     );
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: this CPU has AVX; the assert above keeps the shape inside
+        // both operands.
+        unsafe { avx::by_eights(src, lds, dst, ldd, (rows, cols), into) };
+        return;
+    }
+    by_fours(src, lds, dst, ldd, (rows, cols), into);
+}
+
+/// [`transpose`] in 4x4 blocks and scalar edges, for a shape that the
+/// caller checked fits both operands.
+fn by_fours<T: Slot>(src: &[f32], lds: usize, dst: &mut [T], ldd: usize, (rows, cols): (usize, usize), into: Store) {
     for i0 in (0..rows).step_by(TILE) {
         let i1 = (i0 + TILE).min(rows);
         // The 4x4 blocks of this strip, then its ragged right and bottom edges.
@@ -149,6 +168,90 @@ fn block<T: Slot>(src: &[f32], lds: usize, dst: &mut [T], ldd: usize, (i, j): (u
     }
 }
 
+/// 8x8 blocks in AVX registers.
+#[cfg(target_arch = "x86_64")]
+mod avx {
+    use std::arch::x86_64::{
+        __m256, _mm256_add_ps, _mm256_loadu_ps, _mm256_permute2f128_ps, _mm256_shuffle_ps, _mm256_storeu_ps,
+        _mm256_unpackhi_ps, _mm256_unpacklo_ps,
+    };
+
+    use super::{Slot, Store, by_fours};
+
+    /// Source rows per pass: each destination row gets 128 contiguous
+    /// bytes (32 rows beat 16 on the large shapes, level on the rest).
+    const STRIP: usize = 32;
+
+    /// [`super::transpose`] in 8x8 blocks, the ragged right and bottom
+    /// edges by [`by_fours`].
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AVX; the shape must fit both operands.
+    #[target_feature(enable = "avx")]
+    pub(super) unsafe fn by_eights<T: Slot>(
+        src: &[f32],
+        lds: usize,
+        dst: &mut [T],
+        ldd: usize,
+        (rows, cols): (usize, usize),
+        into: Store,
+    ) {
+        let (r8, c8) = (rows / 8 * 8, cols / 8 * 8);
+        for i0 in (0..r8).step_by(STRIP) {
+            for j in (0..c8).step_by(8) {
+                for i in (i0..(i0 + STRIP).min(r8)).step_by(8) {
+                    // SAFETY: AVX, as the caller promised.
+                    unsafe { block(src, lds, dst, ldd, (i, j), into) };
+                }
+            }
+        }
+        if c8 < cols {
+            by_fours(&src[c8..], lds, &mut dst[c8 * ldd..], ldd, (rows, cols - c8), into);
+        }
+        if r8 < rows && c8 > 0 {
+            by_fours(&src[r8 * lds..], lds, &mut dst[r8..], ldd, (rows - r8, c8), into);
+        }
+    }
+
+    /// The 8x8 block at row `i`, column `j` of `src`: pairs of rows
+    /// interleaved, then pairs of pairs, then the 128-bit halves swapped
+    /// into place.
+    #[target_feature(enable = "avx")]
+    unsafe fn block<T: Slot>(src: &[f32], lds: usize, dst: &mut [T], ldd: usize, (i, j): (usize, usize), into: Store) {
+        let (s, d) = (&src[i * lds + j..], &mut dst[j * ldd + i..]);
+        assert!(s.len() > 7 * lds + 7 && d.len() > 7 * ldd + 7, "transpose: a block outside its operands");
+        // SAFETY: the assert above keeps the eight 8-value rows read from
+        // `s` and written to `d` inside them. A slot has the layout of an
+        // f32, and `transpose` allows `Add`, which reads `d`, only for
+        // initialized slots.
+        unsafe {
+            let (s, d) = (s.as_ptr(), d.as_mut_ptr().cast::<f32>());
+            let r: [__m256; 8] = std::array::from_fn(|k| _mm256_loadu_ps(s.add(k * lds)));
+            let t: [__m256; 8] = std::array::from_fn(|k| {
+                let (a, b) = (r[k / 2 * 2], r[k / 2 * 2 + 1]);
+                if k % 2 == 0 { _mm256_unpacklo_ps(a, b) } else { _mm256_unpackhi_ps(a, b) }
+            });
+            // u[k]: from t[0..4] for k < 4, t[4..8] after; the low or high
+            // pair of each 128-bit lane.
+            let u: [__m256; 8] = std::array::from_fn(|k| {
+                let (a, b) = (t[k / 4 * 4 + k % 4 / 2], t[k / 4 * 4 + k % 4 / 2 + 2]);
+                if k % 2 == 0 { _mm256_shuffle_ps::<0x44>(a, b) } else { _mm256_shuffle_ps::<0xEE>(a, b) }
+            });
+            for k in 0..8 {
+                let (a, b) = (u[k % 4], u[k % 4 + 4]);
+                let column =
+                    if k < 4 { _mm256_permute2f128_ps::<0x20>(a, b) } else { _mm256_permute2f128_ps::<0x31>(a, b) };
+                let at = d.add(k * ldd);
+                match into {
+                    Store::Set => _mm256_storeu_ps(at, column),
+                    Store::Add => _mm256_storeu_ps(at, _mm256_add_ps(_mm256_loadu_ps(at), column)),
+                }
+            }
+        }
+    }
+}
+
 /// The 4x4 block at row `i`, column `j` of `src`, elsewhere than x86-64.
 #[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
@@ -161,10 +264,14 @@ mod tests {
     use super::*;
 
     /// Every shape's blocks and edges land where the plain definition puts
-    /// them, with and without accumulating, on padded strides.
+    /// them, with and without accumulating, on padded strides: through
+    /// this CPU's widest blocks and through the 4x4 ones alone.
     #[test]
     fn matches_the_definition() {
-        for (rows, cols) in [(1, 1), (3, 5), (4, 4), (16, 8), (17, 7), (35, 13), (64, 3)] {
+        type Transpose = fn(&[f32], usize, &mut [f32], usize, (usize, usize), Store);
+        let ways: [(&str, Transpose); 2] = [("widest", transpose), ("4x4", by_fours)];
+        let shapes = [(1, 1), (3, 5), (4, 4), (8, 8), (16, 8), (17, 7), (35, 13), (64, 3), (41, 19), (70, 33)];
+        for ((rows, cols), (way, transpose)) in shapes.into_iter().flat_map(|s| ways.map(|w| (s, w))) {
             let (lds, ldd) = (cols + 2, rows + 3);
             let src: Vec<f32> = (0..rows * lds).map(|v| v as f32).collect();
             for into in [Store::Set, Store::Add] {
@@ -178,7 +285,7 @@ mod tests {
                         (true, Store::Set) => src[i * lds + j],
                         (true, Store::Add) => old + src[i * lds + j],
                     };
-                    assert_eq!(got, want, "{rows} x {cols} {into:?} at ({j}, {i})");
+                    assert_eq!(got, want, "{way}: {rows} x {cols} {into:?} at ({j}, {i})");
                 }
             }
         }
