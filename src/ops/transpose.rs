@@ -120,16 +120,21 @@ fn scalar<T: Slot>(
     (is, js): (std::ops::Range<usize>, std::ops::Range<usize>),
     into: Store,
 ) {
-    if is.is_empty() {
-        return;
-    }
-    for j in js {
-        let column = src[is.start * lds + j..].iter().step_by(lds);
-        let out = dst[j * ldd + is.start..j * ldd + is.end].iter_mut().zip(column);
-        match into {
-            Store::Set => out.for_each(|(d, &v)| d.set(v)),
-            Store::Add => out.for_each(|(d, &v)| d.add(v)),
+    // Value by value, the inner loop along the longer side: the edges are
+    // a few long rows (3 colour planes into pixels) or a few long columns
+    // (the right edge of 16-row strips), and a strided iterator per column,
+    // as this once was, cost 1.5-4 ns per value on the first.
+    let mut each = |f: fn(&mut T, f32)| {
+        let mut at = |i: usize, j: usize| f(&mut dst[j * ldd + i], src[i * lds + j]);
+        if js.len() >= is.len() {
+            is.clone().for_each(|i| js.clone().for_each(|j| at(i, j)));
+        } else {
+            js.clone().for_each(|j| is.clone().for_each(|i| at(i, j)));
         }
+    };
+    match into {
+        Store::Set => each(T::set),
+        Store::Add => each(T::add),
     }
 }
 
