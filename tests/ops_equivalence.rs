@@ -224,16 +224,35 @@ fn conv_transpose2d_matches_candle() -> Result<()> {
     })
 }
 
-/// As [`conv_transpose2d_matches_candle`], with the kernel's rows (made
-/// fresh for each call, as a frozen layer makes them once): small batches
-/// multiply by them, in one part or split between threads.
+/// As [`conv_transpose2d_matches_candle`], with a kept kernel (made fresh
+/// for each call, as a frozen layer makes it once): small batches multiply
+/// by its rows, in one part or split between threads, batches of wide
+/// layers by its Winograd transform.
 #[test]
-fn conv_transpose2d_from_kernel_rows_matches_candle() -> Result<()> {
+fn conv_transpose2d_from_kept_kernels_matches_candle() -> Result<()> {
     in_each_pool(|| {
         check_convs(&Device::Cpu, Kind::ConvT, 23, |x, w, b, s, p, act| {
-            conv::conv_transpose2d(x, w, b, s, p, act, Some(&conv::KernelRows::default()))
+            conv::conv_transpose2d(x, w, b, s, p, act, Some(&conv::KeptKernel::default()))
         })
     })
+}
+
+/// One kept kernel serves every later call of its layer, whichever form a
+/// call needs: single images (its rows) and batches (its Winograd
+/// transform) in turn, each against candle, and the forms stay made.
+#[test]
+fn kept_kernel_serves_later_calls() -> Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(24);
+    let (w, b) = (rand_tensor(&mut rng, &[64, 64, 4, 4])?, rand_tensor(&mut rng, &[64])?);
+    let kept = conv::KeptKernel::default();
+    for n in [1, 6, 1, 5] {
+        let x = rand_tensor(&mut rng, &[n, 64, 3, 5])?;
+        let got = conv::conv_transpose2d(&x, &w, &b, 2, 1, Act::Identity, Some(&kept))?;
+        let want = add_bias(x.conv_transpose2d(&w, 1, 0, 2, 1)?, &b)?;
+        assert_close(&format!("kept kernel, {n} images"), &got, &want)?;
+    }
+    assert!(kept.is_made(), "the rows and the transform are kept");
+    Ok(())
 }
 
 /// The CUDA formulation (patch matrix + one GEMM), run with its CPU patch copies.

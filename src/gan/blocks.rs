@@ -105,8 +105,8 @@ impl Conv {
 pub struct ConvTranspose {
     w: Tensor,
     b: Tensor,
-    /// The kernel's rows, kept when the weights are constant.
-    rows: Option<ops::conv::KernelRows>,
+    /// The kernel's derived forms, kept when the weights are constant.
+    kept: Option<ops::conv::KeptKernel>,
 }
 
 impl ConvTranspose {
@@ -114,12 +114,12 @@ impl ConvTranspose {
     pub fn new(s: &mut Scope, cin: usize, cout: usize) -> Result<Self> {
         let w = s.get("weight", &[cin, cout, 4, 4], W_INIT, Role::Trainable)?;
         let b = s.get("bias", &[cout], Init::Zeros, Role::Trainable)?;
-        Ok(Self { w, b, rows: s.constant().then(Default::default) })
+        Ok(Self { w, b, kept: s.constant().then(Default::default) })
     }
 
     /// Upsamples `x` (N, C, H, W) to (N, cout, 2H, 2W), then applies `act`.
     pub fn forward(&self, x: &Tensor, act: Act) -> Result<Tensor> {
-        ops::conv_transpose2d(x, &self.w, &self.b, 2, 1, act, self.rows.as_ref())
+        ops::conv_transpose2d(x, &self.w, &self.b, 2, 1, act, self.kept.as_ref())
     }
 }
 
@@ -129,8 +129,8 @@ impl ConvTranspose {
 pub struct ResizeConv {
     w: Tensor,
     b: Tensor,
-    /// The folded kernel and its rows, kept when the weights are constant.
-    frozen: Option<(OnceLock<Tensor>, ops::conv::KernelRows)>,
+    /// The folded kernel and its derived forms, kept when the weights are constant.
+    frozen: Option<(OnceLock<Tensor>, ops::conv::KeptKernel)>,
 }
 
 impl ResizeConv {

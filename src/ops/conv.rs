@@ -44,7 +44,7 @@ use rayon::prelude::*;
 
 use super::activation::Act;
 use super::transpose::{Store, transpose};
-use super::winograd::{self, Batch, Kernel};
+use super::winograd::{self, Batch, Kernel, Transformed};
 use super::{CHUNK, bias, fast, fast_cuda, kept, min_chunks, par_chunked, slice, tracked, unfold};
 
 /// The fewest GEMM columns per group worth aiming for: below this the gemm
@@ -708,38 +708,52 @@ impl CustomOp2 for Conv {
     fn bwd(&self, x: &Tensor, w: &Tensor, _: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (_, _, h, wd) = x.dims4()?;
         let dy = dy.contiguous()?;
-        let dx = tracked(x, || dy.apply_op2(w, ConvT { g: self.0, out_h: h, out_w: wd, rows: None }))?;
+        let dx = tracked(x, || dy.apply_op2(w, ConvT { g: self.0, out_h: h, out_w: wd, rows: None, phases: None }))?;
         let dw = tracked(w, || x.apply_op2(&dy, WeightGrad(self.0)))?;
         Ok((dx, dw))
     }
 }
 
 /// `conv_t(x, w)`: x (N, C, Hi, Wi), w (C, O, K, K) -> (N, O, out_h, out_w),
-/// with `w`'s [`KernelRows`] when it is constant.
+/// with the forms of `w` a [`KeptKernel`] holds when it is constant: its
+/// rows for the planar path, its Winograd transform for a batch's.
 struct ConvT {
     g: Geom,
     out_h: usize,
     out_w: usize,
     rows: Option<Arc<[f32]>>,
+    phases: Option<Arc<OnceLock<Transformed>>>,
 }
 
-/// A constant transposed-convolution kernel (C, O, K, K) read as the (O K
-/// K) x C matrix, row-major, made on the first call that runs the planar
-/// path and kept (by layers whose weights never change).
+/// What a constant transposed-convolution kernel (C, O, K, K) is turned
+/// into, made on the first call that needs it and kept (by layers whose
+/// weights never change):
 ///
-/// Why: a batch below one image per thread (the explorer's one image)
-/// runs the planar path, a GEMM of that matrix by the C x (H W) input. In
-/// place it is the kernel transposed, whose columns lie O K K values (a
-/// power of two) apart, and the gemm crate walks them so, uncopied: the 64
-/// px generator's 512 → 256 layer's GEMM for one image took 2.1 ms on one
-/// AVX2 core (30 GFLOP/s), 0.8 ms from the rows (BENCHMARKS.md).
+/// - its rows, the (O K K) x C matrix row-major, for the planar path. A
+///   batch below one image per thread (the explorer's one image) runs a
+///   GEMM of that matrix by the C x (H W) input. In place it is the kernel
+///   transposed, whose columns lie O K K values (a power of two) apart, and
+///   the gemm crate walks them so, uncopied: the 64 px generator's 512 →
+///   256 layer's GEMM for one image took 2.1 ms on one AVX2 core (30
+///   GFLOP/s), 0.8 ms from the rows (BENCHMARKS.md).
+/// - its phase-wise Winograd transform, for batches of wide 4x4 stride-2
+///   layers (the explorer's strips, `sample`, `interpolate`): 36 C O
+///   values, a GEMM per call otherwise.
 #[derive(Default)]
-pub struct KernelRows(OnceLock<Arc<[f32]>>);
+pub struct KeptKernel {
+    rows: OnceLock<Arc<[f32]>>,
+    phases: Arc<OnceLock<Transformed>>,
+}
 
-impl KernelRows {
+impl KeptKernel {
+    /// Whether both forms have been made (by a call of each kind).
+    pub fn is_made(&self) -> bool {
+        self.rows.get().is_some() && self.phases.get().is_some()
+    }
+
     /// The rows of `w` (C, O, K, K): made on the first call, kept after.
-    fn of(&self, w: &Tensor) -> Result<Arc<[f32]>> {
-        kept(&self.0, || {
+    fn rows(&self, w: &Tensor) -> Result<Arc<[f32]>> {
+        kept(&self.rows, || {
             let (c, o, kh, kw) = w.dims4()?;
             let src = w.flatten_all()?.to_vec1::<f32>()?;
             let mut rows = vec![0f32; src.len()];
@@ -776,7 +790,7 @@ impl Convolution for ConvT {
             let y = if self.g.winograd() {
                 winograd::conv3x3(&batch, Kernel::Transposed)
             } else {
-                winograd::conv_t4x4s2(&batch)
+                winograd::conv_t4x4s2(&batch, self.phases.as_deref())
             };
             return Ok((CpuStorage::F32(y), Shape::from((n, o, h, wd))));
         }
@@ -939,9 +953,9 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, pad: usize, act
 }
 
 /// Transposed 2D convolution of `x` (N, C, H, W) with `w` (C, O, K, K) plus
-/// bias `b` (O), output padding 0, then `act`, as [`conv2d`]. `rows`, given
-/// only for a kernel that never changes, keeps its [`KernelRows`] for small
-/// batches on the CPU.
+/// bias `b` (O), output padding 0, then `act`, as [`conv2d`]. `kept`, given
+/// only for a kernel that never changes, keeps the forms of it that the
+/// CPU paths make ([`KeptKernel`]).
 pub fn conv_transpose2d(
     x: &Tensor,
     w: &Tensor,
@@ -949,7 +963,7 @@ pub fn conv_transpose2d(
     stride: usize,
     pad: usize,
     act: Act,
-    rows: Option<&KernelRows>,
+    kept: Option<&KeptKernel>,
 ) -> Result<Tensor> {
     if fast_cuda(&[x, w, b]) {
         return act.apply(&unfold::conv_transpose2d(x, w, b, stride, pad)?);
@@ -960,8 +974,9 @@ pub fn conv_transpose2d(
     let (n, _, hi, wi) = x.dims4()?;
     let k = w.dim(3)?;
     let g = Geom { k, stride, pad };
-    // Only the planar path reads the rows.
-    let rows = rows.filter(|_| !channels_last(n)).map(|r| r.of(w)).transpose()?;
-    let conv = ConvT { g, out_h: g.conv_t_out(hi), out_w: g.conv_t_out(wi), rows };
+    // Only the planar path reads the rows, only batches the transform.
+    let rows = kept.filter(|_| !channels_last(n)).map(|k| k.rows(w)).transpose()?;
+    let phases = kept.filter(|_| channels_last(n)).map(|k| Arc::clone(&k.phases));
+    let conv = ConvT { g, out_h: g.conv_t_out(hi), out_w: g.conv_t_out(wi), rows, phases };
     x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, WithBias { conv, act })
 }

@@ -31,7 +31,7 @@ const FOLD: [[f32; 3]; 4] = [[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0], 
 ///
 /// `frozen`, given only for weights that never change (see
 /// [`crate::gan::params::Params::constant`]), keeps their transposed kernel
-/// and its [`conv::KernelRows`]: folding the largest 64 px layer's weights
+/// and the forms of it that [`conv::KeptKernel`] keeps: folding the largest 64 px layer's weights
 /// costs about as much as that layer's convolution of one image, the
 /// explorer's case. Other weights are folded on every call, which a batch
 /// amortizes.
@@ -39,18 +39,18 @@ pub fn upsample_conv3x3(
     x: &Tensor,
     w: &Tensor,
     b: &Tensor,
-    frozen: Option<&(OnceLock<Tensor>, conv::KernelRows)>,
+    frozen: Option<&(OnceLock<Tensor>, conv::KeptKernel)>,
     act: Act,
 ) -> Result<Tensor> {
     if !folds_on(x.device()) || [x, w, b].iter().any(|t| t.dtype() != DType::F32) {
         let (_, _, h, wd) = x.dims4()?;
         return conv::conv2d(&x.upsample_nearest2d(2 * h, 2 * wd)?, w, b, 1, 1, act);
     }
-    let Some((folded, rows)) = frozen else {
+    let Some((folded, forms)) = frozen else {
         return conv::conv_transpose2d(x, &fold_kernel(w)?, b, 2, 1, act, None);
     };
     let kernel = kept(folded, || fold_kernel(w))?;
-    conv::conv_transpose2d(x, &kernel, b, 2, 1, act, Some(rows))
+    conv::conv_transpose2d(x, &kernel, b, 2, 1, act, Some(forms))
 }
 
 /// Whether f32 upsampling convolutions on `device` run folded: where the

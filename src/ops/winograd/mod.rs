@@ -335,7 +335,7 @@ pub(super) fn conv3x3(batch: &Batch, kernel: Kernel) -> Vec<f32> {
 ///
 /// Why one GEMM: transforming kernel by kernel in scalar code took 18-48
 /// ms for the largest 64 px layer, as long as its convolution.
-struct Transformed {
+pub(in crate::ops) struct Transformed {
     u: Vec<f32>,
     kernel: Kernel,
     c: usize,

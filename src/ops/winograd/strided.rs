@@ -11,6 +11,8 @@
 //! multiply-adds), with integer transforms: Bᵀ = [1 -1 0; 0 1 0; 0 -1 1],
 //! G = [1 0; 1 1; 0 1], Aᵀ = [1 1 0; 0 1 1].
 
+use std::sync::OnceLock;
+
 use super::super::conv::{Dims, Operand, matmul, with_scratch};
 use super::{Batch, Kernel, Layer, Tiles, Transformed, add_signed, pad, transform_output, weight_grad};
 
@@ -167,13 +169,23 @@ pub(in crate::ops) fn conv4x4s2(batch: &Batch) -> Vec<f32> {
 /// The stride-2 transposed convolution of `x` (N, C, H, W) with `wt` (C,
 /// O, 4, 4) plus `bias`, to (N, O, 2H, 2W): output phase (p, q), the
 /// pixels (2m + p, 2l + q), correlates input rows m - 1 + p.. and columns
-/// l - 1 + q.. with taps (3 - p - 2a, 3 - q - 2b).
-pub(in crate::ops) fn conv_t4x4s2(batch: &Batch) -> Vec<f32> {
+/// l - 1 + q.. with taps (3 - p - 2a, 3 - q - 2b). `kept`, given only for
+/// a kernel that never changes, holds its transform from the first call on.
+pub(in crate::ops) fn conv_t4x4s2(batch: &Batch, kept: Option<&OnceLock<Transformed>>) -> Vec<f32> {
     let ((c, h, w), o) = (batch.dims, batch.o);
     let tiles = Tiles::new(h, w);
     let (count, plane, cols) = (tiles.count(), 4 * h * w, 2 * tiles.tw + 2);
     let taps = |ph: usize, a: usize, b: usize| (3 - ph / 2 - 2 * a, 3 - ph % 2 - 2 * b);
-    let u = Transformed::new(batch.wt, Kernel::Transposed, (c, o), &phase_coefs(taps));
+    let transform = || Transformed::new(batch.wt, Kernel::Transposed, (c, o), &phase_coefs(taps));
+    let fresh;
+    let u = match kept {
+        Some(cell) => cell.get_or_init(transform),
+        None => {
+            fresh = transform();
+            &fresh
+        }
+    };
+    assert_eq!((u.c, u.o, u.u.len()), (c, o, 36 * c * o), "winograd: a kept transform of another kernel");
     let lens = |t| [tiles.padded_len(c) + 9 * c, 36 * t * c, 36 * t * o];
     batch.by_groups((count, plane), lens, |images, out, t, [xp, v, m]| {
         let (xp, bd) = xp.split_at_mut(tiles.padded_len(c));
