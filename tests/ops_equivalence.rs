@@ -212,7 +212,21 @@ fn check_convs(
 
 #[test]
 fn conv2d_matches_candle() -> Result<()> {
-    in_each_pool(|| check_convs(&Device::Cpu, Kind::Conv, 11, conv::conv2d))
+    in_each_pool(|| {
+        check_convs(&Device::Cpu, Kind::Conv, 11, |x, w, b, s, p, act| conv::conv2d(x, w, b, s, p, act, None))
+    })
+}
+
+/// As [`conv2d_matches_candle`], with a kept kernel (made fresh for each
+/// call, as a frozen layer makes it once): batches of wide 3x3 layers run
+/// by its Winograd transform.
+#[test]
+fn conv2d_from_kept_kernels_matches_candle() -> Result<()> {
+    in_each_pool(|| {
+        check_convs(&Device::Cpu, Kind::Conv, 25, |x, w, b, s, p, act| {
+            conv::conv2d(x, w, b, s, p, act, Some(&conv::KeptKernel::default()))
+        })
+    })
 }
 
 #[test]
@@ -238,21 +252,37 @@ fn conv_transpose2d_from_kept_kernels_matches_candle() -> Result<()> {
 }
 
 /// One kept kernel serves every later call of its layer, whichever form a
-/// call needs: single images (its rows) and batches (its Winograd
-/// transform) in turn, each against candle, and the forms stay made.
+/// call needs: single images and batches in turn match candle, for a
+/// transposed convolution (its rows, its Winograd transform) and a 3x3
+/// convolution (its transform). The forms are kept: handed other weights
+/// of the same shape, the layer still computes with the first ones where
+/// it has a form (which is why only constant weights get a kept kernel).
+/// In a one-thread pool, where 1 image runs planar and 6 as a batch on
+/// every machine.
 #[test]
 fn kept_kernel_serves_later_calls() -> Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(24);
-    let (w, b) = (rand_tensor(&mut rng, &[64, 64, 4, 4])?, rand_tensor(&mut rng, &[64])?);
-    let kept = conv::KeptKernel::default();
-    for n in [1, 6, 1, 5] {
-        let x = rand_tensor(&mut rng, &[n, 64, 3, 5])?;
-        let got = conv::conv_transpose2d(&x, &w, &b, 2, 1, Act::Identity, Some(&kept))?;
-        let want = add_bias(x.conv_transpose2d(&w, 1, 0, 2, 1)?, &b)?;
-        assert_close(&format!("kept kernel, {n} images"), &got, &want)?;
-    }
-    assert!(kept.is_made(), "the rows and the transform are kept");
-    Ok(())
+    let (wt, bt) = (rand_tensor(&mut rng, &[64, 64, 4, 4])?, rand_tensor(&mut rng, &[64])?);
+    let (w3, b3) = (rand_tensor(&mut rng, &[64, 32, 3, 3])?, rand_tensor(&mut rng, &[64])?);
+    let (other_t, other_3) = (rand_tensor(&mut rng, &[64, 64, 4, 4])?, rand_tensor(&mut rng, &[64, 32, 3, 3])?);
+    let (kept_t, kept_3) = (conv::KeptKernel::default(), conv::KeptKernel::default());
+    let conv_t = |x: &Tensor, w: &Tensor| conv::conv_transpose2d(x, w, &bt, 2, 1, Act::Identity, Some(&kept_t));
+    let conv_3 = |x: &Tensor, w: &Tensor| conv::conv2d(x, w, &b3, 1, 1, Act::Identity, Some(&kept_3));
+    let ref_t = |x: &Tensor, w: &Tensor| add_bias(x.conv_transpose2d(w, 1, 0, 2, 1)?, &bt);
+    let ref_3 = |x: &Tensor, w: &Tensor| add_bias(x.conv2d(w, 1, 1, 1, 1)?, &b3);
+    let pool = ThreadPoolBuilder::new().num_threads(1).build().map_err(candle_core::Error::wrap)?;
+    pool.install(|| {
+        for (round, n) in [1, 6, 1, 5, 1, 6].into_iter().enumerate() {
+            let (xt, x3) = (rand_tensor(&mut rng, &[n, 64, 3, 5])?, rand_tensor(&mut rng, &[n, 32, 5, 6])?);
+            // The first four rounds make the forms; the last two hand other weights.
+            let (given_t, given_3) = if round < 4 { (&wt, &w3) } else { (&other_t, &other_3) };
+            // A 3x3 convolution keeps only the batches' form.
+            let used_3 = if n == 1 { given_3 } else { &w3 };
+            assert_close(&format!("transposed, round {round}"), &conv_t(&xt, given_t)?, &ref_t(&xt, &wt)?)?;
+            assert_close(&format!("3x3, round {round}"), &conv_3(&x3, given_3)?, &ref_3(&x3, used_3)?)?;
+        }
+        Ok(())
+    })
 }
 
 /// The CUDA formulation (patch matrix + one GEMM), run with its CPU patch copies.
@@ -278,7 +308,7 @@ fn cuda_ops_match_cpu() -> Result<()> {
             return Ok(());
         }
     };
-    check_convs(&gpu, Kind::Conv, 18, conv::conv2d)?;
+    check_convs(&gpu, Kind::Conv, 18, |x, w, b, s, p, act| conv::conv2d(x, w, b, s, p, act, None))?;
     check_convs(&gpu, Kind::ConvT, 19, |x, w, b, s, p, act| conv::conv_transpose2d(x, w, b, s, p, act, None))?;
     check_batch_norm(&gpu)?;
     check_adam(&gpu)?;
@@ -506,7 +536,7 @@ fn frozen_weights_get_no_gradient() -> Result<()> {
     let (gamma, beta) = ((rand_tensor(&mut rng, &[5])? + 1.0)?, rand_tensor(&mut rng, &[5])?);
     let xt = x.as_tensor();
     let fast = {
-        let y = conv::conv2d(xt, &w, &b, 2, 1, Act::Identity)?;
+        let y = conv::conv2d(xt, &w, &b, 2, 1, Act::Identity, None)?;
         let y = batch_norm::train(&y, &gamma, &beta, 1e-5, 0.2)?.expect("fast path on the CPU").y;
         conv::conv_transpose2d(&y, &wt, &bt, 2, 1, Act::Identity, None)?
     };
@@ -627,7 +657,7 @@ fn fused_leaky_relu_second_order_matches_separate_op() -> Result<()> {
         let w = Var::from_tensor(&rand_tensor(&mut rng, &[6, 4, 4, 4])?)?;
         let b = rand_tensor(&mut rng, &[6])?;
         let up = rand_tensor(&mut rng, &[3, 6, 4, 4])?;
-        let conv = |x: &Tensor, act| conv::conv2d(x, w.as_tensor(), &b, 2, 1, act);
+        let conv = |x: &Tensor, act| conv::conv2d(x, w.as_tensor(), &b, 2, 1, act, None);
         let fused = penalty_grad(&x, &w, &up, &|x| conv(x, Act::Leaky(slope)))?;
         let separate = penalty_grad(&x, &w, &up, &|x| activation::leaky_relu(&conv(x, Act::Identity)?, slope))?;
         assert_close(&format!("conv + leaky_relu({slope}) d2w"), &fused, &separate)?;

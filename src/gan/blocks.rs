@@ -80,6 +80,9 @@ pub struct Conv {
     stride: usize,
     pad: usize,
     sn: Option<SpectralNorm>,
+    /// The kernel's derived forms, kept when the weights are constant
+    /// (and not spectrally normalized, which rescales them every call).
+    kept: Option<ops::conv::KeptKernel>,
 }
 
 impl Conv {
@@ -88,7 +91,8 @@ impl Conv {
         let w = s.get("weight", &[cout, cin, k, k], W_INIT, Role::Trainable)?;
         let b = s.get("bias", &[cout], Init::Zeros, Role::Trainable)?;
         let sn = if sn { Some(SpectralNorm::new(s, cout)?) } else { None };
-        Ok(Self { w, b, stride, pad, sn })
+        let kept = (s.constant() && sn.is_none()).then(Default::default);
+        Ok(Self { w, b, stride, pad, sn, kept })
     }
 
     /// Convolves `x` (N, C, H, W), then applies `act`.
@@ -97,7 +101,7 @@ impl Conv {
             Some(sn) => sn.apply(&self.w, train)?,
             None => self.w.clone(),
         };
-        ops::conv2d(x, &w, &self.b, self.stride, self.pad, act)
+        ops::conv2d(x, &w, &self.b, self.stride, self.pad, act, self.kept.as_ref())
     }
 }
 

@@ -480,7 +480,9 @@ fn dims4(l: &Layout) -> Result<(usize, usize, usize, usize)> {
 
 /// `conv(x, w) [+ b]`: x (N, C, H, W), w (O, C, K, K), b (O) -> (N, O, Ho, Wo).
 /// Bias-free inside the other ops' backward; a layer runs [`WithBias`]`<Conv>`.
-struct Conv(Geom);
+/// The second field, given only for a constant kernel, keeps its Winograd
+/// transform for batches (see [`KeptKernel`]).
+struct Conv(Geom, Option<Arc<OnceLock<Transformed>>>);
 
 impl Convolution for Conv {
     const BIASED: &'static str = "ganscope-conv2d-bias";
@@ -498,8 +500,11 @@ impl Convolution for Conv {
         let (ho, wo) = (self.0.conv_out(h), self.0.conv_out(wd));
         let batch = Batch { x, n, dims: (c, h, wd), wt: w, o, bias };
         if winograd_batch(n, c, o) && (self.0.winograd() || self.0.phases()) {
-            let y =
-                if self.0.winograd() { winograd::conv3x3(&batch, Kernel::Conv) } else { winograd::conv4x4s2(&batch) };
+            let y = if self.0.winograd() {
+                winograd::conv3x3(&batch, Kernel::Conv, self.1.as_deref())
+            } else {
+                winograd::conv4x4s2(&batch)
+            };
             return Ok((CpuStorage::F32(y), Shape::from((n, o, ho, wo))));
         }
         if self.0.winograd() && o < CHANNELS_LAST_MIN_OUT {
@@ -708,7 +713,7 @@ impl CustomOp2 for Conv {
     fn bwd(&self, x: &Tensor, w: &Tensor, _: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (_, _, h, wd) = x.dims4()?;
         let dy = dy.contiguous()?;
-        let dx = tracked(x, || dy.apply_op2(w, ConvT { g: self.0, out_h: h, out_w: wd, rows: None, phases: None }))?;
+        let dx = tracked(x, || dy.apply_op2(w, ConvT { g: self.0, out_h: h, out_w: wd, rows: None, winograd: None }))?;
         let dw = tracked(w, || x.apply_op2(&dy, WeightGrad(self.0)))?;
         Ok((dx, dw))
     }
@@ -722,33 +727,35 @@ struct ConvT {
     out_h: usize,
     out_w: usize,
     rows: Option<Arc<[f32]>>,
-    phases: Option<Arc<OnceLock<Transformed>>>,
+    winograd: Option<Arc<OnceLock<Transformed>>>,
 }
 
-/// What a constant transposed-convolution kernel (C, O, K, K) is turned
-/// into, made on the first call that needs it and kept (by layers whose
-/// weights never change):
+/// What a constant kernel is turned into, made on the first call that
+/// needs it and kept (by layers whose weights never change):
 ///
-/// - its rows, the (O K K) x C matrix row-major, for the planar path. A
+/// - a transposed convolution's (C, O, K, K): its rows, the (O K K) x C
+///   matrix row-major, for the planar path. A
 ///   batch below one image per thread (the explorer's one image) runs a
 ///   GEMM of that matrix by the C x (H W) input. In place it is the kernel
 ///   transposed, whose columns lie O K K values (a power of two) apart, and
 ///   the gemm crate walks them so, uncopied: the 64 px generator's 512 →
 ///   256 layer's GEMM for one image took 2.1 ms on one AVX2 core (30
 ///   GFLOP/s), 0.8 ms from the rows (BENCHMARKS.md).
-/// - its phase-wise Winograd transform, for batches of wide 4x4 stride-2
-///   layers (the explorer's strips, `sample`, `interpolate`): 36 C O
-///   values, a GEMM per call otherwise.
+/// - its Winograd transform, for batches of wide layers (the explorer's
+///   strips, `sample`, `interpolate`): 36 C O values for a 4x4 stride-2
+///   transposed convolution, 16 C O for a 3x3 convolution; a GEMM per call
+///   otherwise, a quarter of the call for a strip of 8 images.
 #[derive(Default)]
 pub struct KeptKernel {
     rows: OnceLock<Arc<[f32]>>,
-    phases: Arc<OnceLock<Transformed>>,
+    winograd: Arc<OnceLock<Transformed>>,
 }
 
 impl KeptKernel {
-    /// Whether both forms have been made (by a call of each kind).
-    pub fn is_made(&self) -> bool {
-        self.rows.get().is_some() && self.phases.get().is_some()
+    /// The cell for the Winograd transform of `kept`'s kernel, for a call
+    /// over `n` images: only batches run by Winograd.
+    fn winograd(kept: Option<&Self>, n: usize) -> Option<Arc<OnceLock<Transformed>>> {
+        kept.filter(|_| channels_last(n)).map(|k| Arc::clone(&k.winograd))
     }
 
     /// The rows of `w` (C, O, K, K): made on the first call, kept after.
@@ -788,9 +795,9 @@ impl Convolution for ConvT {
         if winograd_batch(n, c, o) && (self.g.winograd() || phases) {
             let batch = Batch { x, n, dims: (c, hi, wi), wt: w, o, bias };
             let y = if self.g.winograd() {
-                winograd::conv3x3(&batch, Kernel::Transposed)
+                winograd::conv3x3(&batch, Kernel::Transposed, None)
             } else {
-                winograd::conv_t4x4s2(&batch, self.phases.as_deref())
+                winograd::conv_t4x4s2(&batch, self.winograd.as_deref())
             };
             return Ok((CpuStorage::F32(y), Shape::from((n, o, h, wd))));
         }
@@ -860,7 +867,7 @@ impl CustomOp2 for ConvT {
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
-        let dx = tracked(x, || dy.apply_op2(w, Conv(self.g)))?;
+        let dx = tracked(x, || dy.apply_op2(w, Conv(self.g, None)))?;
         let dw = tracked(w, || dy.apply_op2(x, WeightGrad(self.g)))?;
         Ok((dx, dw))
     }
@@ -939,16 +946,26 @@ impl CustomOp2 for WeightGrad {
 
 /// 2D convolution of `x` (N, C, H, W) with `w` (O, C, K, K) plus bias `b`
 /// (O), then `act`: one fast op on the CPU, GEMMs on CUDA, candle's
-/// elsewhere (the activation an op of its own on both).
-pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, pad: usize, act: Act) -> Result<Tensor> {
+/// elsewhere (the activation an op of its own on both). `kept`, given only
+/// for a kernel that never changes, keeps its Winograd transform
+/// ([`KeptKernel`]).
+pub fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    stride: usize,
+    pad: usize,
+    act: Act,
+    kept: Option<&KeptKernel>,
+) -> Result<Tensor> {
     if fast_cuda(&[x, w, b]) {
         return act.apply(&unfold::conv2d(x, w, b, stride, pad)?);
     }
     if !fast(&[x, w, b]) {
         return act.apply(&x.conv2d(w, pad, stride, 1, 1)?.broadcast_add(&b.reshape((1, (), 1, 1))?)?);
     }
-    let k = w.dim(3)?;
-    let op = WithBias { conv: Conv(Geom { k, stride, pad }), act };
+    let (n, k) = (x.dim(0)?, w.dim(3)?);
+    let op = WithBias { conv: Conv(Geom { k, stride, pad }, KeptKernel::winograd(kept, n)), act };
     x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, op)
 }
 
@@ -976,7 +993,7 @@ pub fn conv_transpose2d(
     let g = Geom { k, stride, pad };
     // Only the planar path reads the rows, only batches the transform.
     let rows = kept.filter(|_| !channels_last(n)).map(|k| k.rows(w)).transpose()?;
-    let phases = kept.filter(|_| channels_last(n)).map(|k| Arc::clone(&k.phases));
-    let conv = ConvT { g, out_h: g.conv_t_out(hi), out_w: g.conv_t_out(wi), rows, phases };
+    let winograd = KeptKernel::winograd(kept, n);
+    let conv = ConvT { g, out_h: g.conv_t_out(hi), out_w: g.conv_t_out(wi), rows, winograd };
     x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, WithBias { conv, act })
 }

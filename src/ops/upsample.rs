@@ -44,7 +44,7 @@ pub fn upsample_conv3x3(
 ) -> Result<Tensor> {
     if !folds_on(x.device()) || [x, w, b].iter().any(|t| t.dtype() != DType::F32) {
         let (_, _, h, wd) = x.dims4()?;
-        return conv::conv2d(&x.upsample_nearest2d(2 * h, 2 * wd)?, w, b, 1, 1, act);
+        return conv::conv2d(&x.upsample_nearest2d(2 * h, 2 * wd)?, w, b, 1, 1, act, None);
     }
     let Some((folded, forms)) = frozen else {
         return conv::conv_transpose2d(x, &fold_kernel(w)?, b, 2, 1, act, None);

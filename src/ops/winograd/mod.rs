@@ -31,7 +31,9 @@
 //! transforms cost more per pixel than the GEMMs saved.
 
 use std::array;
+use std::borrow::Cow;
 use std::mem::MaybeUninit;
+use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
@@ -305,10 +307,13 @@ impl Batch<'_> {
     }
 }
 
-/// The 3x3 stride-1 convolution of a batch, its kernel stored as `kernel` says.
-pub(super) fn conv3x3(batch: &Batch, kernel: Kernel) -> Vec<f32> {
+/// The 3x3 stride-1 convolution of a batch, its kernel stored as `kernel`
+/// says; `kept`, given only for a kernel that never changes, holds its
+/// transform from the first call on.
+pub(super) fn conv3x3(batch: &Batch, kernel: Kernel, kept: Option<&OnceLock<Transformed>>) -> Vec<f32> {
     let ((c, h, w), o) = (batch.dims, batch.o);
-    let u = Transformed::new(batch.wt, kernel, (c, o), &g_kron(matches!(kernel, Kernel::Transposed)));
+    let coefs = || g_kron(matches!(kernel, Kernel::Transposed));
+    let u = Transformed::kept_or_new(kept, (c, o, 16), || Transformed::new(batch.wt, kernel, (c, o), &coefs()));
     let tiles = Tiles::new(h, w);
     let (count, plane) = (tiles.count(), h * w);
     let lens = |t| [tiles.padded_len(c) + 16 * c, 16 * t * c, 16 * t * o];
@@ -335,6 +340,7 @@ pub(super) fn conv3x3(batch: &Batch, kernel: Kernel) -> Vec<f32> {
 ///
 /// Why one GEMM: transforming kernel by kernel in scalar code took 18-48
 /// ms for the largest 64 px layer, as long as its convolution.
+#[derive(Clone)]
 pub(in crate::ops) struct Transformed {
     u: Vec<f32>,
     kernel: Kernel,
@@ -360,6 +366,22 @@ impl Transformed {
             })
         };
         Self { u, kernel, c, o }
+    }
+
+    /// `make`'s transform of a kernel from `c` to `o` channels at
+    /// `positions` positions: kept in `cell` from the first call on when one
+    /// is given (a constant kernel's), made afresh otherwise.
+    fn kept_or_new<'a>(
+        cell: Option<&'a OnceLock<Self>>,
+        (c, o, positions): (usize, usize, usize),
+        make: impl FnOnce() -> Self,
+    ) -> Cow<'a, Self> {
+        let u = match cell {
+            Some(cell) => Cow::Borrowed(cell.get_or_init(make)),
+            None => Cow::Owned(make()),
+        };
+        assert_eq!((u.c, u.o, u.u.len()), (c, o, positions * c * o), "winograd: a kept transform of another kernel");
+        u
     }
 
     /// Position `p`'s (C x O) matrix as a GEMM operand.

@@ -177,15 +177,7 @@ pub(in crate::ops) fn conv_t4x4s2(batch: &Batch, kept: Option<&OnceLock<Transfor
     let (count, plane, cols) = (tiles.count(), 4 * h * w, 2 * tiles.tw + 2);
     let taps = |ph: usize, a: usize, b: usize| (3 - ph / 2 - 2 * a, 3 - ph % 2 - 2 * b);
     let transform = || Transformed::new(batch.wt, Kernel::Transposed, (c, o), &phase_coefs(taps));
-    let fresh;
-    let u = match kept {
-        Some(cell) => cell.get_or_init(transform),
-        None => {
-            fresh = transform();
-            &fresh
-        }
-    };
-    assert_eq!((u.c, u.o, u.u.len()), (c, o, 36 * c * o), "winograd: a kept transform of another kernel");
+    let u = Transformed::kept_or_new(kept, (c, o, 36), transform);
     let lens = |t| [tiles.padded_len(c) + 9 * c, 36 * t * c, 36 * t * o];
     batch.by_groups((count, plane), lens, |images, out, t, [xp, v, m]| {
         let (xp, bd) = xp.split_at_mut(tiles.padded_len(c));
