@@ -734,13 +734,13 @@ struct ConvT {
 /// needs it and kept (by layers whose weights never change):
 ///
 /// - a transposed convolution's (C, O, K, K): its rows, the (O K K) x C
-///   matrix row-major, for the planar path. A
-///   batch below one image per thread (the explorer's one image) runs a
-///   GEMM of that matrix by the C x (H W) input. In place it is the kernel
-///   transposed, whose columns lie O K K values (a power of two) apart, and
-///   the gemm crate walks them so, uncopied: the 64 px generator's 512 →
-///   256 layer's GEMM for one image took 2.1 ms on one AVX2 core (30
-///   GFLOP/s), 0.8 ms from the rows (BENCHMARKS.md).
+///   matrix row-major, for the planar path. A batch below one image per
+///   thread (the explorer's one image) runs a GEMM of that matrix by the C
+///   x (H W) input. In place it is the kernel transposed, whose columns lie
+///   O K K values (a power of two) apart, and the gemm crate walks them so,
+///   uncopied: the 64 px generator's 512 → 256 layer's GEMM for one image
+///   took 2.1 ms on one AVX2 core (30 GFLOP/s), 0.8 ms from the rows
+///   (BENCHMARKS.md).
 /// - its Winograd transform, for batches of wide layers (the explorer's
 ///   strips, `sample`, `interpolate`): 36 C O values for a 4x4 stride-2
 ///   transposed convolution, 16 C O for a 3x3 convolution; a GEMM per call

@@ -31,10 +31,10 @@ const FOLD: [[f32; 3]; 4] = [[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0], 
 ///
 /// `frozen`, given only for weights that never change (see
 /// [`crate::gan::params::Params::constant`]), keeps their transposed kernel
-/// and the forms of it that [`conv::KeptKernel`] keeps: folding the largest 64 px layer's weights
-/// costs about as much as that layer's convolution of one image, the
-/// explorer's case. Other weights are folded on every call, which a batch
-/// amortizes.
+/// and the forms of it that [`conv::KeptKernel`] keeps: folding the largest
+/// 64 px layer's weights costs about as much as that layer's convolution
+/// of one image, the explorer's case. Other weights are folded on every
+/// call, which a batch amortizes.
 pub fn upsample_conv3x3(
     x: &Tensor,
     w: &Tensor,

@@ -312,8 +312,8 @@ impl Batch<'_> {
 /// transform from the first call on.
 pub(super) fn conv3x3(batch: &Batch, kernel: Kernel, kept: Option<&OnceLock<Transformed>>) -> Vec<f32> {
     let ((c, h, w), o) = (batch.dims, batch.o);
-    let coefs = || g_kron(matches!(kernel, Kernel::Transposed));
-    let u = Transformed::kept_or_new(kept, (c, o, 16), || Transformed::new(batch.wt, kernel, (c, o), &coefs()));
+    let transform = || Transformed::new(batch.wt, kernel, (c, o), &g_kron(matches!(kernel, Kernel::Transposed)));
+    let u = Transformed::kept_or_new(kept, (c, o, 16), transform);
     let tiles = Tiles::new(h, w);
     let (count, plane) = (tiles.count(), h * w);
     let lens = |t| [tiles.padded_len(c) + 16 * c, 16 * t * c, 16 * t * o];
