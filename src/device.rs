@@ -108,26 +108,44 @@ fn metal() -> anyhow::Result<Device> {
     Device::new_metal(0).map_err(|e| anyhow::anyhow!("cannot open Metal device 0: {e}"))
 }
 
-/// Runs candle's elementwise CPU ops on the calling thread, unless the
-/// user set `CANDLE_NUM_THREADS`; the app calls it, headless commands don't.
+/// Pause instructions candle's pool threads spin after an op before they
+/// park, unless the user sets `CANDLE_BARRIER_POOL_SPIN_LIMIT` (candle's
+/// default is 25,000).
+const CANDLE_POOL_SPIN: &str = "500";
+
+/// Sets candle's CPU pool up for ganscope, leaving alone whatever the user
+/// set. The app runs candle's elementwise ops on the calling thread; every
+/// command makes candle's pool threads park soon after an op.
 ///
-/// Why: candle parallelizes elementwise ops on a barrier pool whose
-/// threads spin for ~25k pause instructions (about a millisecond) after
-/// every op, and whose caller spin-waits for them. These ops are memory
-/// bound and small next to our convolutions (which use rayon): headless,
-/// 100 digits steps take about the same wall time either way but 13.7 s of
-/// CPU instead of 17.0 s. In the app the spinning threads fight the
-/// renderer for the cores and training lost 27-34% instead of 9-11%
-/// (BENCHMARKS.md, "The training panel").
+/// Why: candle parallelizes elementwise ops (the gradient sums of
+/// `backward`, mostly) on a barrier pool whose threads spin for ~25k pause
+/// instructions (up to a millisecond) after every op. Our convolutions run
+/// on rayon, so that spin takes a core from a rayon worker right when the
+/// next convolution wants both. Two-thread 32 px training on a 2-core
+/// EPYC: 10-25% faster steps with a 500-pause spin than with candle's
+/// default, and about as fast as without the pool (BENCHMARKS.md). In the
+/// app the spinning threads also fight the renderer: training lost 27-34%
+/// with the pool, 9-11% without ("The training panel").
 ///
 /// # Safety
-/// Sets an environment variable: call it before any other thread exists
+/// Sets environment variables: call it before any other thread exists
 /// (first thing in `main`).
-pub unsafe fn serial_candle_elementwise() {
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+pub unsafe fn tune_candle_pool(app: bool) {
+    for (key, value) in candle_pool_defaults(app, |key| std::env::var_os(key).is_some()) {
         // SAFETY: the caller guarantees no other thread reads the environment.
-        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+        unsafe { std::env::set_var(key, value) };
     }
+}
+
+/// The candle pool settings [`tune_candle_pool`] makes, minus those the
+/// user `has_set`.
+fn candle_pool_defaults(app: bool, has_set: impl Fn(&str) -> bool) -> Vec<(&'static str, &'static str)> {
+    let mut defaults = vec![("CANDLE_BARRIER_POOL_SPIN_LIMIT", CANDLE_POOL_SPIN)];
+    if app {
+        defaults.push(("CANDLE_NUM_THREADS", "1"));
+    }
+    defaults.retain(|(key, _)| !has_set(key));
+    defaults
 }
 
 #[cfg(test)]
@@ -144,5 +162,16 @@ mod tests {
             assert_eq!(chosen.description, format!("cpu ({reason:#})"));
         }
         assert_eq!(select_or_cpu(DeviceChoice::Cpu).description, "cpu");
+    }
+
+    #[test]
+    fn candle_pool_defaults_leave_the_users_settings_alone() {
+        let spin = ("CANDLE_BARRIER_POOL_SPIN_LIMIT", CANDLE_POOL_SPIN);
+        let serial = ("CANDLE_NUM_THREADS", "1");
+        assert_eq!(candle_pool_defaults(false, |_| false), [spin]);
+        assert_eq!(candle_pool_defaults(true, |_| false), [spin, serial]);
+        assert_eq!(candle_pool_defaults(true, |k| k == "CANDLE_NUM_THREADS"), [spin]);
+        assert_eq!(candle_pool_defaults(true, |k| k == spin.0), [serial]);
+        assert!(candle_pool_defaults(true, |_| true).is_empty());
     }
 }

@@ -30,10 +30,11 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     #[cfg(feature = "gui")]
-    if matches!(cli.command, None | Some(Command::Explore { .. })) {
-        // SAFETY: no other thread has started yet.
-        unsafe { ganscope::device::serial_candle_elementwise() };
-    }
+    let app = matches!(cli.command, None | Some(Command::Explore { .. }));
+    #[cfg(not(feature = "gui"))]
+    let app = false;
+    // SAFETY: no other thread has started yet.
+    unsafe { ganscope::device::tune_candle_pool(app) };
     let result = match cli.command {
         #[cfg(feature = "gui")]
         None => ganscope::app::run(None),
