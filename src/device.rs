@@ -121,9 +121,10 @@ const CANDLE_POOL_SPIN: &str = "500";
 /// `backward`, mostly) on a barrier pool whose threads spin for ~25k pause
 /// instructions (up to a millisecond) after every op. Our convolutions run
 /// on rayon, so that spin takes a core from a rayon worker right when the
-/// next convolution wants both. Two-thread 32 px training on a 2-core
-/// EPYC: 10-25% faster steps with a 500-pause spin than with candle's
-/// default, and about as fast as without the pool (BENCHMARKS.md). In the
+/// next convolution wants both. Two-thread 32 px transposed-conv steps
+/// on a 2-core EPYC took 14-20% less time with a 500-pause spin than
+/// with candle's default, about as long as without the pool
+/// (BENCHMARKS.md); 64 px steps were level. In the
 /// app the spinning threads also fight the renderer: training lost 27-34%
 /// with the pool, 9-11% without ("The training panel").
 ///
