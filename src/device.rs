@@ -123,8 +123,8 @@ const CANDLE_POOL_SPIN: &str = "500";
 /// on rayon, so that spin takes a core from a rayon worker right when the
 /// next convolution wants both. Two-thread 32 px transposed-conv steps
 /// on a 2-core EPYC took 14-20% less time with a 500-pause spin than
-/// with candle's default, about as long as without the pool
-/// (BENCHMARKS.md); 64 px steps were level. In the
+/// with candle's default, and `bench` trained 28-32 px nets faster with
+/// such a pool than with none (BENCHMARKS.md); 64 px was level. In the
 /// app the spinning threads also fight the renderer: training lost 27-34%
 /// with the pool, 9-11% without ("The training panel").
 ///
