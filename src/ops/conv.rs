@@ -480,9 +480,9 @@ fn dims4(l: &Layout) -> Result<(usize, usize, usize, usize)> {
 
 /// `conv(x, w) [+ b]`: x (N, C, H, W), w (O, C, K, K), b (O) -> (N, O, Ho, Wo).
 /// Bias-free inside the other ops' backward; a layer runs [`WithBias`]`<Conv>`.
-/// The second field, given only for a constant kernel, keeps its Winograd
-/// transform for batches (see [`KeptKernel`]).
-struct Conv(Geom, Option<Arc<OnceLock<Transformed>>>);
+/// The second field holds the kernel's Winograd transform once made (see
+/// [`TransformCell`]).
+struct Conv(Geom, TransformCell);
 
 impl Convolution for Conv {
     const BIASED: &'static str = "ganscope-conv2d-bias";
@@ -501,9 +501,9 @@ impl Convolution for Conv {
         let batch = Batch { x, n, dims: (c, h, wd), wt: w, o, bias };
         if winograd_batch(n, c, o) && (self.0.winograd() || self.0.phases()) {
             let y = if self.0.winograd() {
-                winograd::conv3x3(&batch, Kernel::Conv, self.1.as_deref())
+                winograd::conv3x3(&batch, Kernel::Conv, &self.1)
             } else {
-                winograd::conv4x4s2(&batch)
+                winograd::conv4x4s2(&batch, &self.1)
             };
             return Ok((CpuStorage::F32(y), Shape::from((n, o, ho, wo))));
         }
@@ -713,7 +713,8 @@ impl CustomOp2 for Conv {
     fn bwd(&self, x: &Tensor, w: &Tensor, _: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (_, _, h, wd) = x.dims4()?;
         let dy = dy.contiguous()?;
-        let dx = tracked(x, || dy.apply_op2(w, ConvT { g: self.0, out_h: h, out_w: wd, rows: None, winograd: None }))?;
+        let winograd = for_input_grad(&self.1);
+        let dx = tracked(x, || dy.apply_op2(w, ConvT { g: self.0, out_h: h, out_w: wd, rows: None, winograd }))?;
         let dw = tracked(w, || x.apply_op2(&dy, WeightGrad(self.0)))?;
         Ok((dx, dw))
     }
@@ -727,7 +728,24 @@ struct ConvT {
     out_h: usize,
     out_w: usize,
     rows: Option<Arc<[f32]>>,
-    winograd: Option<Arc<OnceLock<Transformed>>>,
+    winograd: TransformCell,
+}
+
+/// Where a convolution op keeps its kernel's Winograd transform once made:
+/// a [`KeptKernel`]'s cell, shared by every call of a layer whose weights
+/// never change, or the op's own, which its backward reads.
+type TransformCell = Arc<OnceLock<Transformed>>;
+
+/// The cell for the input gradient of the op whose cell is `forward`: the
+/// forward's transform read for the other kind of convolution
+/// ([`Transformed::transposed`]) when it made one, empty otherwise.
+///
+/// Why: a kernel's transform is a GEMM over all its values, and each input
+/// gradient made it again for the weights its forward had just used: 8 of
+/// the 18 transforms of a 32 px training step. Reused, they took 5.8 ms of
+/// a one-thread pixel-shuffle step (~180 ms) instead of 7.4.
+fn for_input_grad(forward: &TransformCell) -> TransformCell {
+    Arc::new(forward.get().map_or_else(OnceLock::new, |u| OnceLock::from(u.transposed())))
 }
 
 /// What a constant kernel is turned into, made on the first call that
@@ -752,10 +770,11 @@ pub struct KeptKernel {
 }
 
 impl KeptKernel {
-    /// The cell for the Winograd transform of `kept`'s kernel, for a call
-    /// over `n` images: only batches run by Winograd.
-    fn winograd(kept: Option<&Self>, n: usize) -> Option<Arc<OnceLock<Transformed>>> {
-        kept.filter(|_| channels_last(n)).map(|k| Arc::clone(&k.winograd))
+    /// The cell for the Winograd transform of a call over `n` images:
+    /// `kept`'s for a batch (only batches run by Winograd), a fresh one
+    /// otherwise.
+    fn winograd(kept: Option<&Self>, n: usize) -> TransformCell {
+        kept.filter(|_| channels_last(n)).map_or_else(Default::default, |k| Arc::clone(&k.winograd))
     }
 
     /// The rows of `w` (C, O, K, K): made on the first call, kept after.
@@ -795,9 +814,9 @@ impl Convolution for ConvT {
         if winograd_batch(n, c, o) && (self.g.winograd() || phases) {
             let batch = Batch { x, n, dims: (c, hi, wi), wt: w, o, bias };
             let y = if self.g.winograd() {
-                winograd::conv3x3(&batch, Kernel::Transposed, None)
+                winograd::conv3x3(&batch, Kernel::Transposed, &self.winograd)
             } else {
-                winograd::conv_t4x4s2(&batch, self.winograd.as_deref())
+                winograd::conv_t4x4s2(&batch, &self.winograd)
             };
             return Ok((CpuStorage::F32(y), Shape::from((n, o, h, wd))));
         }
@@ -867,7 +886,7 @@ impl CustomOp2 for ConvT {
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
-        let dx = tracked(x, || dy.apply_op2(w, Conv(self.g, None)))?;
+        let dx = tracked(x, || dy.apply_op2(w, Conv(self.g, for_input_grad(&self.winograd))))?;
         let dw = tracked(w, || dy.apply_op2(x, WeightGrad(self.g)))?;
         Ok((dx, dw))
     }

@@ -31,9 +31,8 @@
 //! transforms cost more per pixel than the GEMMs saved.
 
 use std::array;
-use std::borrow::Cow;
 use std::mem::MaybeUninit;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use rayon::prelude::*;
 
@@ -46,7 +45,7 @@ mod strided;
 pub(super) use strided::{conv_t4x4s2, conv4x4s2, conv4x4s2_weight_grad};
 
 /// How a 3x3 kernel is stored.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Kernel {
     /// A convolution's, (O, C, 3, 3).
     Conv,
@@ -57,6 +56,10 @@ pub(super) enum Kernel {
 
 /// G of F(2x2, 3x3): a 3-tap kernel to its 4 transformed values.
 const G: [[f32; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
+
+/// Where each of G's rows goes when the kernel is reversed: the first and
+/// last trade places ([`Transformed::transposed`]).
+const FLIP_3: [usize; 4] = [3, 1, 2, 0];
 
 /// G ⊗ G (16 x 9): position p of `G g Gᵀ` from tap t of the kernel `g`,
 /// which is read in reverse when `flipped`.
@@ -308,12 +311,11 @@ impl Batch<'_> {
 }
 
 /// The 3x3 stride-1 convolution of a batch, its kernel stored as `kernel`
-/// says; `kept`, given only for a kernel that never changes, holds its
-/// transform from the first call on.
-pub(super) fn conv3x3(batch: &Batch, kernel: Kernel, kept: Option<&OnceLock<Transformed>>) -> Vec<f32> {
+/// says; `kept` holds the kernel's transform once made.
+pub(super) fn conv3x3(batch: &Batch, kernel: Kernel, kept: &OnceLock<Transformed>) -> Vec<f32> {
     let ((c, h, w), o) = (batch.dims, batch.o);
     let transform = || Transformed::new(batch.wt, kernel, (c, o), &g_kron(matches!(kernel, Kernel::Transposed)));
-    let u = Transformed::kept_or_new(kept, (c, o, 16), transform);
+    let u = Transformed::kept_or_new(kept, kernel, (c, o, 16), transform);
     let tiles = Tiles::new(h, w);
     let (count, plane) = (tiles.count(), h * w);
     let lens = |t| [tiles.padded_len(c) + 16 * c, 16 * t * c, 16 * t * o];
@@ -342,10 +344,12 @@ pub(super) fn conv3x3(batch: &Batch, kernel: Kernel, kept: Option<&OnceLock<Tran
 /// ms for the largest 64 px layer, as long as its convolution.
 #[derive(Clone)]
 pub(in crate::ops) struct Transformed {
-    u: Vec<f32>,
+    u: Arc<[f32]>,
     kernel: Kernel,
     c: usize,
     o: usize,
+    /// Read as the transform of the flipped kernel (see [`Self::transposed`]).
+    flipped: bool,
 }
 
 impl Transformed {
@@ -365,28 +369,60 @@ impl Transformed {
                 matmul_uninit(rows, c * o, taps, part, coefs, Operand::transposed(wt, taps));
             })
         };
-        Self { u, kernel, c, o }
+        Self { u: u.into(), kernel, c, o, flipped: false }
     }
 
-    /// `make`'s transform of a kernel from `c` to `o` channels at
-    /// `positions` positions: kept in `cell` from the first call on when one
-    /// is given (a constant kernel's), made afresh otherwise.
-    fn kept_or_new<'a>(
-        cell: Option<&'a OnceLock<Self>>,
+    /// The same weights' transform for the other kind of convolution: a
+    /// convolution's input gradient is the transposed convolution by its
+    /// kernel, and vice versa, so a layer's backward reads the transform
+    /// its forward made instead of making its own. The values stay where
+    /// they are, in the same (outer, inner) order; only the positions
+    /// move, as flipping the kernel moves them:
+    ///
+    /// - F(2x2, 3x3): G applied to a reversed 3-tap kernel is G with its
+    ///   first and last rows swapped, so positions 0 and 3 trade places
+    ///   along each axis.
+    /// - F(2x2, 2x2) phase by phase: a transposed convolution's phase (p,
+    ///   q) is the convolution's phase (1 - p, 1 - q) with its 2x2
+    ///   sub-kernel reversed, and G2 applied to a reversed kernel is G2
+    ///   upside down, so position (i, j) of phase (p, q), the e-th of 36
+    ///   with e = 4 (3i + j) + 2p + q, reads position (2 - i, 2 - j) of
+    ///   phase (1 - p, 1 - q), the (35 - e)-th.
+    pub(in crate::ops) fn transposed(&self) -> Self {
+        let kernel = match self.kernel {
+            Kernel::Conv => Kernel::Transposed,
+            Kernel::Transposed => Kernel::Conv,
+        };
+        Self { u: Arc::clone(&self.u), kernel, c: self.o, o: self.c, flipped: !self.flipped }
+    }
+
+    /// The transform in `cell`, made there by `make` unless an earlier call
+    /// did: a constant kernel's, or the forward's for its input gradient.
+    /// It must be of a `kernel` from `c` to `o` channels at `positions`
+    /// positions.
+    fn kept_or_new(
+        cell: &OnceLock<Self>,
+        kernel: Kernel,
         (c, o, positions): (usize, usize, usize),
         make: impl FnOnce() -> Self,
-    ) -> Cow<'a, Self> {
-        let u = match cell {
-            Some(cell) => Cow::Borrowed(cell.get_or_init(make)),
-            None => Cow::Owned(make()),
-        };
-        assert_eq!((u.c, u.o, u.u.len()), (c, o, positions * c * o), "winograd: a kept transform of another kernel");
+    ) -> &Self {
+        let u = cell.get_or_init(make);
+        assert!(
+            (u.kernel, u.c, u.o, u.u.len()) == (kernel, c, o, positions * c * o),
+            "winograd: a kept transform of another kernel"
+        );
         u
     }
 
     /// Position `p`'s (C x O) matrix as a GEMM operand.
     fn position(&self, p: usize) -> Operand<'_> {
-        let data = &self.u[p * self.c * self.o..];
+        let (pair, positions) = (self.c * self.o, self.u.len() / (self.c * self.o).max(1));
+        let p = match (self.flipped, positions) {
+            (false, _) => p,
+            (true, 16) => 4 * FLIP_3[p / 4] + FLIP_3[p % 4],
+            (true, _) => positions - 1 - p,
+        };
+        let data = &self.u[p * pair..];
         match self.kernel {
             Kernel::Conv => Operand::transposed(data, self.c),
             Kernel::Transposed => Operand::plain(data, self.o),

@@ -141,11 +141,13 @@ impl Strided {
 /// The stride-2 convolution of a batch (kernel (O, C, 4, 4)): phase (p,
 /// q) correlates rows 2m + p and columns 2l + q of the padded input with
 /// taps (2a + p, 2b + q), and the phases sum inside each position's GEMMs.
-pub(in crate::ops) fn conv4x4s2(batch: &Batch) -> Vec<f32> {
+/// `kept` holds the kernel's transform once made.
+pub(in crate::ops) fn conv4x4s2(batch: &Batch, kept: &OnceLock<Transformed>) -> Vec<f32> {
     let ((c, h, w), o) = (batch.dims, batch.o);
     let geom = Strided::new(h, w);
     let (count, plane) = (geom.count(), geom.ho * geom.wo);
-    let u = Transformed::new(batch.wt, Kernel::Conv, (c, o), &Strided::coefs());
+    let transform = || Transformed::new(batch.wt, Kernel::Conv, (c, o), &Strided::coefs());
+    let u = Transformed::kept_or_new(kept, Kernel::Conv, (c, o, 36), transform);
     let lens = |t| [geom.padded_len(c) + 9 * c, 36 * t * c, 9 * t * o];
     batch.by_groups((count, plane), lens, |images, out, t, [xp, v, m]| {
         let (xp, bd) = xp.split_at_mut(geom.padded_len(c));
@@ -169,15 +171,15 @@ pub(in crate::ops) fn conv4x4s2(batch: &Batch) -> Vec<f32> {
 /// The stride-2 transposed convolution of `x` (N, C, H, W) with `wt` (C,
 /// O, 4, 4) plus `bias`, to (N, O, 2H, 2W): output phase (p, q), the
 /// pixels (2m + p, 2l + q), correlates input rows m - 1 + p.. and columns
-/// l - 1 + q.. with taps (3 - p - 2a, 3 - q - 2b). `kept`, given only for
-/// a kernel that never changes, holds its transform from the first call on.
-pub(in crate::ops) fn conv_t4x4s2(batch: &Batch, kept: Option<&OnceLock<Transformed>>) -> Vec<f32> {
+/// l - 1 + q.. with taps (3 - p - 2a, 3 - q - 2b). `kept` holds the
+/// kernel's transform once made.
+pub(in crate::ops) fn conv_t4x4s2(batch: &Batch, kept: &OnceLock<Transformed>) -> Vec<f32> {
     let ((c, h, w), o) = (batch.dims, batch.o);
     let tiles = Tiles::new(h, w);
     let (count, plane, cols) = (tiles.count(), 4 * h * w, 2 * tiles.tw + 2);
     let taps = |ph: usize, a: usize, b: usize| (3 - ph / 2 - 2 * a, 3 - ph % 2 - 2 * b);
     let transform = || Transformed::new(batch.wt, Kernel::Transposed, (c, o), &phase_coefs(taps));
-    let u = Transformed::kept_or_new(kept, (c, o, 36), transform);
+    let u = Transformed::kept_or_new(kept, Kernel::Transposed, (c, o, 36), transform);
     let lens = |t| [tiles.padded_len(c) + 9 * c, 36 * t * c, 36 * t * o];
     batch.by_groups((count, plane), lens, |images, out, t, [xp, v, m]| {
         let (xp, bd) = xp.split_at_mut(tiles.padded_len(c));
