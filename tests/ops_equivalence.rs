@@ -92,9 +92,13 @@ type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
 // tiles overhang the right and bottom edges (the last one's input
 // gradient, 9 x 7 from 4 x 3, keeps patches).
 // (1, 32, 48, 47, ...) is a single image big enough (2^23+ multiply-adds)
-// to split its output channels between threads. The last two are wider,
-// the 4x4 stride-2 one with tiles overhanging.
-const CONV_CASES: [Case; 18] = [
+// to split its output channels between threads. The next two are wider,
+// the 4x4 stride-2 one with tiles overhanging. The last three are single
+// images of 4x4 output pixels, which a kept kernel on an AVX-512 CPU
+// multiplies from its panels (`narrow`): 20 and 33 output channels leave
+// a last panel part empty, and 1000 is big enough to split, in whole
+// panels, between threads.
+const CONV_CASES: [Case; 21] = [
     (2, 3, 8, 8, 4, 4, 2, 1),
     (3, 5, 7, 9, 2, 3, 1, 1),
     (1, 1, 5, 5, 3, 3, 2, 0),
@@ -113,6 +117,9 @@ const CONV_CASES: [Case; 18] = [
     (5, 40, 9, 7, 64, 4, 2, 1),
     (5, 128, 9, 7, 256, 4, 2, 1),
     (4, 256, 5, 3, 256, 3, 1, 1),
+    (1, 8, 4, 4, 20, 3, 1, 1),
+    (1, 5, 8, 8, 33, 4, 2, 1),
+    (1, 64, 4, 4, 1000, 3, 1, 1),
 ];
 
 // As [`CONV_CASES`], for transposed convolutions: the grouped cases read
@@ -120,8 +127,12 @@ const CONV_CASES: [Case; 18] = [
 // between threads; then batches that copy patches channels-last (into 7
 // channels, as G's RGB layer) and, from 32+ into 64+ channels, batches
 // that run by Winograd (weight gradients too), the last with tiles
-// overhanging both edges, then two wider ones.
-const CONV_T_CASES: [Case; 17] = [
+// overhanging both edges, then two wider ones. The last one is a single
+// image of 4x4 input pixels, which a kept kernel on an AVX-512 CPU
+// multiplies from its panels (`narrow`), as (1, 3, 4, 4, ...) above; split
+// between three threads its parts start 27 and 54 rows in, off the panels'
+// 16, and those parts take the GEMM instead.
+const CONV_T_CASES: [Case; 18] = [
     (2, 4, 4, 4, 3, 4, 2, 1),
     (3, 3, 5, 7, 2, 4, 2, 1),
     (1, 2, 7, 7, 1, 3, 1, 1),
@@ -139,6 +150,7 @@ const CONV_T_CASES: [Case; 17] = [
     (6, 64, 7, 11, 64, 3, 1, 1),
     (6, 256, 3, 4, 128, 4, 2, 1),
     (5, 256, 4, 3, 256, 3, 1, 1),
+    (1, 6, 4, 4, 7, 3, 1, 1),
 ];
 
 /// Runs `body` in rayon's default pool, in a one-thread pool, where each

@@ -43,6 +43,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 use super::activation::Act;
+use super::narrow::{self, Panels};
 use super::transpose::{Store, transpose};
 use super::winograd::{self, Batch, Kernel, Transformed};
 use super::{CHUNK, bias, fast, fast_cuda, kept, min_chunks, par_chunked, slice, tracked, unfold};
@@ -481,8 +482,9 @@ fn dims4(l: &Layout) -> Result<(usize, usize, usize, usize)> {
 /// `conv(x, w) [+ b]`: x (N, C, H, W), w (O, C, K, K), b (O) -> (N, O, Ho, Wo).
 /// Bias-free inside the other ops' backward; a layer runs [`WithBias`]`<Conv>`.
 /// The second field holds the kernel's Winograd transform once made (see
-/// [`TransformCell`]).
-struct Conv(Geom, TransformCell);
+/// [`TransformCell`]), the third a constant kernel's panels for one image
+/// of 4x4 output pixels ([`KeptKernel`]).
+struct Conv(Geom, TransformCell, Option<Arc<Panels>>);
 
 impl Convolution for Conv {
     const BIASED: &'static str = "ganscope-conv2d-bias";
@@ -549,7 +551,10 @@ impl Convolution for Conv {
                 // A group of one multiplies straight into the output.
                 let dst = if gi == 1 { &mut *out } else { &mut *prod };
                 let add = fill_rows(dst, ld, bias);
-                matmul(o, ld, ckk, dst, add, Operand::plain(w, ckk), Operand::plain(cols, ld));
+                match &self.2 {
+                    Some(panels) if panels.serves(0, ld) => panels.product(0, cols, dst, add),
+                    _ => matmul(o, ld, ckk, dst, add, Operand::plain(w, ckk), Operand::plain(cols, ld)),
+                }
                 if gi > 1 {
                     scatter(prod, gi, o, hw, out);
                 }
@@ -622,13 +627,21 @@ impl Conv {
         let (k, hw) = (self.0.k, self.0.conv_out(h) * self.0.conv_out(wd));
         let ckk = c * k * k;
         let o = w.len() / ckk;
-        let per_part = o.div_ceil(rayon::current_num_threads().max(1));
+        let mut per_part = o.div_ceil(rayon::current_num_threads().max(1));
+        let panels = self.2.as_deref().filter(|p| p.serves(0, hw));
+        if panels.is_some() {
+            // Whole panels per part.
+            per_part = per_part.next_multiple_of(narrow::ROWS);
+        }
         let mut cols = vec![0f32; ckk * hw];
         for (img, out) in x.chunks_exact(c * h * wd).zip(y.chunks_exact_mut(o * hw)) {
             self.0.im2col(img, (c, h, wd), &mut cols, hw, 0);
             out.par_chunks_mut(per_part * hw).enumerate().for_each(|(q, rows)| {
                 let o0 = q * per_part;
                 let add = fill_rows(rows, hw, bias.map(|b| &b[o0..]));
+                if let Some(panels) = panels {
+                    return panels.product(o0, &cols, rows, add);
+                }
                 let (w, cols) = (Operand::plain(&w[o0 * ckk..], ckk), Operand::plain(&cols, hw));
                 matmul(rows.len() / hw, hw, ckk, rows, add, w, cols);
             });
@@ -714,7 +727,9 @@ impl CustomOp2 for Conv {
         let (_, _, h, wd) = x.dims4()?;
         let dy = dy.contiguous()?;
         let winograd = for_input_grad(&self.1);
-        let dx = tracked(x, || dy.apply_op2(w, ConvT { g: self.0, out_h: h, out_w: wd, rows: None, winograd }))?;
+        let dx = tracked(x, || {
+            dy.apply_op2(w, ConvT { g: self.0, out_h: h, out_w: wd, rows: None, panels: None, winograd })
+        })?;
         let dw = tracked(w, || x.apply_op2(&dy, WeightGrad(self.0)))?;
         Ok((dx, dw))
     }
@@ -728,6 +743,7 @@ struct ConvT {
     out_h: usize,
     out_w: usize,
     rows: Option<Arc<[f32]>>,
+    panels: Option<Arc<Panels>>,
     winograd: TransformCell,
 }
 
@@ -763,10 +779,14 @@ fn for_input_grad(forward: &TransformCell) -> TransformCell {
 ///   strips, `sample`, `interpolate`): 36 C O values for a 4x4 stride-2
 ///   transposed convolution, 16 C O for a 3x3 convolution; a GEMM per call
 ///   otherwise, a quarter of the call for a strip of 8 images.
+/// - for one image of 4x4 pixels (a generator's first layer, by far its
+///   largest kernel) on an AVX-512 CPU, the GEMM's matrix (a convolution's
+///   kernel, a transposed one's rows) in panels for `narrow`'s kernel.
 #[derive(Default)]
 pub struct KeptKernel {
     rows: OnceLock<Arc<[f32]>>,
     winograd: Arc<OnceLock<Transformed>>,
+    panels: OnceLock<Option<Arc<Panels>>>,
 }
 
 impl KeptKernel {
@@ -786,6 +806,24 @@ impl KeptKernel {
             transpose(&src, o * kh * kw, &mut rows, c, (c, o * kh * kw), Store::Set);
             Ok(rows.into())
         })
+    }
+
+    /// The panels of `kept`'s GEMM matrix, `rows` x k, for a call whose
+    /// planar GEMM has `cols` columns: made by `matrix` on the first call,
+    /// kept after; None unless `narrow`'s kernel runs that GEMM.
+    fn panels(
+        kept: Option<&Self>,
+        cols: usize,
+        rows: usize,
+        matrix: impl FnOnce() -> Result<Arc<[f32]>>,
+    ) -> Result<Option<Arc<Panels>>> {
+        match kept {
+            Some(this) if cols == narrow::COLS => super::kept(&this.panels, || {
+                let a = matrix()?;
+                Ok(Panels::new(&a, rows, a.len() / rows.max(1)).map(Arc::new))
+            }),
+            _ => Ok(None),
+        }
     }
 }
 
@@ -860,11 +898,16 @@ impl Convolution for ConvT {
                     }
                 } else {
                     // Columns: rows o0*kk.. of W^T (O*K*K x C) times the input.
-                    let wt = match &self.rows {
-                        Some(rows) => Operand::plain(&rows[o0 * kk * c..], c),
-                        None => Operand::transposed(&w[o0 * kk..], o * kk),
-                    };
-                    matmul(oc * kk, ld, c, cols, false, wt, Operand::plain(b, ld));
+                    match self.panels.as_deref().filter(|p| p.serves(o0 * kk, ld)) {
+                        Some(panels) => panels.product(o0 * kk, b, cols, false),
+                        None => {
+                            let wt = match &self.rows {
+                                Some(rows) => Operand::plain(&rows[o0 * kk * c..], c),
+                                None => Operand::transposed(&w[o0 * kk..], o * kk),
+                            };
+                            matmul(oc * kk, ld, c, cols, false, wt, Operand::plain(b, ld));
+                        }
+                    }
                     for (t, img) in images {
                         self.g.col2im(cols, ld, t * hw, (oc, h, wd), img);
                     }
@@ -886,7 +929,7 @@ impl CustomOp2 for ConvT {
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
-        let dx = tracked(x, || dy.apply_op2(w, Conv(self.g, for_input_grad(&self.winograd))))?;
+        let dx = tracked(x, || dy.apply_op2(w, Conv(self.g, for_input_grad(&self.winograd), None)))?;
         let dw = tracked(w, || dy.apply_op2(x, WeightGrad(self.g)))?;
         Ok((dx, dw))
     }
@@ -983,8 +1026,12 @@ pub fn conv2d(
     if !fast(&[x, w, b]) {
         return act.apply(&x.conv2d(w, pad, stride, 1, 1)?.broadcast_add(&b.reshape((1, (), 1, 1))?)?);
     }
-    let (n, k) = (x.dim(0)?, w.dim(3)?);
-    let op = WithBias { conv: Conv(Geom { k, stride, pad }, KeptKernel::winograd(kept, n)), act };
+    let ((n, _, h, wd), (o, _, k, _)) = (x.dims4()?, w.dims4()?);
+    let g = Geom { k, stride, pad };
+    // A batch copies its patches channels-last, where no panels serve.
+    let cols = if channels_last(n) { 0 } else { n * g.conv_out(h) * g.conv_out(wd) };
+    let panels = KeptKernel::panels(kept, cols, o, || Ok(w.flatten_all()?.to_vec1::<f32>()?.into()))?;
+    let op = WithBias { conv: Conv(g, KeptKernel::winograd(kept, n), panels), act };
     x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, op)
 }
 
@@ -1012,7 +1059,11 @@ pub fn conv_transpose2d(
     let g = Geom { k, stride, pad };
     // Only the planar path reads the rows, only batches the transform.
     let rows = kept.filter(|_| !channels_last(n)).map(|k| k.rows(w)).transpose()?;
+    let panels = match &rows {
+        Some(r) => KeptKernel::panels(kept, n * hi * wi, w.dim(1)? * k * k, || Ok(Arc::clone(r)))?,
+        None => None,
+    };
     let winograd = KeptKernel::winograd(kept, n);
-    let conv = ConvT { g, out_h: g.conv_t_out(hi), out_w: g.conv_t_out(wi), rows, winograd };
+    let conv = ConvT { g, out_h: g.conv_t_out(hi), out_w: g.conv_t_out(wi), rows, panels, winograd };
     x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, WithBias { conv, act })
 }
