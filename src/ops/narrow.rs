@@ -6,8 +6,8 @@
 //! with 16 columns each packed value serves only 16 multiply-adds. Its
 //! 512 x 2304 by 2304 x 16 product (the 32 px pixel-shuffle generator's
 //! first layer) took 0.33 ms on one Zen 5 core with everything in cache,
-//! this kernel 0.18 ms; 1024 x 4608 (64 px, 19 MB, from memory) 1.56 vs
-//! 1.25 ms (BENCHMARKS.md).
+//! this kernel 0.18 ms; 1024 x 4608 (64 px, 19 MB, beyond the L2)
+//! 1.24-1.56 vs 0.68-0.83 ms (BENCHMARKS.md).
 
 /// The columns of every product here: a 4x4-pixel image.
 pub(super) const COLS: usize = 16;
@@ -97,9 +97,21 @@ fn supported() -> bool {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use std::arch::x86_64::{__m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_storeu_ps};
+    use std::arch::x86_64::{
+        __m512, _MM_HINT_T0, _mm_prefetch, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_storeu_ps,
+    };
 
     use super::{COLS, ROWS};
+
+    /// How far ahead of the kernel the panels are fetched, in values (128
+    /// cache lines). The 64 px generators' first layers (8-19 MB) come
+    /// from L3 or memory, faster than the hardware prefetcher brings them:
+    /// 1024 x 4608 by 16 columns took 0.68-0.83 ms with it, 0.75-1.3
+    /// without (one Zen 5 core; 16 or 64 lines ahead did less, smaller
+    /// matrices were level), and one image of the 64 px generators 1.40-1.59
+    /// instead of 1.88-1.89 ms (transposed conv), 2.54-2.80 instead of
+    /// 3.37-3.53 (pixel shuffle).
+    const AHEAD: usize = 2048;
 
     /// `out` (16 rows x 16 columns) += the panel (k x 16 rows) times `b`
     /// (k x 16): per column k, `b`'s row in one register and each of the
@@ -118,6 +130,8 @@ mod avx512 {
             let mut acc: [__m512; ROWS] = std::array::from_fn(|r| _mm512_loadu_ps(out.as_ptr().add(r * COLS)));
             let (mut p, mut x) = (panel.as_ptr(), b.as_ptr());
             for _ in 0..k {
+                // A hint, never dereferenced: past the panels is harmless.
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(AHEAD).cast());
                 let row = _mm512_loadu_ps(x);
                 for (r, acc) in acc.iter_mut().enumerate() {
                     *acc = _mm512_fmadd_ps(_mm512_set1_ps(*p.add(r)), row, *acc);
