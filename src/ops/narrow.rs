@@ -9,6 +9,8 @@
 //! this kernel 0.18 ms; 1024 x 4608 (64 px, 19 MB, beyond the L2)
 //! 1.24-1.56 vs 0.68-0.83 ms (BENCHMARKS.md).
 
+use super::transpose::{Store, transpose};
+
 /// The columns of every product here: a 4x4-pixel image.
 pub(super) const COLS: usize = 16;
 
@@ -32,12 +34,10 @@ impl Panels {
         }
         assert_eq!(a.len(), rows * k, "narrow: {} values for a {rows} x {k} matrix", a.len());
         let mut data = vec![0f32; rows.div_ceil(ROWS) * ROWS * k].into_boxed_slice();
-        for (q, panel) in data.chunks_exact_mut(ROWS * k).enumerate() {
-            for (r, row) in a.chunks_exact(k).skip(q * ROWS).take(ROWS).enumerate() {
-                for (j, &v) in row.iter().enumerate() {
-                    panel[j * ROWS + r] = v;
-                }
-            }
+        // Each panel is its block of rows transposed (k x 16); the last
+        // panel's missing rows stay zero.
+        for (panel, block) in data.chunks_exact_mut(ROWS * k).zip(a.chunks(ROWS * k)) {
+            transpose(block, k, panel, ROWS, (block.len() / k, k), Store::Set);
         }
         Some(Self { data, rows, k })
     }

@@ -342,7 +342,6 @@ pub(super) fn conv3x3(batch: &Batch, kernel: Kernel, kept: &OnceLock<Transformed
 ///
 /// Why one GEMM: transforming kernel by kernel in scalar code took 18-48
 /// ms for the largest 64 px layer, as long as its convolution.
-#[derive(Clone)]
 pub(in crate::ops) struct Transformed {
     u: Arc<[f32]>,
     kernel: Kernel,
