@@ -83,13 +83,14 @@ impl Generator {
 
     /// Images (N, C, R, R) in [-1, 1] from latents `z` (N, z_dim) and, for a
     /// conditional model, class indices `labels` (N, u32). Batches run on a
-    /// rayon worker on the CPU ([`ops::on_cpu_pool`]); a single image (the
-    /// explorer's) stays on this thread, where it measured faster (0.9
-    /// against 1.0 ms at 32 px): few of its ops are big enough to go to the
-    /// pool, and the one hand-off there and back costs more than they save.
+    /// rayon worker on the CPU ([`ops::on_cpu_pool`]). A single image (the
+    /// explorer's) runs there too with the other threads kept spinning
+    /// ([`ops::on_cpu_pool_awake`]), as its ops are short; on one thread it
+    /// stays on this one, where it measured faster (0.9 against 1.0 ms at
+    /// 32 px): the hand-off to the pool and back costs more than it saves.
     pub fn forward(&self, z: &Tensor, labels: Option<&Tensor>, pass: &mut Pass) -> Result<Tensor> {
         if z.dim(0)? == 1 {
-            return self.forward_here(z, labels, pass);
+            return ops::on_cpu_pool_awake(z.device(), || self.forward_here(z, labels, pass));
         }
         ops::on_cpu_pool(z.device(), || self.forward_here(z, labels, pass))
     }

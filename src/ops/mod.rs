@@ -11,7 +11,9 @@
 //! AVX-512 kernel over panels of its weights (`narrow`). On CUDA,
 //! convolutions run as batch-wide patch kernels plus cuBLAS GEMMs
 //! ([`unfold`]) and BatchNorm as two kernels, all in `kernels.cu`. Elsewhere, and for other
-//! dtypes, candle's own ops run.
+//! dtypes, candle's own ops run. A training step or a batch runs on the
+//! rayon pool, and one image with the pool's other threads spinning
+//! (`pool`).
 
 pub mod activation;
 pub mod adam;
@@ -21,11 +23,14 @@ pub mod conv;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod narrow;
+mod pool;
 pub mod shuffle;
 mod transpose;
 pub mod unfold;
 pub mod upsample;
 mod winograd;
+
+pub use pool::{on_cpu_pool, on_cpu_pool_awake};
 
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -58,21 +63,6 @@ fn fast_cuda(ts: &[&Tensor]) -> bool {
 
 fn all_f32_on(ts: &[&Tensor], device: impl Fn(&candle_core::Device) -> bool) -> bool {
     FAST.load(Ordering::Relaxed) && ts.iter().all(|t| device(t.device()) && t.dtype() == candle_core::DType::F32)
-}
-
-/// Runs `f` on a rayon worker when `device` is the CPU (inline when this
-/// thread already is one), else on this thread.
-///
-/// Why: each parallel op called from outside the pool hands its work to
-/// the pool and puts the caller to sleep until it is done. A training step
-/// makes hundreds, and waking the pool's threads each time (a futex, and an
-/// interrupt to the sleeping core) showed as 7-15% of a one-thread step in
-/// `perf`. On a worker, a one-thread pool runs everything inline and more
-/// threads steal the work: 32 px training steps ran 1.2-1.4x faster on one
-/// thread, 1.06-1.11x on two. Other devices keep the calling thread, where
-/// their context is bound.
-pub fn on_cpu_pool<R: Send>(device: &candle_core::Device, f: impl FnOnce() -> R + Send) -> R {
-    if device.is_cpu() { rayon::scope(|_| f()) } else { f() }
 }
 
 /// The value `cell` keeps, made by `make` on the first call (a kernel
@@ -232,23 +222,5 @@ impl<M: LinearMap> CustomOp1 for MapOp<M> {
 
     fn bwd(&self, _: &Tensor, _: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(dy.contiguous()?.apply_op1(MapOp(self.0.adjoint()))?))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use candle_core::Device;
-
-    use super::on_cpu_pool;
-
-    #[test]
-    fn cpu_work_runs_on_a_rayon_worker() {
-        assert_eq!(rayon::current_thread_index(), None, "the test thread is not a worker");
-        assert!(on_cpu_pool(&Device::Cpu, rayon::current_thread_index).is_some());
-        // Nested calls stay on the worker they started on.
-        let (outer, inner) = on_cpu_pool(&Device::Cpu, || {
-            (rayon::current_thread_index(), on_cpu_pool(&Device::Cpu, rayon::current_thread_index))
-        });
-        assert_eq!(outer, inner);
     }
 }
