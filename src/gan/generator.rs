@@ -38,6 +38,12 @@ impl Up {
     }
 }
 
+/// The most images a forward pass runs with the pool's other threads
+/// spinning: the explorer's probe (2, slerp and lerp) and strip (16).
+/// Its latency test, two threads, two alternating runs: the probe's
+/// generator 0.89-1.11 ms asleep between ops, 0.68-0.86 ms spinning.
+const AWAKE_MAX_IMAGES: usize = 16;
+
 /// The generator network.
 pub struct Generator {
     cfg: ModelConfig,
@@ -83,13 +89,18 @@ impl Generator {
 
     /// Images (N, C, R, R) in [-1, 1] from latents `z` (N, z_dim) and, for a
     /// conditional model, class indices `labels` (N, u32). Batches run on a
-    /// rayon worker on the CPU ([`ops::on_cpu_pool`]). A single image (the
-    /// explorer's) runs there too with the other threads kept spinning
-    /// ([`ops::on_cpu_pool_awake`]), as its ops are short; on one thread it
-    /// stays on this one, where it measured faster (0.9 against 1.0 ms at
-    /// 32 px): the hand-off to the pool and back costs more than it saves.
+    /// rayon worker on the CPU ([`ops::on_cpu_pool`]), up to
+    /// 16 (`AWAKE_MAX_IMAGES`) with the other threads kept spinning, as their
+    /// ops are short ([`ops::on_cpu_pool_awake`]). A single image on one
+    /// thread stays on this one, where it measured faster (0.9 against 1.0
+    /// ms at 32 px): the hand-off to the pool and back costs more than it
+    /// saves.
     pub fn forward(&self, z: &Tensor, labels: Option<&Tensor>, pass: &mut Pass) -> Result<Tensor> {
-        if z.dim(0)? == 1 {
+        let n = z.dim(0)?;
+        if n == 1 && rayon::current_num_threads() == 1 {
+            return self.forward_here(z, labels, pass);
+        }
+        if n <= AWAKE_MAX_IMAGES {
             return ops::on_cpu_pool_awake(z.device(), || self.forward_here(z, labels, pass));
         }
         ops::on_cpu_pool(z.device(), || self.forward_here(z, labels, pass))

@@ -29,8 +29,8 @@ pub fn on_cpu_pool<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) -> R 
 
 /// Runs `f`, a job of many short parallel ops, on a rayon worker while the
 /// pool's other threads spin, taking its ops' work as it comes, until it
-/// returns (or `SPIN_LIMIT`, 10 ms, passes). On one thread, or another device,
-/// `f` runs on this thread.
+/// returns (or `SPIN_LIMIT`, 10 ms, passes): [`on_cpu_pool`] with helpers.
+/// On another device `f` runs on this thread.
 ///
 /// Why: an idle rayon worker soon goes to sleep, and between two ops of
 /// one image there is time enough, so each op then woke it again: in a
@@ -45,10 +45,10 @@ pub fn on_cpu_pool<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) -> R 
 /// started from different threads could each sit under a spinner of the
 /// other's, waiting for it to end.
 pub fn on_cpu_pool_awake<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) -> R {
-    let threads = rayon::current_num_threads();
-    if !device.is_cpu() || threads < 2 {
+    if !device.is_cpu() {
         return f();
     }
+    let threads = rayon::current_num_threads();
     on_cpu_pool(device, || {
         let done = Done(Arc::new(AtomicBool::new(false)));
         let owner = rayon::current_thread_index();
