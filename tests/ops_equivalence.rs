@@ -297,6 +297,42 @@ fn kept_kernel_serves_later_calls() -> Result<()> {
     })
 }
 
+/// Trainable weights written in place between two calls, as the optimizer
+/// writes them, are what the second call computes with, for each
+/// Winograd kind (3x3, 4x4 stride 2, its transpose), though the first
+/// call's transform is kept for later calls with the same weights.
+#[test]
+fn winograd_convolutions_see_weights_written_in_place() -> Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(26);
+    let b = rand_tensor(&mut rng, &[64])?;
+    // (input, kernel, stride, transposed)
+    let cases = [
+        ([4, 32, 6, 5], [64, 32, 3, 3], 1, false),
+        ([4, 32, 8, 8], [64, 32, 4, 4], 2, false),
+        ([4, 32, 4, 3], [32, 64, 4, 4], 2, true),
+    ];
+    for (xs, ws, s, transposed) in cases {
+        let x = rand_tensor(&mut rng, &xs)?;
+        let w = Var::from_tensor(&rand_tensor(&mut rng, &ws)?)?;
+        let ours = |w: &Tensor| match transposed {
+            false => conv::conv2d(&x, w, &b, s, 1, Act::Identity, None),
+            true => conv::conv_transpose2d(&x, w, &b, s, 1, Act::Identity, None),
+        };
+        let reference = |w: &Tensor| match transposed {
+            false => add_bias(x.conv2d(w, 1, s, 1, 1)?, &b),
+            true => add_bias(x.conv_transpose2d(w, 1, 0, s, 1)?, &b),
+        };
+        let what = format!("{xs:?} by {ws:?}");
+        let before = w.as_tensor().copy()?;
+        assert_close(&format!("{what}, first call"), &ours(w.as_tensor())?, &reference(&before)?)?;
+        assert_close(&format!("{what}, same weights"), &ours(w.as_tensor())?, &reference(&before)?)?;
+        w.set(&(w.as_tensor() * -0.5)?)?;
+        let after = w.as_tensor().copy()?;
+        assert_close(&format!("{what}, written in place"), &ours(w.as_tensor())?, &reference(&after)?)?;
+    }
+    Ok(())
+}
+
 /// The CUDA formulation (patch matrix + one GEMM), run with its CPU patch copies.
 #[test]
 fn unfolded_convolutions_match_candle() -> Result<()> {

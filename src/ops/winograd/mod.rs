@@ -40,6 +40,7 @@ use super::conv::{Dims, Operand, group_size, matmul, matmul_uninit, with_scratch
 use super::transpose::{Store, transpose};
 use super::{min_chunks, par_written, zeroed};
 
+mod recent;
 mod strided;
 
 pub(super) use strided::{conv_t4x4s2, conv4x4s2, conv4x4s2_weight_grad};
@@ -314,8 +315,8 @@ impl Batch<'_> {
 /// says; `kept` holds the kernel's transform once made.
 pub(super) fn conv3x3(batch: &Batch, kernel: Kernel, kept: &OnceLock<Transformed>) -> Vec<f32> {
     let ((c, h, w), o) = (batch.dims, batch.o);
-    let transform = || Transformed::new(batch.wt, kernel, (c, o), &g_kron(matches!(kernel, Kernel::Transposed)));
-    let u = Transformed::kept_or_new(kept, kernel, (c, o, 16), transform);
+    let coefs = g_kron(matches!(kernel, Kernel::Transposed));
+    let u = Transformed::kept_or_new(kept, batch.wt, kernel, (c, o), &coefs);
     let tiles = Tiles::new(h, w);
     let (count, plane) = (tiles.count(), h * w);
     let lens = |t| [tiles.padded_len(c) + 16 * c, 16 * t * c, 16 * t * o];
@@ -342,6 +343,7 @@ pub(super) fn conv3x3(batch: &Batch, kernel: Kernel, kept: &OnceLock<Transformed
 ///
 /// Why one GEMM: transforming kernel by kernel in scalar code took 18-48
 /// ms for the largest 64 px layer, as long as its convolution.
+#[derive(Clone)]
 pub(in crate::ops) struct Transformed {
     u: Arc<[f32]>,
     kernel: Kernel,
@@ -395,17 +397,20 @@ impl Transformed {
         Self { u: Arc::clone(&self.u), kernel, c: self.o, o: self.c, flipped: !self.flipped }
     }
 
-    /// The transform in `cell`, made there by `make` unless an earlier call
-    /// did: a constant kernel's, or the forward's for its input gradient.
-    /// It must be of a `kernel` from `c` to `o` channels at `positions`
-    /// positions.
-    fn kept_or_new(
-        cell: &OnceLock<Self>,
+    /// The transform in `cell`, put there unless an earlier call did (a
+    /// constant kernel's, or the forward's for its input gradient): of
+    /// `wt`, a `kernel` from `c` to `o` channels, by `coefs` ([`Self::new`]),
+    /// or the same one [`recent`] kept.
+    fn kept_or_new<'a>(
+        cell: &'a OnceLock<Self>,
+        wt: &[f32],
         kernel: Kernel,
-        (c, o, positions): (usize, usize, usize),
-        make: impl FnOnce() -> Self,
-    ) -> &Self {
-        let u = cell.get_or_init(make);
+        (c, o): (usize, usize),
+        coefs: &[f32],
+    ) -> &'a Self {
+        let positions = coefs.len() * c * o / wt.len().max(1);
+        let u = cell
+            .get_or_init(|| recent::transform(wt, kernel, (c, o, positions), || Self::new(wt, kernel, (c, o), coefs)));
         assert!(
             (u.kernel, u.c, u.o, u.u.len()) == (kernel, c, o, positions * c * o),
             "winograd: a kept transform of another kernel"

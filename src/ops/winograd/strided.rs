@@ -152,8 +152,7 @@ pub(in crate::ops) fn conv4x4s2(batch: &Batch, kept: &OnceLock<Transformed>) -> 
     let ((c, h, w), o) = (batch.dims, batch.o);
     let geom = Strided::new(h, w);
     let (count, plane) = (geom.count(), geom.ho * geom.wo);
-    let transform = || Transformed::new(batch.wt, Kernel::Conv, (c, o), &Strided::coefs());
-    let u = Transformed::kept_or_new(kept, Kernel::Conv, (c, o, 36), transform);
+    let u = Transformed::kept_or_new(kept, batch.wt, Kernel::Conv, (c, o), &Strided::coefs());
     let lens = |t| [geom.padded_len(c), 36 * t * c, 9 * t * o];
     batch.by_groups((count, plane), lens, |images, out, t, [xp, v, m]| {
         for (img, v) in images.chunks_exact(c * h * w).zip(v.chunks_exact_mut(count * 36 * c)) {
@@ -183,8 +182,7 @@ pub(in crate::ops) fn conv_t4x4s2(batch: &Batch, kept: &OnceLock<Transformed>) -
     let tiles = Tiles::new(h, w);
     let (count, plane, cols) = (tiles.count(), 4 * h * w, 2 * tiles.tw + 2);
     let taps = |ph: usize, a: usize, b: usize| (3 - ph / 2 - 2 * a, 3 - ph % 2 - 2 * b);
-    let transform = || Transformed::new(batch.wt, Kernel::Transposed, (c, o), &phase_coefs(taps));
-    let u = Transformed::kept_or_new(kept, Kernel::Transposed, (c, o, 36), transform);
+    let u = Transformed::kept_or_new(kept, batch.wt, Kernel::Transposed, (c, o), &phase_coefs(taps));
     let lens = |t| [tiles.padded_len(c), 36 * t * c, 36 * t * o];
     batch.by_groups((count, plane), lens, |images, out, t, [xp, v, m]| {
         for (img, v) in images.chunks_exact(c * h * w).zip(v.chunks_exact_mut(count * 36 * c)) {
