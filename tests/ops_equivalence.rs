@@ -97,8 +97,14 @@ type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
 // images of 4x4 output pixels, which a kept kernel on an AVX-512 CPU
 // multiplies from its panels (`narrow`): 20 and 33 output channels leave
 // a last panel part empty, and 1000 is big enough to split, in whole
-// panels, between threads.
-const CONV_CASES: [Case; 21] = [
+// panels, between threads. With a kept kernel on such a CPU, fewer images
+// than make a batch, of 3x3 stride-1 layers into 16+ channels and more
+// than 4x4 pixels, run by Winograd with 16 tiles per GEMM column block
+// (`winograd::single`): (1, 32, 48, 47, ...) in 36 blocks and the last two
+// here, 7x7 pixels in exactly 16 tiles, and two images of 11 x 9 pixels
+// in a whole block and a part of one, into 40 and 48 channels (parts of
+// panels; split between threads, whole panels per part).
+const CONV_CASES: [Case; 23] = [
     (2, 3, 8, 8, 4, 4, 2, 1),
     (3, 5, 7, 9, 2, 3, 1, 1),
     (1, 1, 5, 5, 3, 3, 2, 0),
@@ -120,6 +126,8 @@ const CONV_CASES: [Case; 21] = [
     (1, 8, 4, 4, 20, 3, 1, 1),
     (1, 5, 8, 8, 33, 4, 2, 1),
     (1, 64, 4, 4, 1000, 3, 1, 1),
+    (1, 128, 7, 7, 40, 3, 1, 1),
+    (2, 24, 11, 9, 48, 3, 1, 1),
 ];
 
 // As [`CONV_CASES`], for transposed convolutions: the grouped cases read

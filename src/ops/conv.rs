@@ -45,7 +45,7 @@ use rayon::prelude::*;
 use super::activation::Act;
 use super::narrow::{self, Panels};
 use super::transpose::{Store, transpose};
-use super::winograd::{self, Batch, Kernel, Transformed};
+use super::winograd::{self, Batch, Kernel, Single, Transformed};
 use super::{CHUNK, bias, fast, fast_cuda, kept, min_chunks, par_chunked, slice, tracked, unfold};
 
 /// The fewest GEMM columns per group worth aiming for: below this the gemm
@@ -483,8 +483,9 @@ fn dims4(l: &Layout) -> Result<(usize, usize, usize, usize)> {
 /// Bias-free inside the other ops' backward; a layer runs [`WithBias`]`<Conv>`.
 /// The second field holds the kernel's Winograd transform once made (see
 /// [`TransformCell`]), the third a constant kernel's panels for one image
-/// of 4x4 output pixels ([`KeptKernel`]).
-struct Conv(Geom, TransformCell, Option<Arc<Panels>>);
+/// of 4x4 output pixels, the fourth its Winograd panels for one larger
+/// image ([`KeptKernel`]).
+struct Conv(Geom, TransformCell, Option<Arc<Panels>>, Option<Arc<Single>>);
 
 impl Convolution for Conv {
     const BIASED: &'static str = "ganscope-conv2d-bias";
@@ -500,6 +501,13 @@ impl Convolution for Conv {
         }
         check_bias(bias, o)?;
         let (ho, wo) = (self.0.conv_out(h), self.0.conv_out(wd));
+        if let Some(single) = &self.3 {
+            let mut y = vec![0f32; n * o * ho * wo];
+            for (img, out) in x.chunks_exact(c * h * wd).zip(y.chunks_exact_mut(o * ho * wo)) {
+                single.conv(img, (h, wd), bias, out);
+            }
+            return Ok((CpuStorage::F32(y), Shape::from((n, o, ho, wo))));
+        }
         let batch = Batch { x, n, dims: (c, h, wd), wt: w, o, bias };
         if winograd_batch(n, c, o) && (self.0.winograd() || self.0.phases()) {
             let y = if self.0.winograd() {
@@ -782,11 +790,14 @@ fn for_input_grad(forward: &TransformCell) -> TransformCell {
 /// - for one image of 4x4 pixels (a generator's first layer, by far its
 ///   largest kernel) on an AVX-512 CPU, the GEMM's matrix (a convolution's
 ///   kernel, a transposed one's rows) in panels for `narrow`'s kernel.
+/// - for one larger image through a 3x3 convolution on such a CPU, its
+///   Winograd transform in panels, one set per position (`winograd::single`).
 #[derive(Default)]
 pub struct KeptKernel {
     rows: OnceLock<Arc<[f32]>>,
     winograd: Arc<OnceLock<Transformed>>,
     panels: OnceLock<Option<Arc<Panels>>>,
+    single: OnceLock<Option<Arc<Single>>>,
 }
 
 impl KeptKernel {
@@ -795,6 +806,28 @@ impl KeptKernel {
     /// otherwise.
     fn winograd(kept: Option<&Self>, n: usize) -> TransformCell {
         kept.filter(|_| channels_last(n)).map_or_else(Default::default, |k| Arc::clone(&k.winograd))
+    }
+
+    /// The Winograd panels of a 3x3 convolution's kernel `w` (O, C, 3, 3)
+    /// for a call over `n` images of H x W pixels: made on the first call,
+    /// kept after; None unless [`Single`] runs the call.
+    fn single(
+        kept: Option<&Self>,
+        g: Geom,
+        n: usize,
+        (h, wd): (usize, usize),
+        w: &Tensor,
+    ) -> Result<Option<Arc<Single>>> {
+        let (o, c, _, _) = w.dims4()?;
+        match kept {
+            Some(this) if g.winograd() && !channels_last(n) && o >= CHANNELS_LAST_MIN_OUT && Single::pays(h, wd) => {
+                super::kept(&this.single, || {
+                    let wt = w.flatten_all()?.to_vec1::<f32>()?;
+                    Ok(winograd::single(&this.winograd, &wt, (c, o)).map(Arc::new))
+                })
+            }
+            _ => Ok(None),
+        }
     }
 
     /// The rows of `w` (C, O, K, K): made on the first call, kept after.
@@ -929,7 +962,7 @@ impl CustomOp2 for ConvT {
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
-        let dx = tracked(x, || dy.apply_op2(w, Conv(self.g, for_input_grad(&self.winograd), None)))?;
+        let dx = tracked(x, || dy.apply_op2(w, Conv(self.g, for_input_grad(&self.winograd), None, None)))?;
         let dw = tracked(w, || dy.apply_op2(x, WeightGrad(self.g)))?;
         Ok((dx, dw))
     }
@@ -1031,7 +1064,8 @@ pub fn conv2d(
     // A batch copies its patches channels-last, where no panels serve.
     let cols = if channels_last(n) { 0 } else { n * g.conv_out(h) * g.conv_out(wd) };
     let panels = KeptKernel::panels(kept, cols, o, || Ok(w.flatten_all()?.to_vec1::<f32>()?.into()))?;
-    let op = WithBias { conv: Conv(g, KeptKernel::winograd(kept, n), panels), act };
+    let single = KeptKernel::single(kept, g, n, (h, wd), w)?;
+    let op = WithBias { conv: Conv(g, KeptKernel::winograd(kept, n), panels, single), act };
     x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, op)
 }
 

@@ -1,6 +1,7 @@
 //! Products of a constant matrix by 16 columns: the planar GEMM of a 4x4
-//! pixel layer over one image, where the explorer's generators start, by
-//! an AVX-512 kernel that reads the matrix from panels packed once.
+//! pixel layer over one image, where the explorer's generators start, and
+//! the Winograd GEMMs of one larger image (`winograd::single`), by an
+//! AVX-512 kernel that reads the matrix from panels packed once.
 //!
 //! Why not the gemm crate here: it packs the matrix on every call, and
 //! with 16 columns each packed value serves only 16 multiply-adds. Its

@@ -20,8 +20,9 @@
 //! direct sums (the equivalence tests hold them to the same 1e-4).
 //!
 //! A batch of one keeps the planar path: transforming the kernel (16 values
-//! per (c, o) pair) costs about what Winograd saves on one image of the
-//! explorer's layers.
+//! per (c, o) pair) costs about what Winograd saves on one image. A
+//! constant kernel, transformed once, is the exception: one image then
+//! runs by [`single`], its tiles as GEMM columns.
 //!
 //! Larger tiles, F(4x4, 3x3) and F(4x4, 2x2) (1.78x and 1.44x fewer
 //! products again), made training 25-30% slower here (BENCHMARKS.md):
@@ -41,8 +42,10 @@ use super::transpose::{Store, transpose};
 use super::{min_chunks, par_written, zeroed};
 
 mod recent;
+mod single;
 mod strided;
 
+pub(in crate::ops) use single::Single;
 pub(super) use strided::{conv_t4x4s2, conv4x4s2, conv4x4s2_weight_grad};
 
 /// How a 3x3 kernel is stored.
@@ -334,6 +337,13 @@ pub(super) fn conv3x3(batch: &Batch, kernel: Kernel, kept: &OnceLock<Transformed
             transform_output::<4>(m, (t, i * count, count), (o, batch.bias), output_rows, place, tile, px);
         })
     })
+}
+
+/// [`Single`] for a 3x3 convolution's kernel `wt` (O, C, 3, 3), from its
+/// transform in `cell` (made there unless a batch's call made it); None
+/// where `narrow`'s kernel does not run.
+pub(in crate::ops) fn single(cell: &OnceLock<Transformed>, wt: &[f32], (c, o): (usize, usize)) -> Option<Single> {
+    Single::new(Transformed::kept_or_new(cell, wt, Kernel::Conv, (c, o), &g_kron(false)))
 }
 
 /// Each (c, o) kernel's transform, `G g Gᵀ` at each position, as one
