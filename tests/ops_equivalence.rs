@@ -308,9 +308,16 @@ fn kept_kernel_serves_later_calls() -> Result<()> {
 /// Trainable weights written in place between two calls, as the optimizer
 /// writes them, are what the second call computes with, for each
 /// Winograd kind (3x3, 4x4 stride 2, its transpose), though the first
-/// call's transform is kept for later calls with the same weights.
+/// call's transform is kept for later calls with the same weights (in a
+/// training step's scope).
 #[test]
 fn winograd_convolutions_see_weights_written_in_place() -> Result<()> {
+    // As in a training step, which keeps transforms between calls.
+    let kept = std::sync::Arc::new(ganscope::ops::RecentTransforms::default());
+    ganscope::ops::RecentTransforms::keeping(&kept, written_in_place)
+}
+
+fn written_in_place() -> Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(26);
     let b = rand_tensor(&mut rng, &[64])?;
     // (input, kernel, stride, transposed)

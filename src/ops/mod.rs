@@ -41,6 +41,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 pub use conv::{conv_transpose2d, conv2d};
+pub use winograd::RecentTransforms;
 
 /// Off only to measure candle's stock path against ours (`ganscope bench --stock`).
 static FAST: AtomicBool = AtomicBool::new(true);

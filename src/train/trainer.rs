@@ -23,6 +23,7 @@ use crate::gan::discriminator::Verdict;
 use crate::gan::params::{FreshParams, LoadedParams, Role, randn, uniform};
 use crate::gan::{Discriminator, Encoder, Generator, ModelConfig, Pass};
 use crate::latent;
+use crate::ops::RecentTransforms;
 
 /// Images compared by the diversity measure (pairwise, so kept small).
 const DIVERSITY_SAMPLE: usize = 16;
@@ -128,6 +129,8 @@ pub struct Trainer {
     label_buf: Vec<u32>,
     /// The last real batch D saw and its labels, kept for the VAE-GAN terms.
     last_real: Option<(Tensor, Option<Tensor>)>,
+    /// Kernel transforms kept from call to call while weights are unchanged.
+    transforms: Arc<RecentTransforms>,
 }
 
 impl Trainer {
@@ -218,6 +221,7 @@ impl Trainer {
             real_buf: Vec::new(),
             label_buf: Vec::new(),
             last_real: None,
+            transforms: Arc::default(),
         })
     }
 
@@ -328,7 +332,8 @@ impl Trainer {
     /// when training on the CPU ([`crate::ops::on_cpu_pool`]).
     pub fn step(&mut self) -> Result<StepStats> {
         let device = self.device.clone();
-        crate::ops::on_cpu_pool(&device, || self.step_here())
+        let transforms = Arc::clone(&self.transforms);
+        crate::ops::on_cpu_pool(&device, || RecentTransforms::keeping(&transforms, || self.step_here()))
     }
 
     fn step_here(&mut self) -> Result<StepStats> {

@@ -45,6 +45,7 @@ mod recent;
 mod single;
 mod strided;
 
+pub use recent::RecentTransforms;
 pub(in crate::ops) use single::Single;
 pub(super) use strided::{conv_t4x4s2, conv4x4s2, conv4x4s2_weight_grad};
 

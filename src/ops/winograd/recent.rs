@@ -1,11 +1,12 @@
-//! Kernel transforms kept across calls for as long as their weights stay
-//! the same, checked value by value.
+//! Kernel transforms kept across the calls of a training step and from
+//! one step to the next, for as long as their weights stay the same,
+//! checked value by value.
 //!
 //! Why: each convolution call transforms its kernel afresh, yet a training
-//! step repeats some with unchanged weights: G's layers in the D step
-//! (which samples the fakes) and again in the G step, D's layers on the
-//! real and then on the fake batch. In a 32 px step that is 4 of its 10
-//! transforms.
+//! step repeats most with unchanged weights: G's layers in the D step
+//! (which samples the fakes) and again in the G step, D's on the real batch
+//! (unchanged since the previous G step) and on the fake one. In a 32 px
+//! step that is 6 of its 10 transforms.
 //!
 //! Why compare the weights: nothing tells this module when weights change.
 //! The optimizer writes them in place, and a freed tensor's memory goes to
@@ -14,8 +15,9 @@
 //! The comparison (a `memcmp`) reads the weights twice; the transform
 //! writes 16 or 36 values per (c, o) pair where the weights hold 9 or 16.
 //! Steps alternating with and without (BENCHMARKS.md, 2026-12-03): 32 px
-//! training 1-6% faster on one or two threads, 64 px 0-3%.
+//! training mostly 1-9% faster on one or two threads, 64 px 0-3%.
 
+use std::cell::RefCell;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::{Kernel, Transformed};
@@ -49,43 +51,83 @@ impl Entry {
     }
 }
 
-/// The entries, least recently used first.
-static RECENT: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+/// Kernel transforms kept for the convolutions run inside [`Self::keeping`]
+/// (a trainer's steps), least recently used first; they go with it.
+///
+/// Why scoped: elsewhere a layer with constant weights keeps its own
+/// transform (`conv::KeptKernel`), and one-off calls (a test, an export)
+/// would leave entries nobody uses again.
+#[derive(Default)]
+pub struct RecentTransforms(Mutex<Vec<Entry>>);
 
-fn entries() -> std::sync::MutexGuard<'static, Vec<Entry>> {
-    RECENT.lock().unwrap_or_else(PoisonError::into_inner)
+thread_local! {
+    /// The cache the convolutions called on this thread use, if any.
+    static CURRENT: RefCell<Option<Arc<RecentTransforms>>> = const { RefCell::new(None) };
+}
+
+/// Restores the cache that was current before [`RecentTransforms::keeping`].
+struct Restore(Option<Arc<RecentTransforms>>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        CURRENT.set(self.0.take());
+    }
+}
+
+impl RecentTransforms {
+    /// Runs `f` with `this` as the cache of the convolutions it calls on
+    /// this thread (ops make their transforms on the thread that calls them).
+    pub fn keeping<R>(this: &Arc<Self>, f: impl FnOnce() -> R) -> R {
+        let _restore = Restore(CURRENT.replace(Some(Arc::clone(this))));
+        f()
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The transform of `wt` (see [`transform`]), kept here.
+    fn transform(&self, wt: &[f32], key: Key, make: impl FnOnce() -> Transformed) -> Transformed {
+        let found = self.entries().iter().find(|e| e.key == key).map(|e| (Arc::clone(&e.weights), e.u.clone()));
+        if let Some((weights, u)) = found
+            && same_bits(&weights, wt)
+        {
+            let mut recent = self.entries();
+            if let Some(i) = recent.iter().position(|e| e.key == key) {
+                let e = recent.remove(i);
+                recent.push(e);
+            }
+            return u;
+        }
+        let u = make();
+        let mut recent = self.entries();
+        recent.retain(|e| e.key != key);
+        recent.push(Entry { key, weights: wt.into(), u: u.clone() });
+        let mut held: usize = recent.iter().map(Entry::bytes).sum();
+        while held > BUDGET && !recent.is_empty() {
+            held -= recent.remove(0).bytes();
+        }
+        u
+    }
 }
 
 /// The transform of `wt`, a `kernel` from `c` to `o` channels at
-/// `positions` positions: a kept one if made from the same weights, else
-/// `make()`'s, then kept.
+/// `positions` positions: inside [`RecentTransforms::keeping`], a kept one
+/// if made from the same weights, else `make()`'s, then kept; elsewhere
+/// `make()`'s.
 pub(super) fn transform(
     wt: &[f32],
     kernel: Kernel,
     (c, o, positions): (usize, usize, usize),
     make: impl FnOnce() -> Transformed,
 ) -> Transformed {
-    let key = Key { at: wt.as_ptr() as usize, len: wt.len(), kernel, c, o, positions };
-    let found = entries().iter().find(|e| e.key == key).map(|e| (Arc::clone(&e.weights), e.u.clone()));
-    if let Some((weights, u)) = found
-        && same_bits(&weights, wt)
-    {
-        let mut recent = entries();
-        if let Some(i) = recent.iter().position(|e| e.key == key) {
-            let e = recent.remove(i);
-            recent.push(e);
+    match CURRENT.with_borrow(Option::clone) {
+        Some(recent) => {
+            let key = Key { at: wt.as_ptr() as usize, len: wt.len(), kernel, c, o, positions };
+            recent.transform(wt, key, make)
         }
-        return u;
+        None => make(),
     }
-    let u = make();
-    let mut recent = entries();
-    recent.retain(|e| e.key != key);
-    recent.push(Entry { key, weights: wt.into(), u: u.clone() });
-    let mut held: usize = recent.iter().map(Entry::bytes).sum();
-    while held > BUDGET && !recent.is_empty() {
-        held -= recent.remove(0).bytes();
-    }
-    u
 }
 
 /// Whether `a` and `b` hold the same bits (so -0.0 differs from 0.0, and a
@@ -105,6 +147,14 @@ mod tests {
 
     #[test]
     fn serves_a_transform_only_while_its_weights_are_unchanged() {
+        let recent = Arc::new(RecentTransforms::default());
+        RecentTransforms::keeping(&recent, serves_while_unchanged);
+        assert_eq!(recent.entries().len(), 2, "one entry per kind of kernel");
+        let outside = transform(&[0.5; 36], Kernel::Conv, (2, 2, 4), || made(5.0));
+        assert_eq!(outside.u[0], 5.0, "outside a scope nothing is kept");
+    }
+
+    fn serves_while_unchanged() {
         let mut w = vec![0.5f32; 4 * 9];
         let dims = (2, 2, 4);
         let first = transform(&w, Kernel::Conv, dims, || made(1.0));
