@@ -86,22 +86,22 @@ impl RecentTransforms {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The transform of `wt` (see [`transform`]), kept here.
+    /// The transform of `wt` (see [`transform`]), kept here. The lock is
+    /// not held while `make` runs: the transform is a parallel GEMM.
     fn transform(&self, wt: &[f32], key: Key, make: impl FnOnce() -> Transformed) -> Transformed {
-        let found = self.entries().iter().find(|e| e.key == key).map(|e| (Arc::clone(&e.weights), e.u.clone()));
-        if let Some((weights, u)) = found
-            && same_bits(&weights, wt)
         {
             let mut recent = self.entries();
             if let Some(i) = recent.iter().position(|e| e.key == key) {
                 let e = recent.remove(i);
-                recent.push(e);
+                if same_bits(&e.weights, wt) {
+                    let u = e.u.clone();
+                    recent.push(e);
+                    return u;
+                }
             }
-            return u;
         }
         let u = make();
         let mut recent = self.entries();
-        recent.retain(|e| e.key != key);
         recent.push(Entry { key, weights: wt.into(), u: u.clone() });
         let mut held: usize = recent.iter().map(Entry::bytes).sum();
         while held > BUDGET && !recent.is_empty() {
