@@ -30,7 +30,7 @@ pub mod unfold;
 pub mod upsample;
 mod winograd;
 
-pub use pool::{Signal, on_cpu_pool, on_cpu_pool_awake};
+pub use pool::{on_cpu_pool, on_cpu_pool_awake};
 
 use std::mem::MaybeUninit;
 use std::ops::Range;

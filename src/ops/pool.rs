@@ -50,63 +50,36 @@ pub fn on_cpu_pool_awake<R: Send>(device: &Device, f: impl FnOnce() -> R + Send)
     }
     let threads = rayon::current_num_threads();
     on_cpu_pool(device, || {
-        let done = Arc::new(Signal::default());
+        let done = Done(Arc::new(AtomicBool::new(false)));
         let owner = rayon::current_thread_index();
         for _ in 1..threads {
-            let done = Arc::clone(&done);
+            let done = Arc::clone(&done.0);
             rayon::spawn(move || spin(&done, owner));
         }
-        done.raised_after(f)
+        f()
     })
+}
+
+/// Raises its flag when dropped, `f` returned or unwinding.
+struct Done(Arc<AtomicBool>);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 /// Runs the pool's pending work until `done` (or [`SPIN_LIMIT`]); at once
 /// on `owner`, the worker running the job, which meets its own spinner
 /// when it waits for work and would otherwise wait for itself.
-fn spin(done: &Signal, owner: Option<usize>) {
+fn spin(done: &AtomicBool, owner: Option<usize>) {
     if rayon::current_thread_index() == owner {
         return;
     }
     let start = Instant::now();
-    done.wait_while(|| start.elapsed() < SPIN_LIMIT);
-}
-
-/// A flag that one part of parallel work raises when it ends and others
-/// wait for, running the pool's pending work meanwhile.
-#[derive(Default)]
-pub struct Signal(AtomicBool);
-
-/// Raises its signal when dropped: the part returned, failed or unwound.
-struct Raise<'a>(&'a Signal);
-
-impl Drop for Raise<'_> {
-    fn drop(&mut self) {
-        self.0.0.store(true, Ordering::Release);
-    }
-}
-
-impl Signal {
-    /// `f()`, then the signal raised, also when `f` panics: a waiter never
-    /// waits for a part that is over.
-    pub fn raised_after<R>(&self, f: impl FnOnce() -> R) -> R {
-        let _raise = Raise(self);
-        f()
-    }
-
-    /// Waits until the signal is raised, running the pool's pending work
-    /// meanwhile: the part that raises it may be waiting to run on this
-    /// very thread (a one-thread pool runs both sides of a `join` here).
-    /// Call it on a rayon worker.
-    pub fn wait(&self) {
-        self.wait_while(|| true);
-    }
-
-    /// [`Self::wait`] while `more()` holds.
-    fn wait_while(&self, more: impl Fn() -> bool) {
-        while !self.0.load(Ordering::Acquire) && more() {
-            if rayon::yield_now() != Some(rayon::Yield::Executed) {
-                std::hint::spin_loop();
-            }
+    while !done.load(Ordering::Acquire) && start.elapsed() < SPIN_LIMIT {
+        if rayon::yield_now() != Some(rayon::Yield::Executed) {
+            std::hint::spin_loop();
         }
     }
 }
@@ -119,7 +92,7 @@ mod tests {
     use candle_core::Device;
     use rayon::prelude::*;
 
-    use super::{Signal, on_cpu_pool, on_cpu_pool_awake};
+    use super::{on_cpu_pool, on_cpu_pool_awake};
 
     #[test]
     fn cpu_work_runs_on_a_rayon_worker() {
@@ -158,39 +131,5 @@ mod tests {
                 assert!(right, "an awake job computed a wrong sum");
             }
         });
-    }
-
-    /// A wait on a one-thread pool, whose raiser is the other side of a
-    /// `join` still queued on the waiting thread: the wait runs it.
-    #[test]
-    fn a_wait_runs_the_part_that_raises_it() {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let seen = pool.install(|| {
-                let (signal, value) = (Signal::default(), std::sync::OnceLock::new());
-                let (seen, ()) = rayon::join(
-                    || {
-                        signal.wait();
-                        value.get().copied()
-                    },
-                    || signal.raised_after(|| value.set(work(100)).unwrap()),
-                );
-                seen
-            });
-            tx.send(seen).unwrap();
-        });
-        let seen = rx.recv_timeout(Duration::from_secs(60)).expect("the wait never ended");
-        assert_eq!(seen, Some(4950), "the waiter saw what the raiser wrote");
-    }
-
-    /// A part that panics still raises its signal, so its waiter goes on.
-    #[test]
-    fn a_panicking_part_raises_its_signal() {
-        let signal = Signal::default();
-        let caught = std::panic::catch_unwind(|| signal.raised_after(|| panic!("a part fails")));
-        assert!(caught.is_err());
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-        pool.install(|| signal.wait());
     }
 }

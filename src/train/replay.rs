@@ -2,7 +2,6 @@
 //! sees images G made many steps ago, so G cannot win by hopping between
 //! modes D has forgotten.
 
-use candle_core::Tensor;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -60,30 +59,6 @@ impl ReplayBuffer {
             labels[i] = self.labels[j];
         }
         k
-    }
-
-    /// Tip 8 on D's fake batch `fake` (with its `labels`, if any): its
-    /// first `k` images replaced by kept ones ([`Self::mix_into`]) and the
-    /// batch as G made it kept ([`Self::push`]). Returns the mixed batch and
-    /// how many images were replayed.
-    pub fn mix_fakes(
-        &mut self,
-        rng: &mut ChaCha8Rng,
-        k: usize,
-        fake: Tensor,
-        labels: Option<Tensor>,
-    ) -> candle_core::Result<(Tensor, Option<Tensor>, usize)> {
-        let mut pixels: Vec<f32> = fake.flatten_all()?.to_vec1()?;
-        let mut kinds: Vec<u32> = match &labels {
-            Some(l) => l.to_vec1()?,
-            None => vec![0; fake.dim(0)?],
-        };
-        let fresh = (pixels.clone(), kinds.clone());
-        let replayed = self.mix_into(rng, k, &mut pixels, &mut kinds);
-        self.push(rng, &fresh.0, &fresh.1);
-        let mixed = Tensor::from_vec(pixels, fake.shape(), fake.device())?;
-        let labels = labels.map(|l| Tensor::from_vec(kinds, l.shape(), l.device())).transpose()?;
-        Ok((mixed, labels, replayed))
     }
 
     /// The raw contents, for checkpoints.

@@ -23,42 +23,10 @@ use crate::gan::discriminator::Verdict;
 use crate::gan::params::{FreshParams, LoadedParams, Role, randn, uniform};
 use crate::gan::{Discriminator, Encoder, Generator, ModelConfig, Pass};
 use crate::latent;
-use crate::ops::{RecentTransforms, Signal};
+use crate::ops::RecentTransforms;
 
 /// Images compared by the diversity measure (pairwise, so kept small).
 const DIVERSITY_SAMPLE: usize = 16;
-
-/// D's fake batch, as G made it and the tricks changed it.
-struct Fakes {
-    /// After replay, before instance noise (the gradient penalty's).
-    fake: Tensor,
-    /// What D judges.
-    fake_in: Tensor,
-    labels: Option<Tensor>,
-    diversity: Option<f32>,
-    replayed: usize,
-}
-
-/// D's verdict on a batch and its loss on it.
-struct Judged {
-    verdict: Verdict,
-    loss: Tensor,
-}
-
-/// `x` plus instance noise of standard deviation `std` (tip 13).
-fn noisy(rng: &mut ChaCha8Rng, x: &Tensor, std: f32) -> Result<Tensor> {
-    if std > 0.0 { x + randn(rng, x.dims(), std, x.device())? } else { Ok(x.clone()) }
-}
-
-/// The fakes' diversity over the reals' ([`diversity`]) on the first
-/// [`DIVERSITY_SAMPLE`] images of each, `(c, r)` the images' channels and size.
-fn fake_diversity(fake: &Tensor, real: &[f32], (c, r): (usize, usize)) -> Result<f32> {
-    let len = c * r * r;
-    let m = DIVERSITY_SAMPLE.min(fake.dim(0)?);
-    let fake_div = diversity(&fake.narrow(0, 0, m)?.flatten_all()?.to_vec1()?, len);
-    let real_div = diversity(&real[..m * len], len);
-    Ok(if real_div > 0.0 { fake_div / real_div } else { 1.0 })
-}
 
 /// What one G step (and its D steps) measured.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -356,6 +324,10 @@ impl Trainer {
         Ok((z, labels))
     }
 
+    fn with_noise(&mut self, x: &Tensor, std: f32) -> Result<Tensor> {
+        if std > 0.0 { x + randn(&mut self.rng, x.dims(), std, &self.device)? } else { Ok(x.clone()) }
+    }
+
     /// One G step, preceded by `d_steps_per_g` D steps, on a rayon worker
     /// when training on the CPU ([`crate::ops::on_cpu_pool`]).
     pub fn step(&mut self) -> Result<StepStats> {
@@ -368,12 +340,10 @@ impl Trainer {
         let sigma = self.noise_at(self.state.step);
         let mut stats = StepStats { instance_noise: sigma, ..Default::default() };
         let measure = (self.state.step + 1).is_multiple_of(self.cfg.log_every);
-        for _ in 1..self.cfg.d_steps_per_g {
-            self.d_step(sigma, measure, &mut stats, None)?;
+        for _ in 0..self.cfg.d_steps_per_g {
+            self.d_step(sigma, measure, &mut stats)?;
         }
-        let g_batch = self.latents(self.cfg.batch_size)?;
-        let fake = self.d_step(sigma, measure, &mut stats, Some(&g_batch))?.expect("a G batch makes fakes");
-        self.g_step(fake, g_batch.1.as_ref(), sigma, &mut stats)?;
+        self.g_step(sigma, &mut stats)?;
         self.state.step += 1;
         stats.step = self.state.step;
         stats.alarms = self.health.observe(Observation {
@@ -389,37 +359,7 @@ impl Trainer {
         Ok(stats)
     }
 
-    /// One D step on a real batch and a fake one; with `g_batch`, the
-    /// latents of the G step that follows, also G's fakes from them for
-    /// that step (G's weights do not change in a D step).
-    ///
-    /// On a CPU pool of two or more threads its parts run as two chains
-    /// side by side: G makes D's fakes, then D judges them and that loss
-    /// backpropagates; meanwhile D judges the reals, that loss
-    /// backpropagates, and G makes the G step's fakes. The two gradients
-    /// are summed. D judges the fakes only once it has judged the reals,
-    /// the order in which its BatchNorm layers' running statistics have
-    /// always seen them (G's frozen view, which makes D's fakes, updates
-    /// none). Elsewhere (one thread, a GPU) the parts run one after the
-    /// other, D's two losses summed into one backward pass;
-    /// `two_threads_train_as_one_does` holds both ways to the same result.
-    ///
-    /// Why: an op parallelized alone loses a share of its time on two
-    /// threads (each thread packs the whole transformed kernel, they share
-    /// a cache, one waits for the other at the op's end); two chains of
-    /// ops each run their ops whole, and the idle one steals the other's
-    /// work. Yet run side by side each op is slower too (they share the
-    /// memory bus and cache): steps alternating with the previous D step,
-    /// two threads, were 1-4% faster in most runs at 32 and 64 px, one
-    /// thread level (BENCHMARKS.md, "Session of 2026-12-03, 06:36-09:36
-    /// UTC").
-    fn d_step(
-        &mut self,
-        sigma: f32,
-        measure: bool,
-        stats: &mut StepStats,
-        g_batch: Option<&(Tensor, Option<Tensor>)>,
-    ) -> Result<Option<Tensor>> {
+    fn d_step(&mut self, sigma: f32, measure: bool, stats: &mut StepStats) -> Result<()> {
         let b = self.cfg.batch_size;
         let (c, r) = (self.model.channels, self.model.resolution);
         let idx = self.next_batch();
@@ -430,100 +370,73 @@ impl Trainer {
         if self.vae.is_some() {
             self.last_real = Some((real.clone(), real_labels.clone()));
         }
-        let (z, fake_labels) = self.latents(b)?;
-        let real_in = noisy(&mut self.rng, &real, sigma)?;
+        let (z, mut fake_labels) = self.latents(b)?;
+        let mut pass = Pass { train: true, dropout: true, rng: Some(&mut self.rng) };
+        let mut fake = self.g_frozen.forward(&z, fake_labels.as_ref(), &mut pass)?;
+        if measure {
+            let len = c * r * r;
+            let m = DIVERSITY_SAMPLE.min(b);
+            let fake_div = diversity(&fake.narrow(0, 0, m)?.flatten_all()?.to_vec1()?, len);
+            let real_div = diversity(&self.real_buf[..m * len], len);
+            stats.diversity = Some(if real_div > 0.0 { fake_div / real_div } else { 1.0 });
+        }
+        let k = (self.cfg.replay_fraction * b as f64).round() as usize;
+        if self.cfg.replay_size > 0 {
+            let mut pixels: Vec<f32> = fake.flatten_all()?.to_vec1()?;
+            let mut labels: Vec<u32> = match &fake_labels {
+                Some(l) => l.to_vec1()?,
+                None => vec![0; b],
+            };
+            let fresh = (pixels.clone(), labels.clone());
+            stats.replayed = self.replay.mix_into(&mut self.rng, k, &mut pixels, &mut labels);
+            self.replay.push(&mut self.rng, &fresh.0, &fresh.1);
+            fake = Tensor::from_vec(pixels, (b, c, r, r), &self.device)?;
+            if fake_labels.is_some() {
+                fake_labels = Some(Tensor::from_vec(labels, b, &self.device)?);
+            }
+        }
+        let real_in = self.with_noise(&real, sigma)?;
+        let fake_in = self.with_noise(&fake, sigma)?;
+        let (vr, vf) = self.judge(&real_in, real_labels.as_ref(), &fake_in, fake_labels.as_ref())?;
         let (tr, f1) = targets(&mut self.rng, b, self.cfg.real_label, self.cfg.fake_label, self.cfg.label_flip);
         let (tf, f2) = targets(&mut self.rng, b, self.cfg.fake_label, self.cfg.real_label, self.cfg.label_flip);
         stats.flips = f1 + f2;
         let tr = Tensor::from_vec(tr, b, &self.device)?;
         let tf = Tensor::from_vec(tf, b, &self.device)?;
-        let g_seed: u64 = self.rng.random();
-        let (kind, aux_weight) = (self.cfg.loss, self.cfg.aux_weight);
-
-        // The parts, each a closure over the fields it uses.
-        let make_fakes = || -> Result<Fakes> {
-            let mut pass = Pass { train: true, dropout: true, rng: Some(&mut self.rng) };
-            let fake = self.g_frozen.forward(&z, fake_labels.as_ref(), &mut pass)?;
-            let diversity = if measure { Some(fake_diversity(&fake, &self.real_buf, (c, r))?) } else { None };
-            let k = (self.cfg.replay_fraction * b as f64).round() as usize;
-            let (fake, labels, replayed) = if self.cfg.replay_size > 0 {
-                self.replay.mix_fakes(&mut self.rng, k, fake, fake_labels)?
-            } else {
-                (fake, fake_labels, 0)
-            };
-            let fake_in = noisy(&mut self.rng, &fake, sigma)?;
-            Ok(Fakes { fake, fake_in, labels, diversity, replayed })
-        };
-        let judge = |x: &Tensor, labels: Option<&Tensor>, fake: bool| -> Result<Judged> {
-            let verdict = self.d.forward(x, labels, true)?;
-            let mut loss = if fake {
-                losses::d_fake(kind, &verdict.logits, &tf)?
-            } else {
-                losses::d_real(kind, &verdict.logits, &tr)?
-            };
-            if let (Some(cl), Some(labels)) = (&verdict.class_logits, labels) {
-                loss = (loss + (losses::cross_entropy(cl, labels)? * aux_weight)?)?;
-            }
-            Ok(Judged { verdict, loss })
-        };
-        let judge_reals = || judge(&real_in, real_labels.as_ref(), false);
-        let judge_fakes = |fakes: &Fakes| judge(&fakes.fake_in, fakes.labels.as_ref(), true);
-        let g_fakes = || -> Result<Option<Tensor>> {
-            let Some((z, labels)) = g_batch else { return Ok(None) };
-            let mut g_rng = ChaCha8Rng::seed_from_u64(g_seed);
-            let mut pass = Pass { train: true, dropout: true, rng: Some(&mut g_rng) };
-            self.g.forward(z, labels.as_ref(), &mut pass).map(Some)
-        };
-
-        let (fakes, vr, vf, mut loss, mut grads, g_fake) = if self.device.is_cpu() && rayon::current_num_threads() > 1 {
-            let reals_judged = Signal::default();
-            let (fake_side, real_side) = RecentTransforms::join(
-                || -> Result<_> {
-                    let fakes = make_fakes()?;
-                    reals_judged.wait();
-                    let judged = judge_fakes(&fakes)?;
-                    let grads = judged.loss.backward()?;
-                    Ok((fakes, judged, grads))
-                },
-                || -> Result<_> {
-                    let judged = reals_judged.raised_after(judge_reals)?;
-                    let grads = judged.loss.backward()?;
-                    Ok((judged, grads, g_fakes()?))
-                },
-            );
-            let ((fakes, judged_f, grads_f), (judged_r, mut grads, g_fake)) = (fake_side?, real_side?);
-            grads.extend(grads_f)?;
-            (fakes, judged_r.verdict, judged_f.verdict, (judged_r.loss + judged_f.loss)?, grads, g_fake)
-        } else {
-            let fakes = make_fakes()?;
-            let (judged_r, judged_f) = (judge_reals()?, judge_fakes(&fakes)?);
-            let loss = (judged_r.loss + judged_f.loss)?;
-            let grads = loss.backward()?;
-            (fakes, judged_r.verdict, judged_f.verdict, loss, grads, g_fakes()?)
-        };
-        (stats.diversity, stats.replayed) = (fakes.diversity, fakes.replayed);
-        if let (Some(cr), Some(lr)) = (&vr.class_logits, &real_labels) {
+        let kind = self.cfg.loss;
+        let mut loss = (losses::d_real(kind, &vr.logits, &tr)? + losses::d_fake(kind, &vf.logits, &tf)?)?;
+        if let (Some(cr), Some(cf), Some(lr), Some(lf)) =
+            (&vr.class_logits, &vf.class_logits, &real_labels, &fake_labels)
+        {
+            let aux = (losses::cross_entropy(cr, lr)? + losses::cross_entropy(cf, lf)?)?;
+            loss = (loss + (aux * self.cfg.aux_weight)?)?;
             let hit = cr.argmax(1)?.eq(lr)?.to_dtype(DType::F32)?.mean_all()?.to_scalar::<f32>()?;
             stats.class_accuracy = Some(hit);
         }
         if kind == LossKind::Wasserstein && self.cfg.gp_weight > 0.0 {
-            let gp = (self.gradient_penalty(&real, &fakes.fake, real_labels.as_ref())? * self.cfg.gp_weight)?;
-            grads.extend(gp.backward()?)?;
-            loss = (loss + gp)?;
+            let gp = self.gradient_penalty(&real, &fake, real_labels.as_ref())?;
+            loss = (loss + (gp * self.cfg.gp_weight)?)?;
         }
+        let grads = loss.backward()?;
         stats.d_grad_norm = grad_norm(&grads, &self.opt_d_vars())?;
         self.opt_d.step(&grads)?;
         stats.d_loss = loss.to_scalar::<f32>()?;
         stats.d_real = losses::mean_prob(&vr.logits)?;
         stats.d_fake = losses::mean_prob(&vf.logits)?;
-        Ok(g_fake)
+        Ok(())
     }
 
-    /// D's verdict on an all-real or all-fake batch, in training mode. Tip
-    /// 4: never a mixed batch, so BatchNorm statistics of the reals never
-    /// depend on the fakes.
-    pub fn verdict(&self, x: &Tensor, labels: Option<&Tensor>) -> Result<Verdict> {
-        self.d.forward(x, labels, true)
+    /// D's verdicts on a real and a fake batch, in training mode. Tip 4:
+    /// two separate forward passes, never one mixed batch, so BatchNorm
+    /// statistics of the reals never depend on the fakes.
+    pub fn judge(
+        &self,
+        real: &Tensor,
+        real_labels: Option<&Tensor>,
+        fake: &Tensor,
+        fake_labels: Option<&Tensor>,
+    ) -> Result<(Verdict, Verdict)> {
+        Ok((self.d.forward(real, real_labels, true)?, self.d.forward(fake, fake_labels, true)?))
     }
 
     fn opt_d_vars(&self) -> Vec<Var> {
@@ -546,13 +459,16 @@ impl Trainer {
         (norms - 1.0)?.sqr()?.mean_all()
     }
 
-    /// The G step on G's `fake`s (with their graph) for `labels`.
-    fn g_step(&mut self, fake: Tensor, labels: Option<&Tensor>, sigma: f32, stats: &mut StepStats) -> Result<()> {
-        let fake_in = noisy(&mut self.rng, &fake, sigma)?;
+    fn g_step(&mut self, sigma: f32, stats: &mut StepStats) -> Result<()> {
+        let b = self.cfg.batch_size;
+        let (z, labels) = self.latents(b)?;
+        let mut pass = Pass { train: true, dropout: true, rng: Some(&mut self.rng) };
+        let fake = self.g.forward(&z, labels.as_ref(), &mut pass)?;
+        let fake_in = self.with_noise(&fake, sigma)?;
         // D's weights are frozen here: no gradient is computed for them.
-        let v = self.d_frozen.forward(&fake_in, labels, true)?;
+        let v = self.d_frozen.forward(&fake_in, labels.as_ref(), true)?;
         let mut loss = losses::g_loss(self.cfg.loss, &v.logits)?;
-        if let (Some(c), Some(l)) = (&v.class_logits, labels) {
+        if let (Some(c), Some(l)) = (&v.class_logits, &labels) {
             loss = (loss + (losses::cross_entropy(c, l)? * self.cfg.aux_weight)?)?;
         }
         let vae_terms = self.vae_terms()?;

@@ -82,20 +82,6 @@ impl RecentTransforms {
         f()
     }
 
-    /// `rayon::join(a, b)`, each side with the cache current on this
-    /// thread: a training step's independent halves (D on the real batch
-    /// while G makes the fakes) keep using its transforms wherever they run.
-    pub fn join<RA: Send, RB: Send>(a: impl FnOnce() -> RA + Send, b: impl FnOnce() -> RB + Send) -> (RA, RB) {
-        fn with<R>(current: Option<&Arc<RecentTransforms>>, f: impl FnOnce() -> R) -> R {
-            match current {
-                Some(this) => RecentTransforms::keeping(this, f),
-                None => f(),
-            }
-        }
-        let current = CURRENT.with_borrow(Option::clone);
-        rayon::join(|| with(current.as_ref(), a), || with(current.as_ref(), b))
-    }
-
     fn entries(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
