@@ -9,6 +9,7 @@ use ganscope::gan::config::{NormKind, Upsample};
 use ganscope::gan::{Pass, model_file};
 use ganscope::train::config::LossKind;
 use ganscope::train::health::AlarmKind;
+use ganscope::train::trainer::StepStats;
 use ganscope::train::{Session, TrainConfig, Trainer};
 
 fn digits() -> Arc<Dataset> {
@@ -352,4 +353,51 @@ fn frozen_views_follow_their_variables() {
         assert!(diff(&before, &want) > 1e-3, "{up:?}: scaling the weights changed nothing");
         assert!(diff(&after, &want) < 1e-5, "{up:?}: the view kept its old weights");
     }
+}
+
+/// Everything a run holds after `steps` G steps of `cfg` on a pool of
+/// `threads`: each step's stats and every tensor of its checkpoint (G, D
+/// with BatchNorm's running statistics, optimizer moments, replay buffer).
+fn trained_on(threads: usize, cfg: &TrainConfig, steps: usize) -> (Vec<StepStats>, Vec<(String, Vec<f32>)>) {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    let mut t = Trainer::new(cfg.clone(), digits(), &Device::Cpu).unwrap();
+    let stats = (0..steps).map(|_| pool.install(|| t.step()).unwrap()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    t.save_checkpoint(dir.path()).unwrap();
+    let saved = candle_core::safetensors::load(dir.path().join("checkpoint.safetensors"), &Device::Cpu).unwrap();
+    let mut tensors: Vec<_> = saved
+        .into_iter()
+        .filter(|(_, t)| t.dtype() == candle_core::DType::F32)
+        .map(|(name, t)| (name, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    (stats, tensors)
+}
+
+/// A run on two threads trains as one on one thread does: the ops share
+/// out their work by thread count, and only their rounding may differ.
+#[test]
+fn two_threads_train_as_one_does() {
+    let mut cfg =
+        TrainConfig { replay_size: 16, replay_fraction: 0.5, instance_noise: 0.1, d_steps_per_g: 2, ..tiny() };
+    // Adam moves a parameter whose gradient BatchNorm cancels (the bias
+    // before it) by about the learning rate per step, whatever rounding noise
+    // that gradient holds: tiny rates keep such moves below the tolerance.
+    (cfg.lr_g, cfg.lr_d) = (1e-6, 1e-6);
+    cfg.model.d_norm = NormKind::Batch;
+    cfg.model.g_dropout = 0.3;
+    let (one, one_tensors) = trained_on(1, &cfg, 3);
+    let (two, two_tensors) = trained_on(2, &cfg, 3);
+    let close = |a: f32, b: f32| (a - b).abs() <= 1e-4 * (1.0 + a.abs().max(b.abs()));
+    for (a, b) in one.iter().zip(&two) {
+        let pairs = [(a.d_loss, b.d_loss), (a.g_loss, b.g_loss), (a.d_real, b.d_real), (a.d_fake, b.d_fake)];
+        assert!(pairs.iter().all(|&(x, y)| close(x, y)), "step {}: {a:?} vs {b:?}", a.step);
+        assert_eq!((a.replayed, a.flips), (b.replayed, b.flips));
+    }
+    assert_eq!(one_tensors.len(), two_tensors.len());
+    for ((name, a), (_, b)) in one_tensors.iter().zip(&two_tensors) {
+        let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(worst <= 1e-5, "{name} differs by {worst}");
+    }
+    assert!(one_tensors.iter().any(|(name, _)| name.contains("running_mean")), "D's BatchNorm statistics are compared");
 }
