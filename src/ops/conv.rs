@@ -20,7 +20,7 @@
 //! GEMM of 16 or 64 columns, which the gemm crate runs in its slow edge
 //! kernels. Images therefore go in groups (see `group_size`) whose
 //! matrices sit side by side: each primitive runs one GEMM per group, with
-//! at least ~512 columns (or inner dimension, for `weight_grad`). Groups of a
+//! at least ~256 columns (or inner dimension, for `weight_grad`). Groups of a
 //! batch run in parallel on rayon, each thread reusing its own scratch buffers.
 //!
 //! Batches copy their patches channels-last (see `Geom`): one copy per
@@ -49,8 +49,13 @@ use super::winograd::{self, Batch, Kernel, Single, Transformed};
 use super::{CHUNK, bias, fast, fast_cuda, kept, min_chunks, par_chunked, slice, tracked, unfold};
 
 /// The fewest GEMM columns per group worth aiming for: below this the gemm
-/// crate's edge microkernels and per-call overhead dominate.
-const MIN_GEMM_COLS: usize = 512;
+/// crate's edge microkernels and per-call overhead dominate. Above it,
+/// larger groups only stream more through the cache: 256 against 512,
+/// training steps alternating in one process on a quiet 2-core Zen 5 EPYC
+/// (BENCHMARKS.md, "Session of 2026-12-03, 06:36-09:36 UTC"), were 0-5%
+/// faster at 32 px on one and two threads and up to 3.4% at 64 px (pixel
+/// shuffle at 64 px on one thread 0.5-0.9% slower); at 128 level or slower.
+const MIN_GEMM_COLS: usize = 256;
 
 /// The fewest images for which [`channels_last`] patches pay for their
 /// kernel transpose: a 512x256x4x4 kernel takes about as long to transpose
