@@ -55,9 +55,9 @@ use super::{CHUNK, bias, fast, fast_cuda, kept, min_chunks, par_chunked, slice, 
 /// (BENCHMARKS.md, "Session of 2026-12-03, 06:36-09:36 UTC"), were 0-5%
 /// faster at 32 px on one and two threads and up to 3.4% at 64 px (pixel
 /// shuffle at 64 px on one thread 0.5-0.9% slower). Against 256, 128 was
-/// 1-3% slower on one thread and 384 7-9% slower on two: 24-image groups
-/// of 4x4 layers split a 64-image batch 24 + 24 + 16, three groups for two
-/// threads. Keep it a power of two.
+/// 1-3% slower on one thread and 384 7-9% slower on two, most likely as
+/// 24-image groups of 4x4 layers split a 64-image batch 24 + 24 + 16,
+/// three groups for two threads. Keep it a power of two.
 const MIN_GEMM_COLS: usize = 256;
 
 /// The fewest images for which [`channels_last`] patches pay for their
