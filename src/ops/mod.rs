@@ -23,6 +23,7 @@ pub mod conv;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod narrow;
+mod packed;
 mod pool;
 pub mod shuffle;
 mod transpose;
@@ -50,6 +51,18 @@ static FAST: AtomicBool = AtomicBool::new(true);
 /// the whole process.
 pub fn set_fast(enabled: bool) {
     FAST.store(enabled, Ordering::Relaxed);
+}
+
+/// Whether this CPU has AVX-512F, which `narrow`'s and `packed`'s kernels need.
+fn avx512f() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// Whether the fast CPU ops apply: f32 tensors on the CPU.

@@ -30,7 +30,7 @@ impl Panels {
     /// `a` (`rows` x `k`, row-major) in panels; None where this CPU lacks
     /// AVX-512 (the gemm crate then serves, as for other shapes).
     pub(super) fn new(a: &[f32], rows: usize, k: usize) -> Option<Self> {
-        if !supported() {
+        if !super::avx512f() {
             return None;
         }
         assert_eq!(a.len(), rows * k, "narrow: {} values for a {rows} x {k} matrix", a.len());
@@ -71,7 +71,7 @@ impl Panels {
             if add {
                 live.copy_from_slice(y);
             }
-            // SAFETY: `supported` held when the panels were made; the
+            // SAFETY: `avx512f` held when the panels were made; the
             // panel holds k x 16 values and `b` k x 16 (asserted above).
             #[cfg(target_arch = "x86_64")]
             unsafe {
@@ -81,18 +81,6 @@ impl Panels {
             unreachable!("narrow: panels exist only where the kernel runs ({panel:p}, {b:p})");
             y.copy_from_slice(&out[..y.len()]);
         }
-    }
-}
-
-/// Whether this CPU runs the kernel.
-fn supported() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
     }
 }
 

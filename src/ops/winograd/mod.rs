@@ -33,11 +33,13 @@
 
 use std::array;
 use std::mem::MaybeUninit;
+use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
 use rayon::prelude::*;
 
 use super::conv::{Dims, Operand, group_size, matmul, matmul_uninit, with_scratch, with_shared};
+use super::packed::Packed;
 use super::transpose::{Store, transpose};
 use super::{min_chunks, par_written, zeroed};
 
@@ -321,6 +323,7 @@ pub(super) fn conv3x3(batch: &Batch, kernel: Kernel, kept: &OnceLock<Transformed
     let ((c, h, w), o) = (batch.dims, batch.o);
     let coefs = g_kron(matches!(kernel, Kernel::Transposed));
     let u = Transformed::kept_or_new(kept, batch.wt, kernel, (c, o), &coefs);
+    u.packed(); // here, by both threads, before the groups need it
     let tiles = Tiles::new(h, w);
     let (count, plane) = (tiles.count(), h * w);
     let lens = |t| [tiles.padded_len(c) + 16 * c, 16 * t * c, 16 * t * o];
@@ -331,7 +334,7 @@ pub(super) fn conv3x3(batch: &Batch, kernel: Kernel, kept: &OnceLock<Transformed
         }
         // Position p: (tiles x C), rows 16C apart, times (C x O).
         for (p, m) in m.chunks_exact_mut(t * o).enumerate() {
-            matmul(t, o, c, m, false, Operand::plain(&v[p * c..], 16 * c), u.position(p));
+            u.product(p..p + 1, &v[p * c..], 16 * c, m, false);
         }
         let place = |t, a, b| tiles.place(t, a, b);
         out.fill((o, plane), |i, tile, px| {
@@ -362,6 +365,8 @@ pub(in crate::ops) struct Transformed {
     o: usize,
     /// Read as the transform of the flipped kernel (see [`Self::transposed`]).
     flipped: bool,
+    /// The positions in panels for [`Self::product`], made at its first use.
+    packed: Arc<OnceLock<Option<Packed>>>,
 }
 
 impl Transformed {
@@ -381,7 +386,7 @@ impl Transformed {
                 matmul_uninit(rows, c * o, taps, part, coefs, Operand::transposed(wt, taps));
             })
         };
-        Self { u: u.into(), kernel, c, o, flipped: false }
+        Self { u: u.into(), kernel, c, o, flipped: false, packed: Arc::default() }
     }
 
     /// The same weights' transform for the other kind of convolution: a
@@ -405,7 +410,8 @@ impl Transformed {
             Kernel::Conv => Kernel::Transposed,
             Kernel::Transposed => Kernel::Conv,
         };
-        Self { u: Arc::clone(&self.u), kernel, c: self.o, o: self.c, flipped: !self.flipped }
+        let packed = Arc::clone(&self.packed);
+        Self { u: Arc::clone(&self.u), kernel, c: self.o, o: self.c, flipped: !self.flipped, packed }
     }
 
     /// The transform in `cell`, put there unless an earlier call did (a
@@ -429,19 +435,64 @@ impl Transformed {
         u
     }
 
-    /// Position `p`'s (C x O) matrix as a GEMM operand.
-    fn position(&self, p: usize) -> Operand<'_> {
-        let (pair, positions) = (self.c * self.o, self.u.len() / (self.c * self.o).max(1));
-        let p = match (self.flipped, positions) {
+    /// Where position `p`'s (C x O) matrix lies in `u`.
+    fn stored(&self, p: usize) -> usize {
+        let positions = self.u.len() / (self.c * self.o).max(1);
+        match (self.flipped, positions) {
             (false, _) => p,
             (true, 16) => 4 * FLIP_3[p / 4] + FLIP_3[p % 4],
             (true, _) => positions - 1 - p,
-        };
-        let data = &self.u[p * pair..];
+        }
+    }
+
+    /// Position `p`'s (C x O) matrix as a GEMM operand.
+    fn position(&self, p: usize) -> Operand<'_> {
+        let data = &self.u[self.stored(p) * self.c * self.o..];
         match self.kernel {
             Kernel::Conv => Operand::transposed(data, self.c),
             Kernel::Transposed => Operand::plain(data, self.o),
         }
+    }
+
+    /// The positions in panels, packed at the first call, where the
+    /// transform is read as a convolution's: a convolution kernel's own,
+    /// or a transposed convolution's flipped (both views share the panels;
+    /// only this one makes them). None otherwise, and where [`Packed`] does
+    /// not serve. Batches ask before their groups start, so that the
+    /// threads pack together.
+    ///
+    /// Why not the other view: packed alike, its products (the input
+    /// gradients of 3x3 and stride-2 layers, N = 64-256) ran 4-7% slower
+    /// than by the gemm crate inside training steps, where this view's ran
+    /// 1-26% faster (BENCHMARKS.md, 2026-12-03).
+    fn packed(&self) -> Option<&Packed> {
+        if self.kernel != Kernel::Conv {
+            return None;
+        }
+        let pair = self.c * self.o;
+        let packed = self.packed.get_or_init(|| {
+            Packed::new(self.u.len() / pair.max(1), (self.c, self.o), |p| &self.u[self.stored(p) * pair..][..pair])
+        });
+        packed.as_ref()
+    }
+
+    /// `y` (rows x O) = the rows of `a` (`lda` apart) times positions
+    /// `ps` read as one matrix (their C x `ps.len()` values end to end),
+    /// added to what `y` holds when `add`.
+    fn product(&self, ps: Range<usize>, a: &[f32], lda: usize, y: &mut [f32], add: bool) {
+        if let Some(packed) = self.packed() {
+            return packed.product(ps, a, lda, y, add);
+        }
+        let rows = y.len() / self.o.max(1);
+        for (i, p) in ps.enumerate() {
+            let a = Operand::plain(&a[i * self.c..], lda);
+            matmul(rows, self.o, self.c, y, add || i > 0, a, self.position(p));
+        }
+    }
+
+    /// The bytes the transform and its panels take.
+    fn bytes(&self) -> usize {
+        self.u.len() * size_of::<f32>() + self.packed.get().and_then(Option::as_ref).map_or(0, Packed::bytes)
     }
 }
 

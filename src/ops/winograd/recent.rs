@@ -22,9 +22,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use super::{Kernel, Transformed};
 
-/// The most the entries hold, weights and transforms together: every
-/// kernel of a 64 px generator and discriminator (~100 MiB for the widest
-/// benchmark nets) with room to spare.
+/// The most the entries hold, weights, transforms and their panels
+/// together: every kernel of a 64 px generator and discriminator (~170
+/// MiB for the widest benchmark nets) with room to spare.
 const BUDGET: usize = 256 << 20;
 
 /// What a transform is of: the weights' address and length, how they are
@@ -47,7 +47,7 @@ struct Entry {
 
 impl Entry {
     fn bytes(&self) -> usize {
-        (self.weights.len() + self.u.u.len()) * size_of::<f32>()
+        self.weights.len() * size_of::<f32>() + self.u.bytes()
     }
 }
 
@@ -142,7 +142,14 @@ mod tests {
     use super::*;
 
     fn made(value: f32) -> Transformed {
-        Transformed { u: vec![value; 16].into(), kernel: Kernel::Conv, c: 2, o: 2, flipped: false }
+        Transformed {
+            u: vec![value; 16].into(),
+            kernel: Kernel::Conv,
+            c: 2,
+            o: 2,
+            flipped: false,
+            packed: Arc::default(),
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@
 use std::array;
 use std::sync::OnceLock;
 
-use super::super::conv::{Dims, Operand, matmul, with_scratch};
+use super::super::conv::{Dims, with_scratch};
 use super::{Batch, Kernel, Layer, Tiles, Transformed, pad, transform_output, weight_grad};
 
 /// G of F(2x2, 2x2).
@@ -153,17 +153,16 @@ pub(in crate::ops) fn conv4x4s2(batch: &Batch, kept: &OnceLock<Transformed>) -> 
     let geom = Strided::new(h, w);
     let (count, plane) = (geom.count(), geom.ho * geom.wo);
     let u = Transformed::kept_or_new(kept, batch.wt, Kernel::Conv, (c, o), &Strided::coefs());
+    u.packed(); // here, by both threads, before the groups need it
     let lens = |t| [geom.padded_len(c), 36 * t * c, 9 * t * o];
     batch.by_groups((count, plane), lens, |images, out, t, [xp, v, m]| {
         for (img, v) in images.chunks_exact(c * h * w).zip(v.chunks_exact_mut(count * 36 * c)) {
             geom.transform_input(img, c, xp, v);
         }
-        // Position p: the 4 phases' (tiles x C) times (C x O), summed.
+        // Position p: the 4 phases' (tiles x C), side by side, times
+        // their (C x O) matrices stacked, which sums the phases.
         for (p, m) in m.chunks_exact_mut(t * o).enumerate() {
-            for phase in 0..4 {
-                let e = p * 4 + phase;
-                matmul(t, o, c, m, phase > 0, Operand::plain(&v[e * c..], 36 * c), u.position(e));
-            }
+            u.product(4 * p..4 * p + 4, &v[4 * p * c..], 36 * c, m, false);
         }
         let place = |t, a, b| geom.place(t, a, b);
         out.fill((o, plane), |i, tile, px| {
@@ -183,6 +182,7 @@ pub(in crate::ops) fn conv_t4x4s2(batch: &Batch, kept: &OnceLock<Transformed>) -
     let (count, plane, cols) = (tiles.count(), 4 * h * w, 2 * tiles.tw + 2);
     let taps = |ph: usize, a: usize, b: usize| (3 - ph / 2 - 2 * a, 3 - ph % 2 - 2 * b);
     let u = Transformed::kept_or_new(kept, batch.wt, Kernel::Transposed, (c, o), &phase_coefs(taps));
+    u.packed(); // here, by both threads, before the groups need it
     let lens = |t| [tiles.padded_len(c), 36 * t * c, 36 * t * o];
     batch.by_groups((count, plane), lens, |images, out, t, [xp, v, m]| {
         for (img, v) in images.chunks_exact(c * h * w).zip(v.chunks_exact_mut(count * 36 * c)) {
@@ -194,7 +194,7 @@ pub(in crate::ops) fn conv_t4x4s2(batch: &Batch, kept: &OnceLock<Transformed>) -
         // Phase by phase, position p: (tiles x C) times (C x O).
         for (e, m) in m.chunks_exact_mut(t * o).enumerate() {
             let at = (e % 9) * 4 + e / 9;
-            matmul(t, o, c, m, false, Operand::plain(&v[at * c..], 36 * c), u.position(at));
+            u.product(at..at + 1, &v[at * c..], 36 * c, m, false);
         }
         out.fill((o, plane), |i, tile, px| {
             for (phase, m) in m.chunks_exact(9 * t * o).enumerate() {
