@@ -8,12 +8,12 @@
 //! every group, both threads and (kept by `winograd::recent`) every later
 //! call with the same weights. The rows (the tiles' transforms, 16 or 36
 //! positions' C values side by side) are read in place, each value
-//! broadcast, so they need no packing either. Timed inside 32 px
-//! pixel-shuffle training steps, alternating with the gemm crate
-//! (BENCHMARKS.md, 2026-12-03), the products took 10-18% less time on
-//! one thread and 1-26% less on two, shape by shape: ~7 ms of CPU time a
-//! step saved against ~2.5 ms of packing. Whole steps ran level to 9%
-//! faster, most at 64 px.
+//! broadcast, so they need no packing either. Timed inside training steps
+//! of the pixel-shuffle nets, the two ways alternating (BENCHMARKS.md,
+//! 2026-12-03): each product shape took 11-14% less time at 32 px and
+//! 10-21% less at 64 px on one thread, 6-28% and 11-43% less on two; with
+//! the packing (2-4 ms a step) paid, whole steps ran 1.8% faster on one
+//! thread at both sizes, 1.3-4% at 32 px and 14% at 64 px on two.
 
 use std::ops::Range;
 

@@ -462,9 +462,10 @@ impl Transformed {
     /// threads pack together.
     ///
     /// Why not the other view: packed alike, its products (the input
-    /// gradients of 3x3 and stride-2 layers, N = 64-256) ran 4-7% slower
-    /// than by the gemm crate inside training steps, where this view's ran
-    /// 1-26% faster (BENCHMARKS.md, 2026-12-03).
+    /// gradients of 3x3 and stride-2 layers, N = 64-256) ran 5-18% slower
+    /// than by the gemm crate inside training steps, and 1-5% slower still
+    /// with the next rows prefetched, where this view's ran 6-43% faster
+    /// (BENCHMARKS.md, 2026-12-03).
     fn packed(&self) -> Option<&Packed> {
         if self.kernel != Kernel::Conv {
             return None;
