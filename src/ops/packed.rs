@@ -12,8 +12,9 @@
 //! of the pixel-shuffle nets, the two ways alternating (BENCHMARKS.md,
 //! 2026-12-03): each product shape took 11-14% less time at 32 px and
 //! 10-21% less at 64 px on one thread, 6-28% and 11-43% less on two; with
-//! the packing (2-4 ms a step) paid, whole steps ran 1.8% faster on one
-//! thread at both sizes, 1.3-4% at 32 px and 14% at 64 px on two.
+//! the packing paid (2 ms a step at 32 px, 7-11 at 64), whole steps ran
+//! 1.8% faster on one thread at both sizes, 1.3-4% at 32 px and 14% at
+//! 64 px on two.
 
 use std::ops::Range;
 
