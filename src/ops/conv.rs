@@ -58,6 +58,14 @@ use super::{CHUNK, bias, fast, fast_cuda, kept, min_chunks, par_chunked, slice, 
 /// 1-3% slower on one thread and 384 7-9% slower on two, most likely as
 /// 24-image groups of 4x4 layers split a 64-image batch 24 + 24 + 16,
 /// three groups for two threads. Keep it a power of two.
+///
+/// Threads sharing the caches aim for half ([`group_size`]): once the
+/// Winograd products stopped repacking their kernels per group
+/// (`ops/packed.rs`), 128 against 256 on two threads, steps alternating
+/// (BENCHMARKS.md, 2026-12-03, 08:54-11:54 UTC), read 1.028 / 1.035 /
+/// 0.992 at 32 px (pixel shuffle / transposed conv / nearest-conv, 48
+/// steps each way; first quartiles 1.017-1.055) and 0.997 / 1.025 /
+/// 0.998 at 64 px, while one thread stayed 1-2% faster with 256.
 const MIN_GEMM_COLS: usize = 256;
 
 /// The fewest images for which [`channels_last`] patches pay for their
@@ -82,11 +90,13 @@ const CHANNELS_LAST_MIN_OUT: usize = 16;
 const SPLIT_MIN_MACS: usize = 1 << 23;
 
 /// Images per group when one image gives `cols` GEMM columns: enough for
-/// [`MIN_GEMM_COLS`], but no more than an even share of the `n` images per
-/// rayon thread, so that every thread still gets a group.
+/// [`MIN_GEMM_COLS`] (half as many on more than one thread), but no more
+/// than an even share of the `n` images per rayon thread, so that every
+/// thread still gets a group.
 pub(super) fn group_size(n: usize, cols: usize) -> usize {
-    let share = n.div_ceil(rayon::current_num_threads().max(1));
-    MIN_GEMM_COLS.div_ceil(cols.max(1)).min(share).max(1)
+    let threads = rayon::current_num_threads().max(1);
+    let min = if threads > 1 { MIN_GEMM_COLS / 2 } else { MIN_GEMM_COLS };
+    min.div_ceil(cols.max(1)).min(n.div_ceil(threads)).max(1)
 }
 
 thread_local! {
