@@ -6,7 +6,9 @@
 //! with its backward, and Adam's update in place ([`adam`]). Nearest
 //! upsampling and a 3x3 convolution run as one transposed convolution
 //! ([`upsample`]); batches run 3x3 stride-1 and 4x4 stride-2 convolutions
-//! by Winograd's F(2x2, 3x3) and F(2x2, 2x2) (`winograd`); one image of a
+//! by Winograd's F(2x2, 3x3) and F(2x2, 2x2) (`winograd`), whose products
+//! by a kernel read as a convolution's run, on AVX-512, over transforms
+//! packed once (`packed`); one image of a
 //! constant 4x4-pixel layer (a generator's first, in the explorer) runs an
 //! AVX-512 kernel over panels of its weights (`narrow`). On CUDA,
 //! convolutions run as batch-wide patch kernels plus cuBLAS GEMMs

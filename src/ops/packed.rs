@@ -85,12 +85,10 @@ impl Packed {
         let data = unsafe { data.assume_init() };
         Some(Self { data, count, k, n })
     }
-}
 
-impl Packed {
     /// `y` (rows x N, row-major) = the rows of `a` (row r at `a[r *
-    /// lda..]`) times matrices `mats` read as one (K x `mats.len()` rows),
-    /// added to what `y` holds when `add`.
+    /// lda..]`) times matrices `mats` read as one (their K rows each, end
+    /// to end), added to what `y` holds when `add`.
     pub(super) fn product(&self, mats: Range<usize>, a: &[f32], lda: usize, y: &mut [f32], add: bool) {
         let (n, k) = (self.n, self.k * mats.len());
         let rows = y.len() / n;
