@@ -3,8 +3,9 @@
 //! largest magnitude (f32 sums of up to a few thousand terms, in a different
 //! order).
 //!
-//! The fast convolutions batch images into groups of up to 256 GEMM columns,
-//! capped at an even share per rayon thread; small spatial sizes with odd
+//! The fast convolutions batch images into groups of at least 256 GEMM
+//! columns (128 on more than one thread), capped at an even share per rayon
+//! thread; small spatial sizes with odd
 //! batches (5, 7) give groups of several images and a short last group. Each
 //! case runs in the default pool and in a one-thread pool, where the groups
 //! are largest. The cases take in turn the activations a convolution's op

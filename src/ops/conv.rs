@@ -20,8 +20,9 @@
 //! GEMM of 16 or 64 columns, which the gemm crate runs in its slow edge
 //! kernels. Images therefore go in groups (see `group_size`) whose
 //! matrices sit side by side: each primitive runs one GEMM per group, with
-//! at least ~256 columns (or inner dimension, for `weight_grad`). Groups of a
-//! batch run in parallel on rayon, each thread reusing its own scratch buffers.
+//! at least ~256 columns (~128 on more than one thread; or inner dimension,
+//! for `weight_grad`). Groups of a batch run in parallel on rayon, each
+//! thread reusing its own scratch buffers.
 //!
 //! Batches copy their patches channels-last (see `Geom`): one copy per
 //! kernel row of hundreds of values, against runs of 4-8 pixels for planar

@@ -98,8 +98,9 @@ impl Packed {
             a.len(),
             self.count
         );
-        // Rows that would share their cache sets go through this copy.
-        let mut copy = lda.is_multiple_of(ALIASED).then_some([0f32; MR * LDB]);
+        // Rows that would share their cache sets go through this copy (made,
+        // and zeroed, only for them).
+        let mut copy = if lda.is_multiple_of(ALIASED) { Some([0f32; MR * LDB]) } else { None };
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
             let add = add || k0 > 0;
