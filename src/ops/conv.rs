@@ -36,7 +36,6 @@
 use std::array;
 use std::cell::RefCell;
 use std::iter::repeat_n;
-use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
@@ -435,16 +434,6 @@ pub(super) fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: 
     assert!(dst.len() >= m * n, "matmul: destination too short");
     // SAFETY: `dst` holds the m x n values, initialized.
     unsafe { gemm_into(m, n, k, dst.as_mut_ptr(), accumulate, a, b) }
-}
-
-/// Row-major `dst (m x n) = a (m x k) * b (k x n)`, writing every value of
-/// `dst`'s first m x n, which need not be initialized: told not to
-/// accumulate, the gemm crate sets its `alpha` to zero and none of its
-/// kernels (GEMM, GEMV, outer product) reads the destination then.
-pub(super) fn matmul_uninit(m: usize, n: usize, k: usize, dst: &mut [MaybeUninit<f32>], a: Operand, b: Operand) {
-    assert!(dst.len() >= m * n, "matmul: destination too short");
-    // SAFETY: `dst` holds m x n values; without accumulating none is read.
-    unsafe { gemm_into(m, n, k, dst.as_mut_ptr().cast(), false, a, b) }
 }
 
 /// [`matmul`] into `dst`, row-major with m x n values.

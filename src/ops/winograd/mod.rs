@@ -38,14 +38,15 @@ use std::sync::{Arc, OnceLock};
 
 use rayon::prelude::*;
 
-use super::conv::{Dims, Operand, group_size, matmul, matmul_uninit, with_scratch, with_shared};
+use super::conv::{Dims, Operand, group_size, matmul, with_scratch, with_shared};
 use super::packed::Packed;
 use super::transpose::{Store, transpose};
-use super::{min_chunks, par_written, zeroed};
+use super::{par_written, zeroed};
 
 mod recent;
 mod single;
 mod strided;
+mod taps;
 
 pub use recent::RecentTransforms;
 pub(in crate::ops) use single::Single;
@@ -350,13 +351,10 @@ pub(in crate::ops) fn single(cell: &OnceLock<Transformed>, wt: &[f32], (c, o): (
     Single::new(Transformed::kept_or_new(cell, wt, Kernel::Conv, (c, o), &g_kron(false)))
 }
 
-/// Each (c, o) kernel's transform, `G g Gᵀ` at each position, as one
-/// GEMM: `coefs` (positions x taps, e.g. G ⊗ G) times the kernel read as
-/// taps x (outer * inner), where (outer, inner) is (O, C) or (C, O) as the
-/// kernel is stored.
-///
-/// Why one GEMM: transforming kernel by kernel in scalar code took 18-48
-/// ms for the largest 64 px layer, as long as its convolution.
+/// Each (c, o) kernel's transform, `G g Gᵀ` at each position: `coefs`
+/// (positions x taps, e.g. G ⊗ G) times the kernel read as taps x (outer
+/// times inner), where (outer, inner) is (O, C) or (C, O) as the kernel
+/// is stored, by [`taps`] over blocks of pairs.
 #[derive(Clone)]
 pub(in crate::ops) struct Transformed {
     u: Arc<[f32]>,
@@ -372,21 +370,11 @@ pub(in crate::ops) struct Transformed {
 impl Transformed {
     fn new(wt: &[f32], kernel: Kernel, (c, o): (usize, usize), coefs: &[f32]) -> Self {
         let taps = wt.len() / (c * o).max(1);
-        let positions = coefs.len() / taps;
-        // Positions split between the threads: the largest 64 px kernels
-        // take milliseconds, which one thread alone would leave the other idle for.
-        let per = positions.div_ceil(rayon::current_num_threads().max(1)).max(1);
-        let chunks = (per * c * o, min_chunks(per * c * o));
-        // SAFETY: each part's GEMM writes all of its rows x (C * O) values,
-        // the whole part.
-        let u = unsafe {
-            par_written(positions * c * o, chunks, |i, part| {
-                let rows = part.len() / (c * o).max(1);
-                let coefs = Operand::plain(&coefs[i * per * taps..], taps);
-                matmul_uninit(rows, c * o, taps, part, coefs, Operand::transposed(wt, taps));
-            })
-        };
-        Self { u: u.into(), kernel, c, o, flipped: false, packed: Arc::default() }
+        let mut u = Arc::new_uninit_slice(coefs.len() / taps.max(1) * c * o);
+        taps::to_positions(coefs, taps, wt, Arc::get_mut(&mut u).expect("a new Arc is unique"));
+        // SAFETY: `to_positions` set every value.
+        let u = unsafe { u.assume_init() };
+        Self { u, kernel, c, o, flipped: false, packed: Arc::default() }
     }
 
     /// The same weights' transform for the other kind of convolution: a
@@ -624,13 +612,6 @@ fn weight_grad<const P: usize>(
             });
         }
         // dW (O*C x taps) = dU read as (O*C x pairs) times `coefs`.
-        let rows = (o * c).div_ceil(rayon::current_num_threads().max(1)).max(1);
-        // SAFETY: each part's GEMM writes all of its rows x taps values.
-        unsafe {
-            par_written(o * c * taps, (rows * taps, min_chunks(rows * taps)), |i, part| {
-                let du = Operand::transposed(&du[i * rows..], o * c);
-                matmul_uninit(part.len() / taps, taps, pairs, part, du, Operand::plain(coefs, taps));
-            })
-        }
+        taps::to_taps(coefs, taps, du)
     }))
 }
