@@ -169,19 +169,6 @@ where
     out
 }
 
-/// A vector of `len` values written chunk by chunk in parallel, at least
-/// `min_len` chunks per rayon job: chunk `i` (`chunk` values, fewer at the
-/// end) is zeroed, then handed to `fill(i, chunk)`, by the same thread.
-///
-/// Why not `vec![0.0; len]`: that zeroes on the calling thread while the
-/// pool waits. In a two-thread training step the calling thread spent ~7%
-/// of the wall time alone in such passes (`perf`, memset), the convolution
-/// outputs among them.
-fn par_zeroed(len: usize, chunks: (usize, usize), fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
-    // SAFETY: each chunk is written in full (zeroed) before `fill` sees it.
-    unsafe { par_written(len, chunks, |i, slots| fill(i, zeroed(slots))) }
-}
-
 /// `slots` set to zero, as the initialized values they then are.
 fn zeroed(slots: &mut [MaybeUninit<f32>]) -> &mut [f32] {
     slots.fill(MaybeUninit::new(0.0));
@@ -190,10 +177,16 @@ fn zeroed(slots: &mut [MaybeUninit<f32>]) -> &mut [f32] {
     unsafe { &mut *(slots as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
-/// As [`par_zeroed`], without the zeroing, for `write`s that write every
-/// value of their chunk themselves (a GEMM that does not accumulate, a
-/// transpose that sets): the zeroing passes were 2.4% of a one-thread
-/// 32 px step (`memset` 5.2% → 2.8%).
+/// A vector of `len` values written chunk by chunk in parallel, at least
+/// `min_len` chunks per rayon job: chunk `i` (`chunk` values, fewer at the
+/// end) is handed, uninitialized, to `write(i, chunk)`, which sets every
+/// value of it (a GEMM that does not accumulate, a transpose that sets).
+///
+/// Why not `vec![0.0; len]` and fill it: that zeroes on the calling thread
+/// while the pool waits (~7% of a two-thread training step's wall time
+/// once, `perf`), and even zeroed chunk by chunk on the pool, the zeroing
+/// passes were 2.4% of a one-thread 32 px step (`memset` 5.2% → 2.8%
+/// without them).
 ///
 /// # Safety
 ///

@@ -6,9 +6,11 @@
 //! pixel-shuffle generator's time; its gradient is another such copy. Here
 //! each output row interleaves two input rows.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{Result, Shape, Tensor};
 
-use super::{LinearMap, MapOp, fast, min_chunks, par_zeroed};
+use super::{LinearMap, MapOp, fast, min_chunks, par_written};
 
 /// (N, 4C, H, W) -> (N, C, 2H, 2W), with `y[n, c, 2h + i, 2w + j] =
 /// x[n, 4c + 2i + j, h, w]`.
@@ -61,18 +63,21 @@ impl LinearMap for Shuffle {
         if x.is_empty() {
             return Ok((Vec::new(), shape));
         }
-        let y = par_zeroed(x.len(), (quad, min_chunks(quad)), |i, dst| {
-            let src = &x[i * quad..][..dst.len()];
-            self.map_quad(src, dst, (h, w));
-        });
+        // SAFETY: `map_quad` sets every value of its group.
+        let y = unsafe {
+            par_written(x.len(), (quad, min_chunks(quad)), |i, dst| {
+                let src = &x[i * quad..][..dst.len()];
+                self.map_quad(src, dst, (h, w));
+            })
+        };
         Ok((y, shape))
     }
 }
 
 impl Shuffle {
     /// One group of four planes: `src` (four input planes for `Up`, one
-    /// for `Down`) into `dst`.
-    fn map_quad(self, src: &[f32], dst: &mut [f32], (h, w): (usize, usize)) {
+    /// for `Down`) into `dst`, every value of it set.
+    fn map_quad(self, src: &[f32], dst: &mut [MaybeUninit<f32>], (h, w): (usize, usize)) {
         match self {
             Shuffle::Up => {
                 // Output row 2h + i interleaves row h of input planes 2i and 2i + 1.
@@ -80,8 +85,8 @@ impl Shuffle {
                     let (even, odd) =
                         (&src[(r % 2 * 2) * h * w + r / 2 * w..], &src[(r % 2 * 2 + 1) * h * w + r / 2 * w..]);
                     for ((pair, &a), &b) in row.chunks_exact_mut(2).zip(even).zip(odd) {
-                        pair[0] = a;
-                        pair[1] = b;
+                        pair[0].write(a);
+                        pair[1].write(b);
                     }
                 }
             }
@@ -92,7 +97,9 @@ impl Shuffle {
                 for (k, plane) in dst.chunks_exact_mut(ho * wo).enumerate() {
                     for (r, row) in plane.chunks_exact_mut(wo).enumerate() {
                         let line = &src[(2 * r + k / 2) * w + k % 2..];
-                        row.iter_mut().zip(line.iter().step_by(2)).for_each(|(d, &v)| *d = v);
+                        row.iter_mut().zip(line.iter().step_by(2)).for_each(|(d, &v)| {
+                            d.write(v);
+                        });
                     }
                 }
             }
