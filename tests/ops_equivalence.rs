@@ -495,9 +495,17 @@ fn batch_norm_reference(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<(Te
 /// ReLU or LeakyReLU it fuses.
 fn check_batch_norm(device: &Device) -> Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(13);
-    // (n, c, h, w, offset): odd shapes, 1x1 planes, and a large mean to
-    // catch cancellation in the variance.
-    let cases = [(5, 3, 4, 4, 0.0), (2, 7, 3, 5, 0.0), (3, 2, 1, 1, 0.0), (16, 8, 8, 8, 20.0), (4, 5, 7, 9, -3.0)];
+    // (n, c, h, w, offset): odd shapes, 1x1 planes, a large mean to catch
+    // cancellation in the variance, and planes large enough (40x40) that
+    // the sums' lanes are flushed between the images of one job.
+    let cases = [
+        (5, 3, 4, 4, 0.0),
+        (2, 7, 3, 5, 0.0),
+        (3, 2, 1, 1, 0.0),
+        (16, 8, 8, 8, 20.0),
+        (4, 5, 7, 9, -3.0),
+        (6, 2, 40, 40, 5.0),
+    ];
     for (n, c, h, w, offset) in cases {
         for slope in [1.0, 0.0, 0.2] {
             let fused = |t: &[&Tensor]| -> Result<batch_norm::BatchNormTrain> {

@@ -80,53 +80,89 @@ struct Stats {
 /// each plane was flushed on its own.
 const FLUSH: usize = 4096;
 
-/// Two sums over a channel's planes of `a` and `b` (each pair of one
-/// length), the terms of each made by `terms` from eight values of each at
-/// a time; the lanes are added in f64 every [`FLUSH`] values, and the last
-/// few values of each plane go through `terms` one by one, in lane 0.
+/// Images per job of [`channel_sums`]: a split fixed whatever the thread
+/// count, so that the sums, added job by job in order, are too.
+const SUM_IMAGES: usize = 4;
+
+/// Two sums for each channel over the planes of `a` and `b` (N, C, HW
+/// each), the terms made by `terms(channel, a, b)` from eight values of
+/// each at a time: per channel, f32 lanes added into f64 totals every
+/// [`FLUSH`] values or more often; the last few values of each plane go
+/// through `terms` one by one, in lane 0.
 ///
-/// Why `wide`'s vectors: written over `[f32; 8]` lanes, LLVM paired the two
-/// sums of each lane instead and left most of the loop scalar. Why lanes
-/// that outlive a plane: a 4x4 or 8x8 plane (most of a 32 px network's)
-/// is two or eight vectors, and adding the lanes into f64 after each took
-/// longer than summing them.
-fn two_sums<'a>(
-    planes: impl Iterator<Item = (&'a [f32], &'a [f32])>,
-    terms: impl Fn(f32x8, f32x8) -> (f32x8, f32x8),
-) -> (f64, f64) {
+/// Why image by image: summed channel by channel, each channel's planes
+/// lie C·HW values apart, 32 KiB for a 128-channel 8x8 layer; the
+/// prefetchers do not follow such strides across pages, and the backward's
+/// sums over `x`, written long before, ran at 4.5 GB/s (0.92 ms for
+/// 64 x 128 x 8 x 8, against 0.28 for the input-gradient pass that reads
+/// both in order; BENCHMARKS.md, 2026-12-03). Why `wide`'s vectors:
+/// written over `[f32; 8]` lanes, LLVM paired the two sums of each lane
+/// instead and left most of the loop scalar. Why lanes that outlive a
+/// plane: a 4x4 or 8x8 plane (most of a 32 px network's) is two or eight
+/// vectors, and adding the lanes into f64 after each took longer than
+/// summing them.
+fn channel_sums(
+    (a, b): (&[f32], &[f32]),
+    (n, c, hw): (usize, usize, usize),
+    terms: impl Fn(usize, f32x8, f32x8) -> (f32x8, f32x8) + Sync,
+) -> Vec<(f64, f64)> {
+    assert!(a.len() == n * c * hw && b.len() == a.len(), "batch norm: sums over {} and {} values", a.len(), b.len());
     let wide = |v: f32x8| v.to_array().iter().map(|&x| f64::from(x)).sum::<f64>();
-    let (mut s, mut t) = (0f64, 0f64);
-    let (mut ls, mut lt, mut pending) = (f32x8::ZERO, f32x8::ZERO, 0);
-    for (a, b) in planes {
-        let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-        let (ar, br) = (ac.remainder(), bc.remainder());
-        for (a, b) in ac.zip(bc) {
-            let lanes = |v: &[f32]| f32x8::new(v.try_into().expect("chunks of eight"));
-            let (ds, dt) = terms(lanes(a), lanes(b));
-            (ls, lt) = (ls + ds, lt + dt);
-        }
-        for (&a, &b) in ar.iter().zip(br) {
-            let (ds, dt) = terms(f32x8::splat(a), f32x8::splat(b));
-            (s, t) = (s + f64::from(ds.to_array()[0]), t + f64::from(dt.to_array()[0]));
-        }
-        pending += a.len();
-        if pending >= FLUSH {
-            (s, t) = (s + wide(ls), t + wide(lt));
-            (ls, lt, pending) = (f32x8::ZERO, f32x8::ZERO, 0);
-        }
+    let flush_every = (FLUSH / hw.max(1)).max(1);
+    let jobs: Vec<Vec<(f64, f64)>> = (0..n.div_ceil(SUM_IMAGES))
+        .into_par_iter()
+        .map(|job| {
+            let mut lanes = vec![(f32x8::ZERO, f32x8::ZERO); c];
+            let mut totals = vec![(0f64, 0f64); c];
+            let flush = |lanes: &mut [(f32x8, f32x8)], totals: &mut [(f64, f64)]| {
+                for ((ls, lt), (s, t)) in lanes.iter_mut().zip(totals.iter_mut()) {
+                    (*s, *t) = (*s + wide(*ls), *t + wide(*lt));
+                    (*ls, *lt) = (f32x8::ZERO, f32x8::ZERO);
+                }
+            };
+            let images = job * SUM_IMAGES..((job + 1) * SUM_IMAGES).min(n);
+            for (k, i) in images.enumerate() {
+                let planes = a[i * c * hw..][..c * hw].chunks_exact(hw).zip(b[i * c * hw..][..c * hw].chunks_exact(hw));
+                for (ci, ((pa, pb), (lane, total))) in planes.zip(lanes.iter_mut().zip(totals.iter_mut())).enumerate() {
+                    let (ac, bc) = (pa.chunks_exact(8), pb.chunks_exact(8));
+                    let (ar, br) = (ac.remainder(), bc.remainder());
+                    for (a, b) in ac.zip(bc) {
+                        let eight = |v: &[f32]| f32x8::new(v.try_into().expect("chunks of eight"));
+                        let (ds, dt) = terms(ci, eight(a), eight(b));
+                        *lane = (lane.0 + ds, lane.1 + dt);
+                    }
+                    for (&a, &b) in ar.iter().zip(br) {
+                        let (ds, dt) = terms(ci, f32x8::splat(a), f32x8::splat(b));
+                        *total = (total.0 + f64::from(ds.to_array()[0]), total.1 + f64::from(dt.to_array()[0]));
+                    }
+                }
+                if (k + 1) % flush_every == 0 {
+                    flush(&mut lanes, &mut totals);
+                }
+            }
+            flush(&mut lanes, &mut totals);
+            totals
+        })
+        .collect();
+    // Job by job in order: the same sums on any number of threads.
+    let mut sums = vec![(0f64, 0f64); c];
+    for job in jobs {
+        sums.iter_mut().zip(job).for_each(|(s, (a, b))| *s = (s.0 + a, s.1 + b));
     }
-    (s + wide(ls), t + wide(lt))
+    sums
 }
 
-/// Sums of `v - shift` and of its square over a channel's planes. Shifting
-/// by a value of the same channel keeps the one-pass variance free of
+/// Per channel of `x` (N, C, HW), the value it is shifted by (its first
+/// in image 0) and the sums of `v - shift` and of its square. Shifting by
+/// a value of the same channel keeps the one-pass variance free of
 /// cancellation when the mean is large.
-fn shifted_sums<'a>(planes: impl Iterator<Item = &'a [f32]>, shift: f32) -> (f64, f64) {
-    let shift = f32x8::splat(shift);
-    two_sums(planes.map(|v| (v, v)), |x, _| {
-        let d = x - shift;
+fn shifted_sums(x: &[f32], (n, c, hw): (usize, usize, usize)) -> (Vec<f32>, Vec<(f64, f64)>) {
+    let shifts: Vec<f32> = (0..c).map(|ci| x.get(ci * hw).copied().unwrap_or(0.0)).collect();
+    let sums = channel_sums((x, x), (n, c, hw), |ci, v, _| {
+        let d = v - f32x8::splat(shifts[ci]);
         (d, d * d)
-    })
+    });
+    (shifts, sums)
 }
 
 /// One channel's view of a forward pass, enough to redo its activation's
@@ -155,13 +191,17 @@ impl Channel {
     }
 }
 
-/// Sums of `g` and of `g * (x - mean)` over a channel's planes of `(dy,
-/// x)`, where `g` is `dy` masked by the activation.
-fn grad_sums<'a>(planes: impl Iterator<Item = (&'a [f32], &'a [f32])>, ch: Channel) -> (f64, f64) {
-    let mean = f32x8::splat(ch.mean);
-    two_sums(planes, |d, x| {
+/// Per channel of `(dy, x)` (N, C, HW each), the sums of `g` and of `g
+/// * (x - mean)`, where `g` is `dy` masked by the activation.
+fn grad_sums(
+    (dy, x): (&[f32], &[f32]),
+    dims: (usize, usize, usize),
+    channel: impl Fn(usize) -> Channel + Sync,
+) -> Vec<(f64, f64)> {
+    channel_sums((dy, x), dims, |ci, d, x| {
+        let ch = channel(ci);
         let g = ch.masked8(d, x);
-        (g, g * (x - mean))
+        (g, g * (x - f32x8::splat(ch.mean)))
     })
 }
 
@@ -193,15 +233,14 @@ impl CustomOp3 for BatchNorm {
             (slice(s1, l1, "batch norm")?, slice(s2, l2, "batch norm")?, slice(s3, l3, "batch norm")?);
         let ((n, c, hw), _) = (planes(l1, l2, "batch norm")?, planes(l1, l3, "batch norm")?);
         let count = (n * hw) as f64;
-        let (mean, var): (Vec<f32>, Vec<f32>) = (0..c)
-            .into_par_iter()
-            .map(|ci| {
-                let shift = x[ci * hw..].first().copied().unwrap_or(0.0);
-                let (s, q) = shifted_sums((0..n).map(|i| &x[(i * c + ci) * hw..][..hw]), shift);
+        let (shifts, sums) = shifted_sums(x, (n, c, hw));
+        let (mean, var): (Vec<f32>, Vec<f32>) = sums
+            .iter()
+            .zip(&shifts)
+            .map(|(&(s, q), &shift)| {
                 let m = s / count;
-                (f64::from(shift) + m, (q / count - m * m).max(0.0))
+                ((f64::from(shift) + m) as f32, (q / count - m * m).max(0.0) as f32)
             })
-            .map(|(m, v)| (m as f32, v as f32))
             .unzip();
         // Same order of operations as the candle formulation in `Norm::forward`.
         let scale: Vec<f32> = (0..c).map(|ci| gamma[ci] / (var[ci] + self.eps as f32).sqrt()).collect();
@@ -272,13 +311,10 @@ impl CustomOp3 for BatchNormGrad {
         let st = &self.stats;
         let inv: Vec<f32> = st.var.iter().map(|v| 1.0 / (v + self.eps as f32).sqrt()).collect();
         let channel = |ci: usize| Channel { mean: st.mean[ci], act: (st.scale[ci], st.shift[ci], self.slope) };
-        let (dgamma, dbeta): (Vec<f32>, Vec<f32>) = (0..c)
-            .into_par_iter()
-            .map(|ci| {
-                let planes = (0..n).map(|i| (i * c + ci) * hw).map(|at| (&dy[at..][..hw], &x[at..][..hw]));
-                let (s, p) = grad_sums(planes, channel(ci));
-                ((p * f64::from(inv[ci])) as f32, s as f32)
-            })
+        let (dgamma, dbeta): (Vec<f32>, Vec<f32>) = grad_sums((dy, x), (n, c, hw), channel)
+            .iter()
+            .zip(&inv)
+            .map(|(&(s, p), &inv)| ((p * f64::from(inv)) as f32, s as f32))
             .unzip();
         // dx = a * g + b * (x - mean) + d per channel.
         let coef: Vec<(f32, f32, f32)> = (0..c)
