@@ -147,21 +147,27 @@ fn min_chunks(chunk: usize) -> usize {
 ///
 /// Why not `vec![0.0; len]` and fill it: once the allocator reuses memory,
 /// the zeroing is a pass of its own (a third of an elementwise op's time
-/// here); rayon's `collect` does not vectorize (3x slower).
+/// here); rayon's `collect` does not vectorize (3x slower). Why rayon
+/// items of [`min_chunks`] chunks each, looped over within: as one item
+/// per chunk, a 4x4 plane's (16 values) cost ~9 ns, most of it rayon's
+/// per-item work (BENCHMARKS.md, 2026-12-03).
 fn par_chunked<I>(len: usize, chunk: usize, values: impl Fn(usize, Range<usize>) -> I + Sync) -> Vec<f32>
 where
     I: ExactSizeIterator<Item = f32>,
 {
     let mut out = Vec::with_capacity(len);
     let chunk = chunk.max(1);
-    let slots = out.spare_capacity_mut().par_chunks_mut(chunk);
-    slots.with_min_len(min_chunks(chunk)).enumerate().for_each(|(i, slots)| {
-        let start = i * chunk;
-        let vals = values(i, start..start + slots.len());
-        assert_eq!(vals.len(), slots.len(), "par_chunked: chunk {i} has the wrong length");
-        slots.iter_mut().zip(vals).for_each(|(s, v)| {
-            s.write(v);
-        });
+    let per_item = min_chunks(chunk);
+    out.spare_capacity_mut().par_chunks_mut(chunk * per_item).enumerate().for_each(|(item, slots)| {
+        for (q, slots) in slots.chunks_mut(chunk).enumerate() {
+            let i = item * per_item + q;
+            let start = i * chunk;
+            let vals = values(i, start..start + slots.len());
+            assert_eq!(vals.len(), slots.len(), "par_chunked: chunk {i} has the wrong length");
+            slots.iter_mut().zip(vals).for_each(|(s, v)| {
+                s.write(v);
+            });
+        }
     });
     // SAFETY: every chunk wrote each of its slots (lengths asserted above;
     // a panic unwinds before this line).
