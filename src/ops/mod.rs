@@ -203,8 +203,13 @@ unsafe fn par_written(
     write: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync,
 ) -> Vec<f32> {
     let mut out = Vec::with_capacity(len);
-    let slots = out.spare_capacity_mut().par_chunks_mut(chunk.max(1));
-    slots.with_min_len(min_len).enumerate().for_each(|(i, slots)| write(i, slots));
+    // Items of `min_len` chunks, as in `par_chunked`.
+    let (chunk, min_len) = (chunk.max(1), min_len.max(1));
+    out.spare_capacity_mut().par_chunks_mut(chunk * min_len).enumerate().for_each(|(item, slots)| {
+        for (q, slots) in slots.chunks_mut(chunk).enumerate() {
+            write(item * min_len + q, slots);
+        }
+    });
     // SAFETY: the chunks cover all `len` slots, each written in full, as
     // the caller promised (a panic unwinds before this line).
     unsafe { out.set_len(len) };
