@@ -147,32 +147,24 @@ fn min_chunks(chunk: usize) -> usize {
 ///
 /// Why not `vec![0.0; len]` and fill it: once the allocator reuses memory,
 /// the zeroing is a pass of its own (a third of an elementwise op's time
-/// here); rayon's `collect` does not vectorize (3x slower). Why rayon
-/// items of [`min_chunks`] chunks each, looped over within: as one item
-/// per chunk, a 4x4 plane's (16 values) cost ~9 ns, most of it rayon's
-/// per-item work (BENCHMARKS.md, 2026-12-03).
+/// here); rayon's `collect` does not vectorize (3x slower).
 fn par_chunked<I>(len: usize, chunk: usize, values: impl Fn(usize, Range<usize>) -> I + Sync) -> Vec<f32>
 where
     I: ExactSizeIterator<Item = f32>,
 {
-    let mut out = Vec::with_capacity(len);
     let chunk = chunk.max(1);
-    let per_item = min_chunks(chunk);
-    out.spare_capacity_mut().par_chunks_mut(chunk * per_item).enumerate().for_each(|(item, slots)| {
-        for (q, slots) in slots.chunks_mut(chunk).enumerate() {
-            let i = item * per_item + q;
+    // SAFETY: each chunk's values are as many as its slots (asserted), and
+    // each is written.
+    unsafe {
+        par_written(len, (chunk, min_chunks(chunk)), |i, slots| {
             let start = i * chunk;
             let vals = values(i, start..start + slots.len());
             assert_eq!(vals.len(), slots.len(), "par_chunked: chunk {i} has the wrong length");
             slots.iter_mut().zip(vals).for_each(|(s, v)| {
                 s.write(v);
             });
-        }
-    });
-    // SAFETY: every chunk wrote each of its slots (lengths asserted above;
-    // a panic unwinds before this line).
-    unsafe { out.set_len(len) };
-    out
+        })
+    }
 }
 
 /// `slots` set to zero, as the initialized values they then are.
@@ -192,7 +184,9 @@ fn zeroed(slots: &mut [MaybeUninit<f32>]) -> &mut [f32] {
 /// while the pool waits (~7% of a two-thread training step's wall time
 /// once, `perf`), and even zeroed chunk by chunk on the pool, the zeroing
 /// passes were 2.4% of a one-thread 32 px step (`memset` 5.2% → 2.8%
-/// without them).
+/// without them). Why rayon items of `min_len` chunks, looped over
+/// within: as one item per chunk, a 4x4 plane's (16 values) cost ~9 ns,
+/// most of it rayon's per-item work (BENCHMARKS.md, 2026-12-03).
 ///
 /// # Safety
 ///
@@ -203,7 +197,6 @@ unsafe fn par_written(
     write: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync,
 ) -> Vec<f32> {
     let mut out = Vec::with_capacity(len);
-    // Items of `min_len` chunks, as in `par_chunked`.
     let (chunk, min_len) = (chunk.max(1), min_len.max(1));
     out.spare_capacity_mut().par_chunks_mut(chunk * min_len).enumerate().for_each(|(item, slots)| {
         for (q, slots) in slots.chunks_mut(chunk).enumerate() {

@@ -18,6 +18,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use super::super::par_written;
 use super::super::transpose::{Store, transpose};
 
 /// Pairs per block: a block's taps (at most 16 x 64 values, 4 KiB) stay
@@ -84,13 +85,20 @@ pub(super) fn to_positions(coefs: &[f32], taps: usize, wt: &[f32], u: &mut [Mayb
         parts.iter_mut().zip(row.chunks_mut(job)).for_each(|(part, piece)| part.push(piece));
     }
     parts.into_par_iter().enumerate().for_each(|(i, mut part)| {
-        let job = Positions { rows: &rows, taps, wt: &wt[i * job * taps..] };
-        #[cfg(target_arch = "x86_64")]
-        if super::super::avx512f() {
-            // SAFETY: this CPU has AVX-512F.
-            return unsafe { avx512::positions(&job, &mut part) };
+        let wt = &wt[i * job * taps..];
+        let (mut xt, mut y) = ([0f32; MAX_TAPS * BLOCK], [0f32; BLOCK]);
+        let width = part.first().map_or(0, |p| p.len());
+        for j in (0..width).step_by(BLOCK) {
+            let w = BLOCK.min(width - j);
+            // The block's taps, each a row of BLOCK pairs.
+            transpose(&wt[j * taps..], taps, &mut xt[..], BLOCK, (w, taps), Store::Set);
+            for (terms, row) in rows.iter().zip(part.iter_mut()) {
+                combine(terms, |t| &xt[t * BLOCK..][..w], &mut y[..w]);
+                row[j..j + w].iter_mut().zip(&y).for_each(|(d, &v)| {
+                    d.write(v);
+                });
+            }
         }
-        job.write(&mut part);
     });
 }
 
@@ -111,102 +119,25 @@ pub(super) fn to_taps(coefs: &[f32], taps: usize, du: &[f32]) -> Vec<f32> {
     );
     let columns = nonzeros(coefs, taps, true);
     let job = job_size(pairs);
-    let mut dw = Vec::with_capacity(pairs * taps);
-    dw.spare_capacity_mut().par_chunks_mut(job * taps).enumerate().for_each(|(i, out)| {
-        let job = Taps { columns: &columns, taps, du, pairs, first: i * job };
-        #[cfg(target_arch = "x86_64")]
-        if super::super::avx512f() {
-            // SAFETY: this CPU has AVX-512F.
-            return unsafe { avx512::taps(&job, out) };
-        }
-        job.write(out);
-    });
-    // SAFETY: the chunks cover all pairs x taps slots, and each block's
-    // transpose set all of its w x taps values.
-    unsafe { dw.set_len(pairs * taps) };
-    dw
-}
-
-/// One job of [`to_positions`]: its pairs' taps, from `wt`'s start.
-struct Positions<'a> {
-    rows: &'a [Vec<(usize, f32)>],
-    taps: usize,
-    wt: &'a [f32],
-}
-
-impl Positions<'_> {
-    /// Writes `part`, the job's piece of each position's row, block by block.
-    #[inline(always)]
-    fn write(&self, part: &mut [&mut [MaybeUninit<f32>]]) {
-        let (mut xt, mut y) = ([0f32; MAX_TAPS * BLOCK], [0f32; BLOCK]);
-        let width = part.first().map_or(0, |p| p.len());
-        for j in (0..width).step_by(BLOCK) {
-            let w = BLOCK.min(width - j);
-            // The block's taps, each a row of BLOCK pairs.
-            transpose(&self.wt[j * self.taps..], self.taps, &mut xt[..], BLOCK, (w, self.taps), Store::Set);
-            for (terms, row) in self.rows.iter().zip(part.iter_mut()) {
-                combine(terms, |t| &xt[t * BLOCK..][..w], &mut y[..w]);
-                row[j..j + w].iter_mut().zip(&y).for_each(|(d, &v)| {
-                    d.write(v);
-                });
+    // Block by block: each block's positions copied side by side first
+    // (rows `pairs` apart, often a multiple of 4 KiB, would share their L1
+    // sets), mapped to taps, then transposed into place.
+    // SAFETY: each block's transpose sets all of its w x taps values, and
+    // the blocks cover every chunk.
+    unsafe {
+        par_written(pairs * taps, (job * taps, 1), |i, out| {
+            let (mut g, mut t) = ([0f32; MAX_POSITIONS * BLOCK], [0f32; MAX_TAPS * BLOCK]);
+            for (j, out) in (i * job..).step_by(BLOCK).zip(out.chunks_mut(BLOCK * taps)) {
+                let w = out.len() / taps;
+                for (p, g) in g.chunks_exact_mut(BLOCK).take(positions).enumerate() {
+                    g[..w].copy_from_slice(&du[p * pairs + j..][..w]);
+                }
+                for (terms, t) in columns.iter().zip(t.chunks_exact_mut(BLOCK)) {
+                    combine(terms, |p| &g[p * BLOCK..][..w], &mut t[..w]);
+                }
+                transpose(&t, BLOCK, out, taps, (taps, w), Store::Set);
             }
-        }
-    }
-}
-
-/// One job of [`to_taps`]: pairs `first`.. of `du` (positions x `pairs`).
-struct Taps<'a> {
-    columns: &'a [Vec<(usize, f32)>],
-    taps: usize,
-    du: &'a [f32],
-    pairs: usize,
-    first: usize,
-}
-
-impl Taps<'_> {
-    /// Writes `out`, the job's pairs x taps, block by block: each block's
-    /// positions copied side by side first (rows `pairs` apart, often a
-    /// multiple of 4 KiB, would share their L1 sets), mapped to taps,
-    /// then transposed into place.
-    #[inline(always)]
-    fn write(&self, out: &mut [MaybeUninit<f32>]) {
-        let positions = self.du.len() / self.pairs;
-        let (mut g, mut t) = ([0f32; MAX_POSITIONS * BLOCK], [0f32; MAX_TAPS * BLOCK]);
-        for (j, out) in (0..out.len() / self.taps).step_by(BLOCK).zip(out.chunks_mut(BLOCK * self.taps)) {
-            let w = out.len() / self.taps;
-            for (p, g) in g.chunks_exact_mut(BLOCK).take(positions).enumerate() {
-                g[..w].copy_from_slice(&self.du[p * self.pairs + self.first + j..][..w]);
-            }
-            for (terms, t) in self.columns.iter().zip(t.chunks_exact_mut(BLOCK)) {
-                combine(terms, |p| &g[p * BLOCK..][..w], &mut t[..w]);
-            }
-            transpose(&t, BLOCK, out, self.taps, (self.taps, w), Store::Set);
-        }
-    }
-}
-
-/// The jobs compiled for AVX-512: the crate's baseline is SSE2, and the
-/// blocks' multiply-adds then go 4 values at a time instead of 16.
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use std::mem::MaybeUninit;
-
-    use super::{Positions, Taps};
-
-    /// # Safety
-    ///
-    /// The CPU must have AVX-512F.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn positions(job: &Positions, part: &mut [&mut [MaybeUninit<f32>]]) {
-        job.write(part);
-    }
-
-    /// # Safety
-    ///
-    /// The CPU must have AVX-512F.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn taps(job: &Taps, out: &mut [MaybeUninit<f32>]) {
-        job.write(out);
+        })
     }
 }
 
