@@ -86,9 +86,9 @@ const SUM_IMAGES: usize = 4;
 
 /// Two sums for each channel over the planes of `a` and `b` (N, C, HW
 /// each), the terms made by `terms(channel, a, b)` from eight values of
-/// each at a time: per channel, f32 lanes added into f64 totals every
-/// [`FLUSH`] values or more often; the last few values of each plane go
-/// through `terms` one by one, in lane 0.
+/// each at a time: per channel, f32 lanes added into f64 totals after at
+/// most [`FLUSH`] values (after each plane where one is larger); the last
+/// few values of each plane go through `terms` one by one, in lane 0.
 ///
 /// Why image by image: summed channel by channel, each channel's planes
 /// lie C·HW values apart, 32 KiB for a 128-channel 8x8 layer; the
