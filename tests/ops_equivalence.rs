@@ -538,6 +538,16 @@ fn batch_norm_matches_candle() -> Result<()> {
     check_batch_norm(&Device::Cpu)
 }
 
+/// Planes of no pixels: an empty output, as candle's ops give, not a panic.
+#[test]
+fn batch_norm_of_empty_planes_is_empty() -> Result<()> {
+    let x = Tensor::zeros((2, 3, 0, 4), DType::F32, &Device::Cpu)?;
+    let gamma = Tensor::ones(3, DType::F32, &Device::Cpu)?;
+    let fused = batch_norm::train(&x, &gamma, &gamma.zeros_like()?, 1e-5, 0.2)?.expect("a fused BatchNorm on the CPU");
+    assert_eq!(fused.y.dims(), x.dims());
+    Ok(())
+}
+
 /// The penalty `|d(sum(y * up))/dx|^2` of a BatchNorm and the activation
 /// with `slope`, in f64 through the candle-op formulation, and its gradient
 /// in `x` and `gamma` by central differences.

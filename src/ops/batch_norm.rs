@@ -107,6 +107,9 @@ fn channel_sums(
     terms: impl Fn(usize, f32x8, f32x8) -> (f32x8, f32x8) + Sync,
 ) -> Vec<(f64, f64)> {
     assert!(a.len() == n * c * hw && b.len() == a.len(), "batch norm: sums over {} and {} values", a.len(), b.len());
+    if a.is_empty() {
+        return vec![(0.0, 0.0); c];
+    }
     let wide = |v: f32x8| v.to_array().iter().map(|&x| f64::from(x)).sum::<f64>();
     let flush_every = (FLUSH / hw.max(1)).max(1);
     let jobs: Vec<Vec<(f64, f64)>> = (0..n.div_ceil(SUM_IMAGES))
