@@ -94,9 +94,7 @@ pub(super) fn to_positions(coefs: &[f32], taps: usize, wt: &[f32], u: &mut [Mayb
             transpose(&wt[j * taps..], taps, &mut xt[..], BLOCK, (w, taps), Store::Set);
             for (terms, row) in rows.iter().zip(part.iter_mut()) {
                 combine(terms, |t| &xt[t * BLOCK..][..w], &mut y[..w]);
-                row[j..j + w].iter_mut().zip(&y).for_each(|(d, &v)| {
-                    d.write(v);
-                });
+                row[j..j + w].write_copy_of_slice(&y[..w]);
             }
         }
     });
