@@ -14,15 +14,17 @@
 use std::array;
 use std::sync::OnceLock;
 
+use wide::f32x8;
+
 use super::super::conv::{Dims, with_scratch};
-use super::{Batch, Kernel, Layer, Tiles, Transformed, pad, transform_output, weight_grad};
+use super::{Batch, Kernel, Layer, Tiles, Transformed, apply_across, pad, transform_output, weight_grad};
 
 /// G of F(2x2, 2x2).
 const G2: [[f32; 2]; 3] = [[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]];
 
 /// Aᵀ of F(2x2, 2x2) times a column of 3 products.
 #[inline(always)]
-fn output_rows([a, b, c]: [f32; 3]) -> [f32; 2] {
+fn output_rows([a, b, c]: [f32x8; 3]) -> [f32x8; 2] {
     [a + b, b + c]
 }
 
@@ -43,12 +45,12 @@ fn phase_coefs(tap: impl Fn(usize, usize, usize) -> (usize, usize)) -> Vec<f32> 
 
 /// Bᵀ of F(2x2, 2x2) times a column of 3 values.
 #[inline(always)]
-fn b_rows([x0, x1, x2]: [f32; 3]) -> [f32; 3] {
+fn b_rows([x0, x1, x2]: [f32x8; 3]) -> [f32x8; 3] {
     [x0 - x1, x1, x2 - x1]
 }
 
-/// `Bᵀ d B` of one 3x3 tile of channel vectors, `d[3u + v]` at (u, v):
-/// position (i, k) into `out[3i + k]`, every channel in one pass.
+/// `Bᵀ d B` of a 3x3 tile, `d[3u + v]` at (u, v): position (i, k) at
+/// `3i + k`. Applied across channel vectors, all 9 positions in one pass.
 ///
 /// Why one pass: as two, `Bᵀ d` into a scratch tile and that times B,
 /// each value went through memory twice more, and a third of the rows
@@ -56,18 +58,11 @@ fn b_rows([x0, x1, x2]: [f32; 3]) -> [f32; 3] {
 /// 32 and 64 px training steps 1-4.5% faster. The same for F(2x2, 3x3)'s
 /// 4x4 tiles (16 vectors in, 16 out) ran 1-5% slower than its two passes,
 /// which copy nothing.
-fn transform_tile(d: [&[f32]; 9], out: [&mut [f32]; 9]) {
-    let n = out[0].len();
-    let d = d.map(|v| &v[..n]);
-    let out = out.map(|v| &mut v[..n]);
-    for q in 0..n {
-        let cols: [[f32; 3]; 3] = array::from_fn(|v| b_rows([d[v][q], d[3 + v][q], d[6 + v][q]]));
-        for i in 0..3 {
-            for (k, y) in b_rows([cols[0][i], cols[1][i], cols[2][i]]).into_iter().enumerate() {
-                out[3 * i + k][q] = y;
-            }
-        }
-    }
+#[inline(always)]
+fn b_d_b(d: [f32x8; 9]) -> [f32x8; 9] {
+    let cols: [[f32x8; 3]; 3] = array::from_fn(|v| b_rows([d[v], d[3 + v], d[6 + v]]));
+    let rows: [[f32x8; 3]; 3] = array::from_fn(|i| b_rows([cols[0][i], cols[1][i], cols[2][i]]));
+    array::from_fn(|e| rows[e / 3][e % 3])
 }
 
 /// `Bᵀ d B` of each of `count` tiles' 4 phases, into `v` as tiles x 9
@@ -88,7 +83,7 @@ fn transform_phases(
             });
             // Position p of the phase at vt[(4p + phase) C..]: rows 4C apart.
             let mut rows = vt[phase * c..].chunks_mut(4 * c);
-            transform_tile(d, array::from_fn(|_| &mut rows.next().expect("9 positions")[..c]));
+            apply_across(d, array::from_fn(|_| &mut rows.next().expect("9 positions")[..c]), None, &b_d_b);
         }
     }
 }
@@ -222,7 +217,7 @@ pub(in crate::ops) fn conv4x4s2_weight_grad(
     let geom = Strided::new(h, w);
     let plane = geom.ho * geom.wo;
     // A = [1 0; 1 1; 0 1]: `A g Aᵀ` of (g00, g01, g10, g11), row by row.
-    let a_g_a = |[a, b, c, d]: [f32; 4]| [a, a + b, b, a + c, a + b + c + d, b + d, c, c + d, d];
+    let a_g_a = |[a, b, c, d]: [f32x8; 4]| [a, a + b, b, a + c, a + b + c + d, b + d, c, c + d, d];
     let layer = Layer { x, n, dims: (c, h, w), dy, o, plane, count: geom.count() };
     let input = |img: &[f32], v: &mut [f32]| {
         with_scratch([geom.padded_len(c), 0, 0], |[xp, _, _]| {
