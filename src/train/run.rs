@@ -101,9 +101,11 @@ impl Session {
         &self.dir
     }
 
-    /// Appends one JSON object to metrics.jsonl.
+    /// Appends one JSON object to metrics.jsonl, as one write: `writeln!`
+    /// into the file made a system call per token (12 a logged step), and
+    /// a crash between two of them left half an object on the last line.
     pub fn record(&mut self, value: serde_json::Value) -> Result<()> {
-        writeln!(self.metrics, "{value}").context("cannot write metrics.jsonl")
+        self.metrics.write_all(format!("{value}\n").as_bytes()).context("cannot write metrics.jsonl")
     }
 
     /// Changes a steerable option and records the change with its step.
