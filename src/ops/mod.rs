@@ -3,7 +3,8 @@
 //! and the activation after it ([`batch_norm`]), the per-channel bias
 //! gradient and scale-and-shift ([`bias`]), LeakyReLU and tanh
 //! ([`activation`]), pixel shuffle ([`shuffle`]), each a candle custom op
-//! with its backward, and Adam's update in place ([`adam`]). Nearest
+//! with its backward, Adam's update in place ([`adam`]) and the gradients'
+//! squared norm ([`reduce`]). Nearest
 //! upsampling and a 3x3 convolution run as one transposed convolution
 //! ([`upsample`]); batches run 3x3 stride-1 and 4x4 stride-2 convolutions
 //! by Winograd's F(2x2, 3x3) and F(2x2, 2x2) (`winograd`), whose products
@@ -27,6 +28,7 @@ mod cuda;
 mod narrow;
 mod packed;
 mod pool;
+pub mod reduce;
 pub mod shuffle;
 mod transpose;
 pub mod unfold;

@@ -7,7 +7,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, Var};
 
 use super::config::OptimizerKind;
-use crate::ops::adam;
+use crate::ops::{self, adam};
 
 /// An optimizer with checkpointable state.
 pub struct Optimizer {
@@ -91,15 +91,14 @@ impl Optimizer {
 
 /// Global L2 norm of the gradients of `vars` (one device sync).
 pub fn grad_norm(grads: &GradStore, vars: &[Var]) -> Result<f32> {
-    let mut parts = Vec::new();
-    for v in vars {
-        if let Some(g) = grads.get(v) {
-            parts.push(g.sqr()?.sum_all()?);
-        }
+    let gs: Vec<&Tensor> = vars.iter().filter_map(|v| grads.get(v)).collect();
+    if let Some(total) = ops::reduce::sum_of_squares(&gs)? {
+        return Ok(total.sqrt() as f32);
     }
-    if parts.is_empty() {
+    if gs.is_empty() {
         return Ok(0.0);
     }
+    let parts = gs.iter().map(|g| g.sqr()?.sum_all()).collect::<Result<Vec<_>>>()?;
     Tensor::stack(&parts, 0)?.sum_all()?.sqrt()?.to_scalar::<f32>()
 }
 
