@@ -102,7 +102,7 @@ impl Session {
     }
 
     /// Appends one JSON object to metrics.jsonl, as one write: `writeln!`
-    /// into the file made a system call per token (12 a logged step), and
+    /// into the file made a system call per token (118 a line), and
     /// a crash between two of them left half an object on the last line.
     pub fn record(&mut self, value: serde_json::Value) -> Result<()> {
         self.metrics.write_all(format!("{value}\n").as_bytes()).context("cannot write metrics.jsonl")

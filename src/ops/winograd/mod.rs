@@ -100,10 +100,10 @@ fn output_rows<T: Copy + Add<Output = T> + Sub<Output = T>>([a, b, c, d]: [T; 4]
 ///
 /// Why explicit vectors: as a loop over values indexing S + R slices, it
 /// vectorized only where LLVM could check at run time that the slices do
-/// not overlap, which it gives up on past a few: the kernel gradients' 4
-/// into 9 or 16 and the stride-2 input transforms' 9 into 9 ran scalar,
-/// with bounds checks (the latter 7% of a one-thread 32 px pixel-shuffle
-/// step in `perf`).
+/// not overlap, which it gives up on past a few: the stride-2 input
+/// transforms' 9 into 9 ran scalar, with bounds checks (7% of a one-thread
+/// 32 px pixel-shuffle step in `perf`), and the 3x3 kernel gradients' 4
+/// into 16 took 2-3x as long as now.
 #[inline(always)]
 fn apply_across<const S: usize, const R: usize>(
     src: [&[f32]; S],
