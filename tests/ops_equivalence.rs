@@ -410,10 +410,7 @@ fn check_each(
 fn pixel_shuffle_matches_candle() -> Result<()> {
     // Odd sizes, one plane per image, and batches with many planes per rayon job.
     let cases = [(2, 8, 3, 5), (1, 4, 1, 1), (3, 12, 4, 7), (64, 16, 2, 2)];
-    check_each("pixel shuffle", 14, &cases, shuffle::pixel_shuffle, |x| {
-        let (n, c4, h, w) = x.dims4()?;
-        x.reshape((n, c4 / 4, 2, 2, h, w))?.permute((0, 1, 4, 2, 5, 3))?.reshape((n, c4 / 4, 2 * h, 2 * w))
-    })
+    check_each("pixel shuffle", 14, &cases, shuffle::pixel_shuffle, pixel_shuffle_reference)
 }
 
 /// Nearest 2x upsampling then candle's 3x3 convolution, the formulation
@@ -536,6 +533,46 @@ fn check_batch_norm(device: &Device) -> Result<()> {
 #[test]
 fn batch_norm_matches_candle() -> Result<()> {
     check_batch_norm(&Device::Cpu)
+}
+
+/// candle's pixel shuffle: a reshape, a permute and a copy.
+fn pixel_shuffle_reference(x: &Tensor) -> Result<Tensor> {
+    let (n, c4, h, w) = x.dims4()?;
+    x.reshape((n, c4 / 4, 2, 2, h, w))?.permute((0, 1, 4, 2, 5, 3))?.reshape((n, c4 / 4, 2 * h, 2 * w))
+}
+
+/// The BatchNorm of a pixel shuffle as one op matches the shuffle then
+/// the BatchNorm in candle ops: statistics, output and the gradients of
+/// the unshuffled input, gamma and beta.
+#[test]
+fn batch_norm_of_a_shuffle_matches_candle() -> Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    // (n, 4c, h, w, offset): odd sizes, 1x1 planes, a generator's shapes.
+    let cases = [(3, 8, 3, 5, 0.0), (2, 4, 1, 1, 0.0), (5, 12, 4, 4, 3.0), (16, 32, 8, 8, -2.0)];
+    for (n, c4, h, w, offset) in cases {
+        for slope in [1.0, 0.2] {
+            let what = format!("batch_norm of a shuffle {n}x{c4}x{h}x{w} slope {slope}");
+            let fused = |t: &[&Tensor]| -> Result<batch_norm::BatchNormTrain> {
+                Ok(batch_norm::train_shuffled(t[0], t[1], t[2], 1e-5, slope)?.expect("a fused BatchNorm on the CPU"))
+            };
+            let z = (rand_tensor(&mut rng, &[n, c4, h, w])? + offset)?;
+            let gamma = (rand_tensor(&mut rng, &[c4 / 4])? + 1.0)?;
+            let beta = rand_tensor(&mut rng, &[c4 / 4])?;
+            let got = fused(&[&z, &gamma, &beta])?;
+            let (_, m, v) = batch_norm_reference(&pixel_shuffle_reference(&z)?, &gamma, &beta)?;
+            assert_close(&format!("{what} mean"), &got.mean, &m)?;
+            assert_close(&format!("{what} var"), &got.var, &v)?;
+            check(
+                &Device::Cpu,
+                &what,
+                &[("z", z), ("gamma", gamma), ("beta", beta)],
+                &mut rng,
+                |t| Ok(fused(t)?.y),
+                |t| activated(&batch_norm_reference(&pixel_shuffle_reference(t[0])?, t[1], t[2])?.0, slope),
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Planes of no pixels: an empty output, as candle's ops give, not a panic.

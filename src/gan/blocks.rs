@@ -11,6 +11,7 @@ use super::config::NormKind;
 use super::params::{Init, Role, Scope, uniform};
 use crate::ops;
 use crate::ops::activation::{Act, leaky_relu};
+use crate::ops::shuffle::pixel_shuffle;
 
 /// DCGAN's weight init: N(0, 0.02) (Radford et al. 2015).
 const W_INIT: Init = Init::Normal(0.0, 0.02);
@@ -232,6 +233,19 @@ impl Norm {
         };
         leaky_relu(&y, slope)
     }
+
+    /// [`Self::forward_leaky`] of `pixel_shuffle(z)`: one op for a
+    /// BatchNorm in training on the CPU ([`ops::batch_norm::train_shuffled`]).
+    pub fn forward_leaky_shuffled(&self, z: &Tensor, train: bool, slope: f64) -> Result<Tensor> {
+        if let Norm::Batch { gamma, beta, mean, var } = self
+            && train
+            && let Some(fused) = ops::batch_norm::train_shuffled(z, gamma, beta, EPS, slope)?
+        {
+            update_running((mean, var), values_per_channel(&fused.y)?, (&fused.mean, &fused.var))?;
+            return Ok(fused.y);
+        }
+        self.forward_leaky(&pixel_shuffle(z)?, train, slope)
+    }
 }
 
 /// BatchNorm with `gamma` and `beta` and its running `(mean, var)`, then
@@ -243,17 +257,8 @@ fn batch_norm_leaky(
     train: bool,
     slope: f64,
 ) -> Result<Tensor> {
-    // Batch mean and biased variance in, running averages updated (with the
-    // unbiased variance, as PyTorch does).
-    let update_running = |m: &Tensor, v: &Tensor| -> Result<()> {
-        let (n, _, h, w) = x.dims4()?;
-        let count = (n * h * w) as f64;
-        let unbiased = v.affine(count / (count - 1.0).max(1.0), 0.0)?;
-        update_buffer(mean, &(mean.affine(1.0 - BN_MOMENTUM, 0.0)? + m.affine(BN_MOMENTUM, 0.0)?)?)?;
-        update_buffer(var, &(var.affine(1.0 - BN_MOMENTUM, 0.0)? + unbiased.affine(BN_MOMENTUM, 0.0)?)?)
-    };
     if train && let Some(fused) = ops::batch_norm::train(x, gamma, beta, EPS, slope)? {
-        update_running(&fused.mean, &fused.var)?;
+        update_running((mean, var), values_per_channel(x)?, (&fused.mean, &fused.var))?;
         return Ok(fused.y);
     }
     let (m, v) = if train {
@@ -261,7 +266,7 @@ fn batch_norm_leaky(
         let flat = x.transpose(0, 1)?.reshape((c, n * h * w))?;
         let m = flat.mean(1)?;
         let v = flat.broadcast_sub(&m.unsqueeze(1)?)?.sqr()?.mean(1)?;
-        update_running(&m, &v)?;
+        update_running((mean, var), values_per_channel(x)?, (&m, &v))?;
         (m, v)
     } else {
         (mean.clone(), var.clone())
@@ -269,6 +274,22 @@ fn batch_norm_leaky(
     let scale = (gamma / (v + EPS)?.sqrt()?)?;
     let shift = (beta - (&m * &scale)?)?;
     ops::bias::scale_shift(x, &scale, &shift, slope)
+}
+
+/// The running `(mean, var)` moved toward a training pass's batch mean and
+/// biased variance over `count` values per channel (the unbiased
+/// variance, as PyTorch does).
+fn update_running((mean, var): (&Tensor, &Tensor), count: usize, (m, v): (&Tensor, &Tensor)) -> Result<()> {
+    let count = count as f64;
+    let unbiased = v.affine(count / (count - 1.0).max(1.0), 0.0)?;
+    update_buffer(mean, &(mean.affine(1.0 - BN_MOMENTUM, 0.0)? + m.affine(BN_MOMENTUM, 0.0)?)?)?;
+    update_buffer(var, &(var.affine(1.0 - BN_MOMENTUM, 0.0)? + unbiased.affine(BN_MOMENTUM, 0.0)?)?)
+}
+
+/// Values per channel of `x` (N, C, H, W): N H W.
+fn values_per_channel(x: &Tensor) -> Result<usize> {
+    let (n, _, h, w) = x.dims4()?;
+    Ok(n * h * w)
 }
 
 /// Inverted dropout with a mask drawn from `rng`: kept units are scaled by

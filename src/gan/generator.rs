@@ -36,6 +36,16 @@ impl Up {
             Up::Nearest(c) => c.forward(x, act),
         }
     }
+
+    /// The upsampled `x` through `norm` and its LeakyReLU with `slope`; a
+    /// pixel shuffle goes into the norm's op where it can
+    /// ([`Norm::forward_leaky_shuffled`]).
+    fn forward_normed(&self, x: &Tensor, norm: &Norm, train: bool, slope: f64) -> Result<Tensor> {
+        match self {
+            Up::Shuffle(c) => norm.forward_leaky_shuffled(&c.forward(x, false, Act::Identity)?, train, slope),
+            _ => norm.forward_leaky(&self.forward(x, Act::Identity)?, train, slope),
+        }
+    }
 }
 
 /// The most images a forward pass runs with the pool's other threads
@@ -115,20 +125,21 @@ impl Generator {
         let n = z.dim(0)?;
         let base = self.cfg.base_size();
         let x = self.proj.forward(&z, false)?.reshape((n, (), base, base))?;
-        let mut x = self.hidden(&self.proj_norm, &x, 0, pass)?;
+        let slope = self.cfg.g_leaky_slope;
+        let mut x = self.hidden(self.proj_norm.forward_leaky(&x, pass.train, slope)?, 0, pass)?;
         for (level, up) in self.ups.iter().enumerate() {
             x = match self.norms.get(level) {
-                Some(norm) => self.hidden(norm, &up.forward(&x, Act::Identity)?, level + 1, pass)?,
+                Some(norm) => self.hidden(up.forward_normed(&x, norm, pass.train, slope)?, level + 1, pass)?,
                 None => up.forward(&x, Act::Tanh)?,
             };
         }
         Ok(x)
     }
 
-    /// Norm, activation, then dropout and layer noise where configured.
-    /// `layer` counts hidden layers from the coarsest (the projection is 0).
-    fn hidden(&self, norm: &Norm, x: &Tensor, layer: usize, pass: &mut Pass) -> Result<Tensor> {
-        let mut x = norm.forward_leaky(x, pass.train, self.cfg.g_leaky_slope)?;
+    /// A hidden layer's output `x` (normed and activated), then dropout and
+    /// layer noise where configured. `layer` counts hidden layers from the
+    /// coarsest (the projection is 0).
+    fn hidden(&self, mut x: Tensor, layer: usize, pass: &mut Pass) -> Result<Tensor> {
         if let Some(rng) = pass.rng.as_deref_mut() {
             if pass.dropout && self.cfg.g_dropout > 0.0 && layer < self.cfg.g_dropout_layers {
                 x = dropout(&x, self.cfg.g_dropout, rng)?;

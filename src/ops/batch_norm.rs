@@ -28,7 +28,7 @@ use rayon::prelude::*;
 use wide::f32x8;
 
 use super::activation::{leaky, leaky_grad};
-use super::{fast, par_chunked, planes, slice, tracked};
+use super::{fast, par_chunked, planes, shuffle, slice, tracked};
 
 /// What a fused training pass returns: the output and the batch statistics
 /// the caller needs for its running averages.
@@ -52,11 +52,41 @@ pub fn train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64, slope: f64) ->
         bn.y = super::activation::leaky_relu(&bn.y, slope)?;
         return Ok(Some(bn));
     }
+    on_cpu(x, (gamma, beta), (eps, slope), false)
+}
+
+/// [`train`] of `pixel_shuffle(z)` for `z` (N, 4C, H, W), as one op on the
+/// CPU fast path; `None` elsewhere (the caller then shuffles first).
+///
+/// Why: a channel's statistics over the shuffled plane are those over its
+/// four input planes, which lie side by side, so the op normalizes `z` in
+/// place of the shuffled tensor and shuffles its output, and its backward
+/// unshuffles `dy` first. The shuffled tensor is then no node of the
+/// graph: candle no longer zeroes and adds its gradient, a full tensor
+/// each way per pixel-shuffle layer.
+pub fn train_shuffled(
+    z: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    slope: f64,
+) -> Result<Option<BatchNormTrain>> {
+    on_cpu(z, (gamma, beta), (eps, slope), true)
+}
+
+/// [`train`] (of the shuffle of `x` when `shuffled`) by the CPU op, if
+/// the fast ops apply.
+fn on_cpu(
+    x: &Tensor,
+    (gamma, beta): (&Tensor, &Tensor),
+    (eps, slope): (f64, f64),
+    shuffled: bool,
+) -> Result<Option<BatchNormTrain>> {
     if !fast(&[x, gamma, beta]) {
         return Ok(None);
     }
     let stats = Arc::new(OnceLock::new());
-    let op = BatchNorm { eps, slope: slope as f32, stats: Arc::clone(&stats) };
+    let op = BatchNorm { eps, slope: slope as f32, shuffled, stats: Arc::clone(&stats) };
     let y = x.contiguous()?.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
     let Some(s) = stats.get() else { candle_core::bail!("batch norm: the forward pass left no statistics") };
     let c = s.mean.len();
@@ -214,6 +244,9 @@ struct BatchNorm {
     eps: f64,
     /// The activation's slope; 1 is none (the identity).
     slope: f32,
+    /// Whether the input is (N, 4C, H, W) and the output its pixel
+    /// shuffle, normalized ([`train_shuffled`]).
+    shuffled: bool,
     /// Filled by the forward pass: read by [`train`] and by the backward.
     stats: Arc<OnceLock<Stats>>,
 }
@@ -234,7 +267,18 @@ impl CustomOp3 for BatchNorm {
     ) -> Result<(CpuStorage, Shape)> {
         let (x, gamma, beta) =
             (slice(s1, l1, "batch norm")?, slice(s2, l2, "batch norm")?, slice(s3, l3, "batch norm")?);
-        let ((n, c, hw), _) = (planes(l1, l2, "batch norm")?, planes(l1, l3, "batch norm")?);
+        // Shuffled, channel c's values are input planes 4c..4c + 4: the
+        // input read as (N, C, 4H, W).
+        let (n, c4, h, w) = l1.shape().dims4()?;
+        let x_layout = if self.shuffled {
+            if c4 % 4 != 0 {
+                candle_core::bail!("batch norm of a pixel shuffle: {c4} channels are not a multiple of 4");
+            }
+            Layout::contiguous((n, c4 / 4, 4 * h, w))
+        } else {
+            l1.clone()
+        };
+        let ((n, c, hw), _) = (planes(&x_layout, l2, "batch norm")?, planes(&x_layout, l3, "batch norm")?);
         let count = (n * hw) as f64;
         let (shifts, sums) = shifted_sums(x, (n, c, hw));
         let (mean, var): (Vec<f32>, Vec<f32>) = sums
@@ -255,6 +299,10 @@ impl CustomOp3 for BatchNorm {
         });
         // The op runs once per `apply_op3`, so the cell is always empty here.
         let _ = self.stats.set(Stats { mean, var, scale, shift });
+        if self.shuffled {
+            let (y, shape) = shuffle::up(&y, (n, c4, h, w))?;
+            return Ok((CpuStorage::F32(y), shape));
+        }
         Ok((CpuStorage::F32(y), Shape::from(l1.dims())))
     }
 
@@ -269,7 +317,15 @@ impl CustomOp3 for BatchNorm {
         let Some(s) = self.stats.get() else { candle_core::bail!("batch norm: backward before forward") };
         let sums = Arc::new(OnceLock::new());
         let op = BatchNormGrad { eps: self.eps, slope: self.slope, stats: s.clone(), sums: Arc::clone(&sums) };
-        let dx = x.apply_op3(&dy.contiguous()?, gamma, op)?;
+        let dx = if self.shuffled {
+            // The unshuffled gradient, and both read as (N, C, 4H, W).
+            let (n, c4, h, w) = x.dims4()?;
+            let view = (n, c4 / 4, 4 * h, w);
+            let dy = shuffle::pixel_unshuffle(&dy.contiguous()?)?.reshape(view)?;
+            x.reshape(view)?.apply_op3(&dy, gamma, op)?.reshape((n, c4, h, w))?
+        } else {
+            x.apply_op3(&dy.contiguous()?, gamma, op)?
+        };
         let Some((dgamma, dbeta)) = sums.get() else { candle_core::bail!("batch norm: no parameter gradients") };
         let c = dgamma.len();
         let dgamma = tracked(gamma, || Tensor::from_slice(dgamma, c, x.device()))?;

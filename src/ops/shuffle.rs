@@ -26,6 +26,17 @@ pub fn pixel_shuffle(x: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op1(MapOp(Shuffle::Up))
 }
 
+/// (N, C, 2H, 2W) -> (N, 4C, H, W), the inverse of [`pixel_shuffle`] (its
+/// backward), for f32 on the CPU.
+pub(super) fn pixel_unshuffle(y: &Tensor) -> Result<Tensor> {
+    y.contiguous()?.apply_op1(MapOp(Shuffle::Down))
+}
+
+/// The values of [`pixel_shuffle`] of `x` (`dims` (N, 4C, H, W)), and its shape.
+pub(super) fn up(x: &[f32], dims: (usize, usize, usize, usize)) -> Result<(Vec<f32>, Shape)> {
+    Shuffle::Up.run(x, dims)
+}
+
 /// The shuffle and its inverse, each the other's backward.
 #[derive(Debug, Clone, Copy)]
 enum Shuffle {
