@@ -60,8 +60,8 @@ pub fn train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64, slope: f64) ->
 ///
 /// Why: a channel's statistics over the shuffled plane are those over its
 /// four input planes, which lie side by side, so the op normalizes `z` in
-/// place of the shuffled tensor and shuffles its output, and its backward
-/// unshuffles `dy` first. The shuffled tensor is then no node of the
+/// place of the shuffled tensor, writing its output shuffled in the same
+/// pass, and its backward unshuffles `dy` first. The shuffled tensor is then no node of the
 /// graph: candle no longer zeroes and adds its gradient, a full tensor
 /// each way per pixel-shuffle layer.
 pub fn train_shuffled(
@@ -292,18 +292,20 @@ impl CustomOp3 for BatchNorm {
         // Same order of operations as the candle formulation in `Norm::forward`.
         let scale: Vec<f32> = (0..c).map(|ci| gamma[ci] / (var[ci] + self.eps as f32).sqrt()).collect();
         let shift: Vec<f32> = (0..c).map(|ci| beta[ci] - mean[ci] * scale[ci]).collect();
-        // One chunk per (image, channel) plane.
-        let y = par_chunked(x.len(), hw, |j, r| {
+        // Plane j of the output, channel j % C, in the pass that shuffles
+        // or one chunk per plane.
+        let bn = |j: usize| {
             let (a, b, s) = (scale[j % c], shift[j % c], self.slope);
-            x[r].iter().map(move |v| leaky(v * a + b, s))
-        });
+            move |v: f32| leaky(v * a + b, s)
+        };
+        let (y, shape) = if self.shuffled {
+            shuffle::up_mapped(x, (n, c4, h, w), bn)?
+        } else {
+            (par_chunked(x.len(), hw, |j, r| x[r].iter().copied().map(bn(j))), Shape::from(l1.dims()))
+        };
         // The op runs once per `apply_op3`, so the cell is always empty here.
         let _ = self.stats.set(Stats { mean, var, scale, shift });
-        if self.shuffled {
-            let (y, shape) = shuffle::up(&y, (n, c4, h, w))?;
-            return Ok((CpuStorage::F32(y), shape));
-        }
-        Ok((CpuStorage::F32(y), Shape::from(l1.dims())))
+        Ok((CpuStorage::F32(y), shape))
     }
 
     fn bwd(

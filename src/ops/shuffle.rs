@@ -32,9 +32,14 @@ pub(super) fn pixel_unshuffle(y: &Tensor) -> Result<Tensor> {
     y.contiguous()?.apply_op1(MapOp(Shuffle::Down))
 }
 
-/// The values of [`pixel_shuffle`] of `x` (`dims` (N, 4C, H, W)), and its shape.
-pub(super) fn up(x: &[f32], dims: (usize, usize, usize, usize)) -> Result<(Vec<f32>, Shape)> {
-    Shuffle::Up.run(x, dims)
+/// The values of [`pixel_shuffle`] of `x` (`dims` (N, 4C, H, W)) through
+/// `map(plane)` for each output plane, and its shape.
+pub(super) fn up_mapped<F: Fn(f32) -> f32>(
+    x: &[f32],
+    dims: (usize, usize, usize, usize),
+    map: impl Fn(usize) -> F + Sync,
+) -> Result<(Vec<f32>, Shape)> {
+    Shuffle::Up.run_mapped(x, dims, map)
 }
 
 /// The shuffle and its inverse, each the other's backward.
@@ -61,10 +66,24 @@ impl LinearMap for Shuffle {
         }
     }
 
-    /// The output of `x` (N, C, H, W): every output plane comes from four
-    /// input planes (`Up`), or every input plane gives four (`Down`), so
-    /// rayon splits the work by groups of four small planes.
-    fn run(self, x: &[f32], (n, c, h, w): (usize, usize, usize, usize)) -> Result<(Vec<f32>, Shape)> {
+    /// The output of `x` (N, C, H, W).
+    fn run(self, x: &[f32], dims: (usize, usize, usize, usize)) -> Result<(Vec<f32>, Shape)> {
+        self.run_mapped(x, dims, |_| |v| v)
+    }
+}
+
+impl Shuffle {
+    /// The output of `x` (N, C, H, W), each value of group `i` through
+    /// `map(i)`: every output plane comes from four input planes (`Up`; a
+    /// group is an output plane), or every input plane gives four (`Down`;
+    /// a group is an input plane), so rayon splits the work by groups of
+    /// four small planes.
+    fn run_mapped<F: Fn(f32) -> f32>(
+        self,
+        x: &[f32],
+        (n, c, h, w): (usize, usize, usize, usize),
+        map: impl Fn(usize) -> F + Sync,
+    ) -> Result<(Vec<f32>, Shape)> {
         let quad = if let Shuffle::Up = self { 4 * h * w } else { h * w };
         let shape = match self {
             Shuffle::Up => Shape::from((n, c / 4, 2 * h, 2 * w)),
@@ -78,17 +97,15 @@ impl LinearMap for Shuffle {
         let y = unsafe {
             par_written(x.len(), (quad, min_chunks(quad)), |i, dst| {
                 let src = &x[i * quad..][..dst.len()];
-                self.map_quad(src, dst, (h, w));
+                self.map_quad(src, dst, (h, w), map(i));
             })
         };
         Ok((y, shape))
     }
-}
 
-impl Shuffle {
     /// One group of four planes: `src` (four input planes for `Up`, one
-    /// for `Down`) into `dst`, every value of it set.
-    fn map_quad(self, src: &[f32], dst: &mut [MaybeUninit<f32>], (h, w): (usize, usize)) {
+    /// for `Down`) into `dst`, every value of it set, through `f`.
+    fn map_quad(self, src: &[f32], dst: &mut [MaybeUninit<f32>], (h, w): (usize, usize), f: impl Fn(f32) -> f32) {
         match self {
             Shuffle::Up => {
                 // Output row 2h + i interleaves row h of input planes 2i and 2i + 1.
@@ -96,8 +113,8 @@ impl Shuffle {
                     let (even, odd) =
                         (&src[(r % 2 * 2) * h * w + r / 2 * w..], &src[(r % 2 * 2 + 1) * h * w + r / 2 * w..]);
                     for ((pair, &a), &b) in row.chunks_exact_mut(2).zip(even).zip(odd) {
-                        pair[0].write(a);
-                        pair[1].write(b);
+                        pair[0].write(f(a));
+                        pair[1].write(f(b));
                     }
                 }
             }
@@ -113,8 +130,8 @@ impl Shuffle {
                     for (r, (even, odd)) in rows.enumerate() {
                         let line = &src[(2 * r + i) * w..][..w];
                         for ((e, o), v) in even.iter_mut().zip(odd).zip(line.chunks_exact(2)) {
-                            e.write(v[0]);
-                            o.write(v[1]);
+                            e.write(f(v[0]));
+                            o.write(f(v[1]));
                         }
                     }
                 }
