@@ -61,9 +61,9 @@ pub fn train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64, slope: f64) ->
 /// Why: a channel's statistics over the shuffled plane are those over its
 /// four input planes, which lie side by side, so the op normalizes `z` in
 /// place of the shuffled tensor, writing its output shuffled in the same
-/// pass, and its backward unshuffles `dy` first. The shuffled tensor is then no node of the
-/// graph: candle no longer zeroes and adds its gradient, a full tensor
-/// each way per pixel-shuffle layer.
+/// pass, and its backward unshuffles `dy` first. The shuffled tensor is
+/// then no node of the graph: candle no longer zeroes and adds its
+/// gradient, a full tensor each way per pixel-shuffle layer.
 pub fn train_shuffled(
     z: &Tensor,
     gamma: &Tensor,
@@ -323,7 +323,7 @@ impl CustomOp3 for BatchNorm {
             // The unshuffled gradient, and both read as (N, C, 4H, W).
             let (n, c4, h, w) = x.dims4()?;
             let view = (n, c4 / 4, 4 * h, w);
-            let dy = shuffle::pixel_unshuffle(&dy.contiguous()?)?.reshape(view)?;
+            let dy = shuffle::pixel_unshuffle(dy)?.reshape(view)?;
             x.reshape(view)?.apply_op3(&dy, gamma, op)?.reshape((n, c4, h, w))?
         } else {
             x.apply_op3(&dy.contiguous()?, gamma, op)?
