@@ -643,6 +643,32 @@ fn batch_norm_second_order_matches_finite_differences() -> Result<()> {
     Ok(())
 }
 
+/// The second order of the BatchNorm of a shuffle (whose backward runs on
+/// views of its input and the unshuffled gradient) matches finite
+/// differences of the penalty on the shuffled tensor, unshuffled: the
+/// shuffle only moves values.
+#[test]
+fn batch_norm_of_a_shuffle_second_order_matches_finite_differences() -> Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(22);
+    for ((n, c4, h, w), slope) in [((3, 8, 2, 3), 1.0), ((4, 4, 3, 3), 0.2)] {
+        let what = format!("batch_norm of a shuffle {n}x{c4}x{h}x{w} slope {slope}");
+        let z = Var::from_tensor(&rand_tensor(&mut rng, &[n, c4, h, w])?)?;
+        let gamma = Var::from_tensor(&(rand_tensor(&mut rng, &[c4 / 4])? + 1.0)?)?;
+        let beta = rand_tensor(&mut rng, &[c4 / 4])?;
+        let up = rand_tensor(&mut rng, &[n, c4 / 4, 2 * h, 2 * w])?;
+        let (zt, gt) = (z.as_tensor(), gamma.as_tensor());
+        let fused = batch_norm::train_shuffled(zt, gt, &beta, 1e-5, slope)?.expect("fast path on the CPU");
+        let g = (&fused.y * &up)?.sum_all()?.backward()?;
+        let second = g.get(zt).expect("dz").sqr()?.sum_all()?.backward()?;
+        let (want_x, want_gamma) = penalty_grad_fd(&pixel_shuffle_reference(zt)?, gt, &beta, &up, slope)?;
+        // The inverse permutation of `pixel_shuffle_reference`.
+        let want_z = want_x.reshape((n, c4 / 4, h, 2, w, 2))?.permute((0, 1, 3, 5, 2, 4))?.reshape((n, c4, h, w))?;
+        assert_close(&format!("{what} d2z"), second.get(zt).expect("d2z"), &want_z)?;
+        assert_close(&format!("{what} d2gamma"), second.get(gt).expect("d2gamma"), &want_gamma)?;
+    }
+    Ok(())
+}
+
 /// A frozen D in a G step: the weights are plain tensors and only the input
 /// wants a gradient. The fast ops return none for the weights (candle's
 /// would spend a full weight gradient there) and the same input gradient.
