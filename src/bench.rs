@@ -36,6 +36,43 @@ pub struct ArchResult {
     pub train_gflops: f64,
     /// `train_gflops` over the measured matmul ceiling.
     pub train_ceiling_share: f64,
+    /// With `--ops`: the step's time op by op, longest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ops: Option<StepOps>,
+}
+
+/// Where a training step's time went, op by op ([`crate::ops::profile`]),
+/// over steps run after the timed ones.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepOps {
+    /// The recorded steps' mean wall time, ms.
+    pub step_ms: f64,
+    /// Per op and argument shapes, longest first.
+    pub ops: Vec<OpShare>,
+    /// The step's time no op recorded, ms: candle's own ops (the zeroing
+    /// and adding of each gradient in `backward` among them), losses,
+    /// bookkeeping.
+    pub rest_ms: f64,
+}
+
+/// One op's part of a step.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpShare {
+    /// The op's name and its arguments' shapes.
+    pub op: String,
+    pub calls_per_step: f64,
+    pub ms_per_step: f64,
+}
+
+/// What to measure besides the speeds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Fewer repetitions (a smoke run).
+    pub quick: bool,
+    /// candle's stock ops instead of ganscope's.
+    pub stock: bool,
+    /// A step's time op by op ([`StepOps`]).
+    pub ops: bool,
 }
 
 /// The whole report.
@@ -154,7 +191,8 @@ fn synthetic(m: &ModelConfig, count: usize) -> Arc<Dataset> {
 }
 
 /// Benchmarks one architecture.
-pub fn run_arch(m: &ModelConfig, device: &Device, quick: bool) -> Result<ArchResult> {
+pub fn run_arch(m: &ModelConfig, device: &Device, opts: Options) -> Result<ArchResult> {
+    let quick = opts.quick;
     use rand::SeedableRng;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let g = {
@@ -183,6 +221,7 @@ pub fn run_arch(m: &ModelConfig, device: &Device, quick: bool) -> Result<ArchRes
         t.step()?;
         Ok(())
     })?;
+    let ops = if opts.ops { Some(step_ops(steps, || Ok(t.step().map(drop)?))?) } else { None };
     let ips = 64.0 / (step_ms * 1e-3);
     let gflops = train_flops(m, 64, crate::ops::upsample::folds_on(device)) / (step_ms * 1e-3) / 1e9;
     Ok(ArchResult {
@@ -194,17 +233,36 @@ pub fn run_arch(m: &ModelConfig, device: &Device, quick: bool) -> Result<ArchRes
         train_images_per_sec: ips,
         train_gflops: gflops,
         train_ceiling_share: 0.0,
+        ops,
     })
 }
 
+/// Runs `steps` steps with the ops recording their time.
+fn step_ops(steps: usize, mut step: impl FnMut() -> Result<()>) -> Result<StepOps> {
+    crate::ops::profile::start();
+    let since = Instant::now();
+    let ran = (0..steps).try_for_each(|_| step());
+    let wall = since.elapsed();
+    let rows = crate::ops::profile::stop();
+    ran?;
+    let per_step = |d: std::time::Duration| d.as_secs_f64() * 1e3 / steps as f64;
+    let ops: Vec<OpShare> = rows
+        .into_iter()
+        .map(|r| OpShare { op: r.op, calls_per_step: r.calls as f64 / steps as f64, ms_per_step: per_step(r.total) })
+        .collect();
+    let step_ms = per_step(wall);
+    let rest_ms = step_ms - ops.iter().map(|o| o.ms_per_step).sum::<f64>();
+    Ok(StepOps { step_ms, ops, rest_ms })
+}
+
 /// Benchmarks the given resolutions with every upsampling kind.
-pub fn run(resolutions: &[usize], device: &Device, quick: bool, stock: bool) -> Result<Report> {
-    crate::ops::set_fast(!stock);
+pub fn run(resolutions: &[usize], device: &Device, opts: Options) -> Result<Report> {
+    crate::ops::set_fast(!opts.stock);
     let ceiling = matmul_ceiling(device)?;
     let mut archs = Vec::new();
     for &res in resolutions {
         for up in [Upsample::ConvTranspose, Upsample::PixelShuffle, Upsample::NearestConv] {
-            let mut r = run_arch(&arch(res, up), device, quick)?;
+            let mut r = run_arch(&arch(res, up), device, opts)?;
             r.train_ceiling_share = r.train_gflops / ceiling;
             eprintln!(
                 "{:<26} G b1 {:>7.2} ms  G b64 {:>8.1} ms  train {:>7.1} img/s  {:>6.1} GFLOP/s ({:>4.1}% of matmul)",
@@ -215,15 +273,33 @@ pub fn run(resolutions: &[usize], device: &Device, quick: bool, stock: bool) -> 
                 r.train_gflops,
                 100.0 * r.train_ceiling_share
             );
+            if let Some(ops) = &r.ops {
+                print_ops(ops);
+            }
             archs.push(r);
         }
     }
     crate::ops::set_fast(true);
     Ok(Report {
-        backend: if stock { "candle-stock" } else { "candle+ganscope-ops" }.into(),
+        backend: if opts.stock { "candle-stock" } else { "candle+ganscope-ops" }.into(),
         tf32: false,
         threads: rayon::current_num_threads(),
         matmul_gflops: ceiling,
         archs,
     })
+}
+
+/// [`StepOps`] as a table on stderr, rows under 0.5% of the step summed
+/// into one (`--json` has them all).
+fn print_ops(s: &StepOps) {
+    eprintln!("  a step, {:.1} ms: ms, calls, op", s.step_ms);
+    let (big, small): (Vec<_>, Vec<_>) = s.ops.iter().partition(|o| o.ms_per_step >= 0.005 * s.step_ms);
+    for o in big {
+        eprintln!("  {:>8.2} {:>5.1}  {}", o.ms_per_step, o.calls_per_step, o.op);
+    }
+    if !small.is_empty() {
+        let ms: f64 = small.iter().map(|o| o.ms_per_step).sum();
+        eprintln!("  {ms:>8.2}        {} smaller rows", small.len());
+    }
+    eprintln!("  {:>8.2}        the rest: candle's ops (gradient zeroing and sums), losses, bookkeeping", s.rest_ms);
 }

@@ -73,6 +73,9 @@ pub struct BenchArgs {
     /// Use candle's stock ops instead of ganscope's fast CPU ops and CUDA convolutions.
     #[arg(long)]
     pub stock: bool,
+    /// Also print where a training step's time goes, op by op (extra steps after the timed ones).
+    #[arg(long)]
+    pub ops: bool,
     /// CUDA: f32 matmuls on TF32 tensor cores (10-bit mantissa inputs).
     #[arg(long)]
     pub tf32: bool,
@@ -552,7 +555,8 @@ fn bench(a: BenchArgs) -> Result<()> {
     let chosen = device::select(a.device)?;
     device::set_tf32(a.tf32)?;
     eprintln!("benchmarking on {}{}", chosen.description, if a.tf32 { " with TF32 matmuls" } else { "" });
-    let mut report = crate::bench::run(&a.resolutions, &chosen.device, a.quick, a.stock)?;
+    let opts = crate::bench::Options { quick: a.quick, stock: a.stock, ops: a.ops };
+    let mut report = crate::bench::run(&a.resolutions, &chosen.device, opts)?;
     report.tf32 = a.tf32;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -117,6 +117,7 @@ impl CustomOp1 for Leaky {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _timer = super::profile::Timer::start(self.name(), &[l]);
         let x = slice(s, l, "leaky relu")?;
         let slope = self.0;
         // `slope` copied into each chunk's closure and a select: the loop vectorizes.
@@ -163,6 +164,7 @@ impl CustomOp2 for LeakyGrad {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _timer = super::profile::Timer::start(self.name(), &[l1, l2]);
         let slope = self.0;
         zip_map("leaky relu grad", (s1, l1), (s2, l2), move |x, d| leaky_grad(x, d, slope))
     }
@@ -230,6 +232,7 @@ impl CustomOp1 for Tanh {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _timer = super::profile::Timer::start(self.name(), &[l]);
         let x = slice(s, l, "tanh")?;
         let y = par_chunked(x.len(), CHUNK, |_, r| x[r].iter().map(|&v| fast_tanh(v)));
         Ok((CpuStorage::F32(y), l.shape().clone()))
@@ -255,6 +258,7 @@ impl CustomOp2 for TanhGrad {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _timer = super::profile::Timer::start(self.name(), &[l1, l2]);
         zip_map("tanh grad", (s1, l1), (s2, l2), |y, d| d * (1.0 - y * y))
     }
 

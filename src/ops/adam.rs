@@ -57,6 +57,7 @@ impl InplaceOp2 for Moment {
     }
 
     fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
+        let _timer = super::profile::Timer::start(self.name(), &[l1, l2]);
         let (m, g) = (slice_mut(s1, l1, "adam")?, slice(s2, l2, "adam")?);
         if m.len() != g.len() {
             candle_core::bail!("adam: moment {:?} and gradient {:?} differ", l1.dims(), l2.dims());
@@ -111,6 +112,7 @@ impl InplaceOp3 for Apply {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<()> {
+        let _timer = super::profile::Timer::start(self.name(), &[l1, l2, l3]);
         let (p, m, v) = (slice_mut(s1, l1, "adam")?, slice(s2, l2, "adam")?, slice(s3, l3, "adam")?);
         if p.len() != m.len() || p.len() != v.len() {
             candle_core::bail!("adam: parameter {:?} and moments {:?}, {:?} differ", l1.dims(), l2.dims(), l3.dims());

@@ -265,6 +265,7 @@ impl CustomOp3 for BatchNorm {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        let _timer = super::profile::Timer::start(self.name(), &[l1, l2, l3]);
         let (x, gamma, beta) =
             (slice(s1, l1, "batch norm")?, slice(s2, l2, "batch norm")?, slice(s3, l3, "batch norm")?);
         // Shuffled, channel c's values are input planes 4c..4c + 4: the
@@ -363,6 +364,7 @@ impl CustomOp3 for BatchNormGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        let _timer = super::profile::Timer::start(self.name(), &[l1, l2, l3]);
         let (x, dy, gamma) = (slice(s1, l1, "batch norm")?, slice(s2, l2, "batch norm")?, slice(s3, l3, "batch norm")?);
         let (n, c, hw) = planes(l1, l3, "batch norm grad")?;
         if l2.dims() != l1.dims() {

@@ -51,6 +51,7 @@ impl CustomOp1 for ChannelSum {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _timer = super::profile::Timer::start(self.name(), &[l]);
         let g = slice(s, l, "bias grad")?;
         let (_, c, h, w) = l.shape().dims4()?;
         let hw = h * w;
@@ -87,6 +88,7 @@ impl CustomOp3 for ScaleShift {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        let _timer = super::profile::Timer::start(self.name(), &[l1, l2, l3]);
         let (x, a, b) = (slice(s1, l1, "scale")?, slice(s2, l2, "scale")?, slice(s3, l3, "shift")?);
         let ((_, c, hw), _) = (planes(l1, l2, "scale")?, planes(l1, l3, "shift")?);
         // One chunk per (image, channel) plane.

@@ -700,6 +700,7 @@ impl<C: Convolution> CustomOp3 for WithBias<C> {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        let _timer = super::profile::Timer::start(self.name(), &[l1, l2, l3]);
         let (mut y, shape) = self.conv.forward((s1, l1), (s2, l2), Some((s3, l3)))?;
         if let CpuStorage::F32(v) = &mut y {
             self.act.apply_in_place(v);
@@ -736,6 +737,7 @@ impl CustomOp2 for Conv {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _timer = super::profile::Timer::start(self.name(), &[l1, l2]);
         self.forward((s1, l1), (s2, l2), None)
     }
 
@@ -965,6 +967,7 @@ impl CustomOp2 for ConvT {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _timer = super::profile::Timer::start(self.name(), &[l1, l2]);
         self.forward((s1, l1), (s2, l2), None)
     }
 
@@ -985,6 +988,7 @@ impl CustomOp2 for WeightGrad {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _timer = super::profile::Timer::start(self.name(), &[l1, l2]);
         let (a, b) = (slice(s1, l1, "weight grad input")?, slice(s2, l2, "weight grad output")?);
         let ((n, ca, h, w), (n2, cb, ho, wo)) = (dims4(l1)?, dims4(l2)?);
         let k = self.0.k;

@@ -4,7 +4,8 @@
 //! gradient and scale-and-shift ([`bias`]), LeakyReLU and tanh
 //! ([`activation`]), pixel shuffle ([`shuffle`]), each a candle custom op
 //! with its backward, Adam's update in place ([`adam`]) and the gradients'
-//! squared norm ([`reduce`]). Nearest
+//! squared norm ([`reduce`]); each records its time for `bench --ops`
+//! ([`profile`]). Nearest
 //! upsampling and a 3x3 convolution run as one transposed convolution
 //! ([`upsample`]); batches run 3x3 stride-1 and 4x4 stride-2 convolutions
 //! by Winograd's F(2x2, 3x3) and F(2x2, 2x2) (`winograd`), whose products
@@ -28,6 +29,7 @@ mod cuda;
 mod narrow;
 mod packed;
 mod pool;
+pub mod profile;
 pub mod reduce;
 pub mod shuffle;
 mod transpose;
@@ -231,6 +233,7 @@ impl<M: LinearMap> CustomOp1 for MapOp<M> {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _timer = profile::Timer::start(self.name(), &[l]);
         let (y, shape) = self.0.run(slice(s, l, self.0.name())?, l.shape().dims4()?)?;
         Ok((CpuStorage::F32(y), shape))
     }
