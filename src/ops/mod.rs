@@ -213,14 +213,14 @@ unsafe fn par_written(
     out
 }
 
-/// A linear map between (N, C, H, W) tensors that knows its adjoint, which
-/// is its backward: pixel shuffle and its inverse.
+/// A linear map between 4-d tensors that knows its adjoint, which is its
+/// backward: pixel shuffle and its inverse, the nearest-conv kernel fold.
 trait LinearMap: Copy + Send + Sync + 'static {
     fn name(self) -> &'static str;
 
     fn adjoint(self) -> Self;
 
-    /// The image of `x` (N, C, H, W), and its shape.
+    /// The image of `x` (its four dims given), and its shape.
     fn run(self, x: &[f32], dims: (usize, usize, usize, usize)) -> Result<(Vec<f32>, Shape)>;
 }
 

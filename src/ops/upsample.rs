@@ -18,10 +18,11 @@
 use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
 
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::{DType, Device, Result, Shape, Tensor};
+use rayon::prelude::*;
 
 use super::activation::Act;
-use super::{FAST, conv, kept};
+use super::{FAST, LinearMap, MapOp, conv, fast, kept};
 
 /// Row `t` of the transposed kernel sums these rows of the 3x3 one.
 const FOLD: [[f32; 3]; 4] = [[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]];
@@ -60,11 +61,15 @@ pub fn folds_on(device: &Device) -> bool {
 }
 
 /// The transposed convolution's kernel (C, O, 4, 4) for `w` (O, C, 3, 3):
-/// `A W Aᵀ` for each (o, c), as two GEMMs so autograd carries `w`'s gradient.
+/// `A W Aᵀ` for each (o, c). On the CPU one op (`Fold`); elsewhere two
+/// GEMMs, so that autograd carries `w`'s gradient.
 pub fn fold_kernel(w: &Tensor) -> Result<Tensor> {
     let (o, c, kh, kw) = w.dims4()?;
     if (kh, kw) != (3, 3) {
         candle_core::bail!("upsampling convolution: a {kh}x{kw} kernel, want 3x3");
+    }
+    if fast(&[w]) {
+        return w.contiguous()?.apply_op1(MapOp(Fold::Kernel));
     }
     let at = Tensor::new(&FOLD, w.device())?.to_dtype(w.dtype())?.t()?;
     // (o, c, row, col) -> (o, c, row, col'), then with rows last -> (o, c, col', row').
@@ -72,4 +77,72 @@ pub fn fold_kernel(w: &Tensor) -> Result<Tensor> {
     let rows_last = cols.reshape((o, c, 3, 4))?.transpose(2, 3)?.contiguous()?;
     let folded = rows_last.reshape((o * c * 4, 3))?.matmul(&at)?;
     folded.reshape((o, c, 4, 4))?.permute((1, 0, 3, 2))?.contiguous()
+}
+
+/// [`fold_kernel`] on the CPU, and its adjoint, which is its backward.
+///
+/// Why not the GEMMs: their inner dimension is 3, candle's matmul
+/// backward runs two more such GEMMs and the transposes between them copy
+/// the kernel each time; a nearest-conv training step spent ~30 ms of
+/// ~230 there on two threads (`bench --ops`, BENCHMARKS.md, 2026-12-03).
+#[derive(Debug, Clone, Copy)]
+enum Fold {
+    /// (O, C, 3, 3) -> (C, O, 4, 4): `K[c, o] = A W[o, c] Aᵀ`.
+    Kernel,
+    /// (C, O, 4, 4) -> (O, C, 3, 3): `dW[o, c] = Aᵀ dK[c, o] A`.
+    Adjoint,
+}
+
+impl LinearMap for Fold {
+    fn name(self) -> &'static str {
+        match self {
+            Fold::Kernel => "ganscope-fold-kernel",
+            Fold::Adjoint => "ganscope-fold-kernel-adjoint",
+        }
+    }
+
+    fn adjoint(self) -> Self {
+        match self {
+            Fold::Kernel => Fold::Adjoint,
+            Fold::Adjoint => Fold::Kernel,
+        }
+    }
+
+    fn run(self, x: &[f32], (a, b, h, w): (usize, usize, usize, usize)) -> Result<(Vec<f32>, Shape)> {
+        let (side, out_side) = match self {
+            Fold::Kernel => (3, 4),
+            Fold::Adjoint => (4, 3),
+        };
+        if (h, w) != (side, side) {
+            candle_core::bail!("{}: {h}x{w} kernels, want {side}x{side}", self.name());
+        }
+        // Input kernel (i, j) of `a` x `b` goes to output kernel (j, i) of `b` x `a`.
+        let (len, out_len) = (side * side, out_side * out_side);
+        let mut y = vec![0f32; a * b * out_len];
+        y.par_chunks_mut(a * out_len).enumerate().for_each(|(j, row)| {
+            for (i, dst) in row.chunks_exact_mut(out_len).enumerate() {
+                let src = &x[(i * b + j) * len..][..len];
+                match self {
+                    // A's rows as sums of a kernel row's taps (see FOLD) ...
+                    Fold::Kernel => rows_then_columns(src, dst, |[p, q, r]: [f32; 3]| [r, q + r, p + q, p]),
+                    // ... and Aᵀ's.
+                    Fold::Adjoint => rows_then_columns(src, dst, |[p, q, r, t]: [f32; 4]| [r + t, q + r, p + q]),
+                }
+            }
+        });
+        Ok((y, Shape::from((b, a, out_side, out_side))))
+    }
+}
+
+/// `M X Mᵀ` for the S x S matrix `x` (row-major) into the T x T `dst`,
+/// where `m` maps a vector by M.
+fn rows_then_columns<const S: usize, const T: usize>(x: &[f32], dst: &mut [f32], m: impl Fn([f32; S]) -> [f32; T]) {
+    // X Mᵀ: each row mapped.
+    let rows: [[f32; T]; S] = std::array::from_fn(|r| m(std::array::from_fn(|c| x[r * S + c])));
+    // M (X Mᵀ): each column of that mapped.
+    for c in 0..T {
+        for (r, v) in m(std::array::from_fn(|k| rows[k][c])).into_iter().enumerate() {
+            dst[r * T + c] = v;
+        }
+    }
 }
