@@ -192,8 +192,8 @@ fn synthetic(m: &ModelConfig, count: usize) -> Arc<Dataset> {
 
 /// Benchmarks one architecture.
 pub fn run_arch(m: &ModelConfig, device: &Device, opts: Options) -> Result<ArchResult> {
-    let quick = opts.quick;
     use rand::SeedableRng;
+    let quick = opts.quick;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let g = {
         let mut p = FreshParams::new(&mut rng, device);
