@@ -4,8 +4,8 @@
 //! gradient and scale-and-shift ([`bias`]), LeakyReLU and tanh
 //! ([`activation`]), pixel shuffle ([`shuffle`]), each a candle custom op
 //! with its backward, Adam's update in place ([`adam`]) and the gradients'
-//! squared norm ([`reduce`]); each records its time for `bench --ops`
-//! ([`profile`]). Nearest
+//! squared norm ([`reduce`]). Every custom op's CPU pass records its time
+//! for `bench --ops` ([`profile`]). Nearest
 //! upsampling and a 3x3 convolution run as one transposed convolution
 //! ([`upsample`]); batches run 3x3 stride-1 and 4x4 stride-2 convolutions
 //! by Winograd's F(2x2, 3x3) and F(2x2, 2x2) (`winograd`), whose products
