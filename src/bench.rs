@@ -39,6 +39,10 @@ pub struct ArchResult {
     /// With `--ops`: the step's time op by op, longest first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ops: Option<StepOps>,
+    /// With `--ops`: one batch-1 generation's time op by op (the
+    /// explorer's case), as [`Self::ops`] with a generation for a step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub g_batch1_ops: Option<StepOps>,
 }
 
 /// Where a training step's time went, op by op ([`crate::ops::profile`]),
@@ -210,6 +214,15 @@ pub fn run_arch(m: &ModelConfig, device: &Device, opts: Options) -> Result<ArchR
         Ok(median)
     };
     let g1 = gen_ms(1, if quick { 10 } else { 50 })?;
+    let g1_ops = if opts.ops {
+        let z = Tensor::randn(0f32, 1.0, (1, m.z_dim), device)?;
+        Some(recorded(if quick { 10 } else { 50 }, || {
+            g.forward(&z, None, &mut Pass::eval())?.sum_all()?.to_scalar::<f32>()?;
+            Ok(())
+        })?)
+    } else {
+        None
+    };
     let g64 = gen_ms(64, if quick { 2 } else { 5 })?;
     // The plain DCGAN step the PyTorch reference runs: no label smoothing or
     // noise, instance noise, replay or EMA.
@@ -221,7 +234,7 @@ pub fn run_arch(m: &ModelConfig, device: &Device, opts: Options) -> Result<ArchR
         t.step()?;
         Ok(())
     })?;
-    let ops = if opts.ops { Some(step_ops(steps, || Ok(t.step().map(drop)?))?) } else { None };
+    let ops = if opts.ops { Some(recorded(steps, || Ok(t.step().map(drop)?))?) } else { None };
     let ips = 64.0 / (step_ms * 1e-3);
     let gflops = train_flops(m, 64, crate::ops::upsample::folds_on(device)) / (step_ms * 1e-3) / 1e9;
     Ok(ArchResult {
@@ -234,11 +247,13 @@ pub fn run_arch(m: &ModelConfig, device: &Device, opts: Options) -> Result<ArchR
         train_gflops: gflops,
         train_ceiling_share: 0.0,
         ops,
+        g_batch1_ops: g1_ops,
     })
 }
 
-/// Runs `steps` steps with the ops recording their time.
-fn step_ops(steps: usize, mut step: impl FnMut() -> Result<()>) -> Result<StepOps> {
+/// Runs `steps` steps (training steps or generations) with the ops
+/// recording their time.
+fn recorded(steps: usize, mut step: impl FnMut() -> Result<()>) -> Result<StepOps> {
     crate::ops::profile::start();
     let since = Instant::now();
     let ran = (0..steps).try_for_each(|_| step());
@@ -273,8 +288,11 @@ pub fn run(resolutions: &[usize], device: &Device, opts: Options) -> Result<Repo
                 r.train_gflops,
                 100.0 * r.train_ceiling_share
             );
+            if let Some(ops) = &r.g_batch1_ops {
+                print_ops(ops, "a batch-1 generation", "candle's ops (the projection, reshapes), bookkeeping");
+            }
             if let Some(ops) = &r.ops {
-                print_ops(ops);
+                print_ops(ops, "a step", "candle's ops (gradient zeroing and sums), losses, bookkeeping");
             }
             archs.push(r);
         }
@@ -289,17 +307,17 @@ pub fn run(resolutions: &[usize], device: &Device, opts: Options) -> Result<Repo
     })
 }
 
-/// [`StepOps`] as a table on stderr, rows under 0.5% of the step summed
-/// into one (`--json` has them all).
-fn print_ops(s: &StepOps) {
-    eprintln!("  a step, {:.1} ms: ms, calls, op", s.step_ms);
+/// [`StepOps`] of each `what` as a table on stderr, rows under 0.5% of it
+/// summed into one (`--json` has them all), then what no op recorded.
+fn print_ops(s: &StepOps, what: &str, rest: &str) {
+    eprintln!("  {what}, {:.3} ms: ms, calls, op", s.step_ms);
     let (big, small): (Vec<_>, Vec<_>) = s.ops.iter().partition(|o| o.ms_per_step >= 0.005 * s.step_ms);
     for o in big {
-        eprintln!("  {:>8.2} {:>5.1}  {}", o.ms_per_step, o.calls_per_step, o.op);
+        eprintln!("  {:>8.3} {:>5.1}  {}", o.ms_per_step, o.calls_per_step, o.op);
     }
     if !small.is_empty() {
         let ms: f64 = small.iter().map(|o| o.ms_per_step).sum();
-        eprintln!("  {ms:>8.2}        {} smaller rows", small.len());
+        eprintln!("  {ms:>8.3}        {} smaller rows", small.len());
     }
-    eprintln!("  {:>8.2}        the rest: candle's ops (gradient zeroing and sums), losses, bookkeeping", s.rest_ms);
+    eprintln!("  {:>8.3}        the rest: {rest}", s.rest_ms);
 }

@@ -104,11 +104,13 @@ impl Generator {
     /// ops are short ([`ops::on_cpu_pool_awake`]). A single image on one
     /// thread stays on this one, where it measured faster (0.9 against 1.0
     /// ms at 32 px): the hand-off to the pool and back costs more than it
-    /// saves.
+    /// saves. There it runs as the one worker of a pool of its own
+    /// ([`ops::on_this_thread`]), so that its ops do not each hand their
+    /// work to the pool instead.
     pub fn forward(&self, z: &Tensor, labels: Option<&Tensor>, pass: &mut Pass) -> Result<Tensor> {
         let n = z.dim(0)?;
         if n == 1 && rayon::current_num_threads() == 1 {
-            return self.forward_here(z, labels, pass);
+            return ops::on_this_thread(z.device(), || self.forward_here(z, labels, pass));
         }
         if n <= AWAKE_MAX_IMAGES {
             return ops::on_cpu_pool_awake(z.device(), || self.forward_here(z, labels, pass));

@@ -37,7 +37,7 @@ pub mod unfold;
 pub mod upsample;
 mod winograd;
 
-pub use pool::{on_cpu_pool, on_cpu_pool_awake};
+pub use pool::{on_cpu_pool, on_cpu_pool_awake, on_this_thread};
 
 use std::mem::MaybeUninit;
 use std::ops::Range;
