@@ -73,7 +73,7 @@ pub struct BenchArgs {
     /// Use candle's stock ops instead of ganscope's fast CPU ops and CUDA convolutions.
     #[arg(long)]
     pub stock: bool,
-    /// Also print where a training step's time goes, op by op (extra steps after the timed ones).
+    /// Also print where a training step's and one generated image's time goes, op by op (extra runs after the timed ones).
     #[arg(long)]
     pub ops: bool,
     /// CUDA: f32 matmuls on TF32 tensor cores (10-bit mantissa inputs).
