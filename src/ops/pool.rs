@@ -72,8 +72,10 @@ pub fn on_cpu_pool_awake<R: Send>(device: &Device, f: impl FnOnce() -> R + Send)
 /// took 0.20 ms against 0.03 on a worker, `bench --ops`); handing the
 /// whole image to the pool once instead cost ~0.1 ms at 32 px, more than
 /// the handoffs it saved there. As a worker of its own pool, this thread
-/// runs every op inline. rayon leaks such a pool's registry: one per
-/// thread that generates, a few KiB.
+/// runs every op inline. The thread stays that pool's worker, so later
+/// parallel work started on it (a batch through [`on_cpu_pool`]) runs
+/// there too: on one thread, as on the pool it stands in for. rayon leaks
+/// such a pool's registry: one per thread that generates, a few KiB.
 pub fn on_this_thread<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) -> R {
     thread_local! {
         static OWN: Option<rayon::ThreadPool> =
