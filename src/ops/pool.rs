@@ -68,7 +68,7 @@ pub fn on_cpu_pool_awake<R: Send>(device: &Device, f: impl FnOnce() -> R + Send)
 /// Why: on a non-worker thread every parallel op of more than one chunk
 /// hands its work to the pool and sleeps until the worker is done, even
 /// when that worker is the pool's only thread. One 64 px image on one
-/// thread spent ~0.5 ms of its 2.4-4.4 so (a pixel shuffle of 65K values
+/// thread spent ~0.5 ms of its 2.4-4.4 ms so (a pixel shuffle of 65K values
 /// took 0.20 ms against 0.03 on a worker, `bench --ops`); handing the
 /// whole image to the pool once instead cost ~0.1 ms at 32 px, more than
 /// the handoffs it saved there. As a worker of its own pool, this thread

@@ -86,15 +86,16 @@ impl Single {
             let (o0, rows) = (q * per_part, out.len() / (h * w));
             // Block b, position p: the part's rows of 16 tiles.
             let mut m = vec![0f32; blocks * 16 * rows * COLS];
-            let mut parts: Vec<&mut [f32]> = m.chunks_exact_mut(rows * COLS).collect();
             // Position by position, every block in turn, so that a position's
             // panels, read for the first block, are still cached for the rest.
+            let mut parts: Vec<&mut [f32]> = m.chunks_exact_mut(rows * COLS).collect();
             for p in 0..16 {
                 for b in 0..blocks {
                     let e = b * 16 + p;
                     self.positions[p].product(o0, &v[e * c * COLS..][..c * COLS], parts[e], false);
                 }
             }
+            // The products end here; the output transform reads them from `m`.
             drop(parts);
             for (r, plane) in out.chunks_exact_mut(h * w).enumerate() {
                 let b0 = bias.map_or(0.0, |b| b[o0 + r]);
