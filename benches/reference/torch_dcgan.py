@@ -4,6 +4,7 @@ same shapes and the same training step (D on an all-real and an all-fake
 batch, then G; Adam for both), timed the same way (median of repetitions).
 
     python3 benches/reference/torch_dcgan.py [--device cpu|cuda] [--threads N] [--tf32] [--json]
+    python3 benches/reference/torch_dcgan.py --threads 1 --resolutions 32 --profile pixel_shuffle
 
 Architecture (see src/bench.rs `arch` and src/gan): z=100, widths 64 at full
 resolution doubling per level, G = Linear -> BN -> ReLU, then per level an
@@ -107,15 +108,10 @@ def median_ms(fn, reps, sync):
     return ts[len(ts) // 2]
 
 
-def bench(res, up, device, quick):
+def training_step(g, d, res, device):
+    """The benchmarked step, as a function: D on an all-real and an all-fake
+    batch of 64, then G through the frozen D; Adam for both."""
     ch = 1 if res == 28 else 3
-    g, d = G(res, ch, up).to(device), D(res, ch).to(device)
-    sync = (lambda: torch.cuda.synchronize()) if device == "cuda" else (lambda: None)
-    g.eval()
-    with torch.no_grad():
-        z1, z64 = torch.randn(1, 100, device=device), torch.randn(64, 100, device=device)
-        g1 = median_ms(lambda: g(z1).sum().item(), 10 if quick else 50, sync)
-        g64 = median_ms(lambda: g(z64).sum().item(), 2 if quick else 5, sync)
     g.train()
     og = torch.optim.Adam(g.parameters(), 2e-4, betas=(0.5, 0.999))
     od = torch.optim.Adam(d.parameters(), 2e-4, betas=(0.5, 0.999))
@@ -138,6 +134,35 @@ def bench(res, up, device, quick):
         og.step()
         loss_d.item(), loss_g.item()
 
+    return step
+
+
+def profile(res, up, device, steps=5):
+    """PyTorch's profiler over `steps` training steps (after 3 unrecorded),
+    per op and input shapes: the layer-by-layer counterpart of `ganscope
+    bench --ops`. Times are totals over the steps."""
+    from torch.profiler import profile as torch_profile
+    ch = 1 if res == 28 else 3
+    step = training_step(G(res, ch, up).to(device), D(res, ch).to(device), res, device)
+    for _ in range(3):
+        step()
+    with torch_profile(record_shapes=True) as p:
+        for _ in range(steps):
+            step()
+    print(f"{steps} steps of dcgan{res}-{up}; times are totals over them")
+    print(p.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=40))
+
+
+def bench(res, up, device, quick):
+    ch = 1 if res == 28 else 3
+    g, d = G(res, ch, up).to(device), D(res, ch).to(device)
+    sync = (lambda: torch.cuda.synchronize()) if device == "cuda" else (lambda: None)
+    g.eval()
+    with torch.no_grad():
+        z1, z64 = torch.randn(1, 100, device=device), torch.randn(64, 100, device=device)
+        g1 = median_ms(lambda: g(z1).sum().item(), 10 if quick else 50, sync)
+        g64 = median_ms(lambda: g(z64).sum().item(), 2 if quick else 5, sync)
+    step = training_step(g, d, res, device)
     step_ms = median_ms(step, 2 if quick else 5, sync)
     return {"name": f"dcgan{res}-{up}", "resolution": res, "upsample": up, "g_batch1_ms": g1,
             "g_batch64_ms": g64, "train_images_per_sec": 64 / (step_ms / 1e3)}
@@ -151,6 +176,8 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--tf32", action="store_true", help="CUDA: TF32 matmuls and convolutions")
+    ap.add_argument("--profile", metavar="UPSAMPLE",
+                    help="instead: PyTorch's profiler over training steps of this kind at each resolution")
     a = ap.parse_args()
     # PyTorch lets cuDNN convolutions use TF32 by default; f32 means f32 here,
     # as in ganscope, unless --tf32 asks for it on both.
@@ -158,6 +185,10 @@ def main():
     torch.backends.cudnn.allow_tf32 = a.tf32
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.profile:
+        for res in [int(r) for r in a.resolutions.split(",")]:
+            profile(res, a.profile, a.device)
+        return
     n = 1024
     x, y = torch.randn(n, n, device=a.device), torch.randn(n, n, device=a.device)
     sync = (lambda: torch.cuda.synchronize()) if a.device == "cuda" else (lambda: None)
