@@ -205,25 +205,17 @@ pub fn run_arch(m: &ModelConfig, device: &Device, opts: Options) -> Result<ArchR
         let map = p.vars.iter().map(|(n, v, _)| (n.clone(), v.as_tensor().detach())).collect();
         Generator::new(m, &mut LoadedParams::new(map, device))?
     };
-    let gen_ms = |n: usize, reps: usize| -> Result<f64> {
-        let z = Tensor::randn(0f32, 1.0, (n, m.z_dim), device)?;
-        let (median, _) = time_ms(reps, || {
-            g.forward(&z, None, &mut Pass::eval())?.sum_all()?.to_scalar::<f32>()?;
-            Ok(())
-        })?;
-        Ok(median)
+    // One batch through G, its sum read back (so a device's work is done).
+    let generate = |z: &Tensor| -> Result<()> {
+        g.forward(z, None, &mut Pass::eval())?.sum_all()?.to_scalar::<f32>()?;
+        Ok(())
     };
-    let g1 = gen_ms(1, if quick { 10 } else { 50 })?;
-    let g1_ops = if opts.ops {
-        let z = Tensor::randn(0f32, 1.0, (1, m.z_dim), device)?;
-        Some(recorded(if quick { 10 } else { 50 }, || {
-            g.forward(&z, None, &mut Pass::eval())?.sum_all()?.to_scalar::<f32>()?;
-            Ok(())
-        })?)
-    } else {
-        None
-    };
-    let g64 = gen_ms(64, if quick { 2 } else { 5 })?;
+    let latents = |n: usize| Tensor::randn(0f32, 1.0, (n, m.z_dim), device);
+    let (z1, reps1) = (latents(1)?, if quick { 10 } else { 50 });
+    let (g1, _) = time_ms(reps1, || generate(&z1))?;
+    let g1_ops = if opts.ops { Some(recorded(reps1, || generate(&z1))?) } else { None };
+    let z64 = latents(64)?;
+    let (g64, _) = time_ms(if quick { 2 } else { 5 }, || generate(&z64))?;
     // The plain DCGAN step the PyTorch reference runs: no label smoothing or
     // noise, instance noise, replay or EMA.
     let base = TrainConfig { model: m.clone(), ..TrainConfig::default() };

@@ -88,15 +88,12 @@ impl Single {
             let mut m = vec![0f32; blocks * 16 * rows * COLS];
             // Position by position, every block in turn, so that a position's
             // panels, read for the first block, are still cached for the rest.
-            let mut parts: Vec<&mut [f32]> = m.chunks_exact_mut(rows * COLS).collect();
             for p in 0..16 {
-                for b in 0..blocks {
-                    let e = b * 16 + p;
-                    self.positions[p].product(o0, &v[e * c * COLS..][..c * COLS], parts[e], false);
+                for e in (p..blocks * 16).step_by(16) {
+                    let part = &mut m[e * rows * COLS..][..rows * COLS];
+                    self.positions[p].product(o0, &v[e * c * COLS..][..c * COLS], part, false);
                 }
             }
-            // The products end here; the output transform reads them from `m`.
-            drop(parts);
             for (r, plane) in out.chunks_exact_mut(h * w).enumerate() {
                 let b0 = bias.map_or(0.0, |b| b[o0 + r]);
                 for (b, spots) in spots.iter().enumerate() {
