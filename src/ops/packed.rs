@@ -35,7 +35,7 @@ const KC: usize = 256;
 
 /// Rows a multiple of this many values (4 KiB) apart share their L1
 /// cache sets: 12 of them, read side by side, evict each other and the
-/// panels (a 3x3 layer's rows lie 16 C apart). Such rows are copied,
+/// panels (a stride-2 layer's rows lie 36 C apart). Such rows are copied,
 /// [`LDB`] apart, a block at a time; others are read where they lie.
 const ALIASED: usize = 1024;
 

@@ -185,13 +185,14 @@ impl Tiles {
     }
 
     /// `Bᵀ d B` of each 4x4 tile of `x` (C x H x W), into `v` as tiles x 16
-    /// x C; `xp` holds the padded image, `bd` (16 x C) `Bᵀ d`. Whole
+    /// x C, tile after tile `ts` (16 C or more) values apart; `xp` holds the
+    /// padded image, `bd` (16 x C) `Bᵀ d`. Whole
     /// channel vectors at a time, which vectorize (a channel at a time,
     /// the transform took a quarter of a layer's time).
-    fn transform_input(&self, x: &[f32], c: usize, xp: &mut [f32], bd: &mut [f32], v: &mut [f32]) {
+    fn transform_input(&self, x: &[f32], c: usize, xp: &mut [f32], bd: &mut [f32], v: &mut [f32], ts: usize) {
         self.pad(x, c, xp);
         let line = (2 * self.tw + 2) * c;
-        for (t, out) in v.chunks_exact_mut(16 * c).take(self.count()).enumerate() {
+        for (t, out) in v.chunks_exact_mut(ts).take(self.count()).enumerate() {
             let at = 2 * (t / self.tw) * line + 2 * (t % self.tw) * c;
             let d = |i: usize, j: usize| &xp[at + i * line + j * c..][..c];
             for (i, &(a, b, s)) in B_ROWS.iter().enumerate() {
@@ -340,15 +341,16 @@ pub(super) fn conv3x3(batch: &Batch, kernel: Kernel, kept: &OnceLock<Transformed
     u.packed(); // here, by both threads, before the groups need it
     let tiles = Tiles::new(h, w);
     let (count, plane) = (tiles.count(), h * w);
-    let lens = |t| [tiles.padded_len(c) + 16 * c, 16 * t * c, 16 * t * o];
+    let vs = unaliased(16 * c);
+    let lens = |t| [tiles.padded_len(c) + 16 * c, t * vs, 16 * t * o];
     batch.by_groups((count, plane), lens, |images, out, t, [xp, v, m]| {
         let (xp, bd) = xp.split_at_mut(tiles.padded_len(c));
-        for (img, v) in images.chunks_exact(c * plane).zip(v.chunks_exact_mut(count * 16 * c)) {
-            tiles.transform_input(img, c, xp, bd, v);
+        for (img, v) in images.chunks_exact(c * plane).zip(v.chunks_exact_mut(count * vs)) {
+            tiles.transform_input(img, c, xp, bd, v, vs);
         }
-        // Position p: (tiles x C), rows 16C apart, times (C x O).
+        // Position p: (tiles x C), rows `vs` apart, times (C x O).
         for (p, m) in m.chunks_exact_mut(t * o).enumerate() {
-            u.product(p..p + 1, &v[p * c..], 16 * c, m, false);
+            u.product(p..p + 1, &v[p * c..], vs, m, false);
         }
         let place = |t, a, b| tiles.place(t, a, b);
         out.fill((o, plane), |i, tile, px| {
@@ -517,11 +519,26 @@ pub(super) fn conv3x3_weight_grad(x: &[f32], n: usize, (c, h, w): Dims, dy: &[f3
     let input = |img: &[f32], v: &mut [f32]| {
         with_scratch([tiles.padded_len(c) + 16 * c, 0, 0], |[xp, _, _]| {
             let (xp, bd) = xp.split_at_mut(tiles.padded_len(c));
-            tiles.transform_input(img, c, xp, bd, v);
+            tiles.transform_input(img, c, xp, bd, v, 16 * c);
         })
     };
     let place = |t, a, b| tiles.place(t, a, b);
     weight_grad(&layer, (16, |p| p), input, (place, &a_g_a), &g_kron(false))
+}
+
+/// Where rows of `len` values go in a GEMM operand: a cache line (16
+/// values) further apart than `len` when that is a multiple of 4 KiB.
+///
+/// Why: the Winograd GEMMs read one position's values from every tile's
+/// row, and at a multiple of 4 KiB all those reads fall into the same few
+/// L1 sets (which L2 sets too depends on where the OS put the pages). A
+/// 3x3 kernel gradient of 128 → 256 channels at 8x8 (its tiles' output
+/// gradients 16 x 256 values each) took 12.2-14.2 ms a call in six
+/// processes with the padding and 13.5-21.2 ms without, alternating
+/// (`RAYON_NUM_THREADS=1`, batch 64, BENCHMARKS.md); the forward over rows
+/// of 16 x 128 values 10.7-10.9 instead of 11.0-11.3 ms (4 pairs).
+fn unaliased(len: usize) -> usize {
+    if len.is_multiple_of(1024) { len + 16 } else { len }
 }
 
 /// A batch's convolution layer as its kernel gradient sees it: `x`, `n`
@@ -598,7 +615,8 @@ fn weight_grad<const P: usize>(
     // Images per group: their transforms about as large as the
     // accumulators they add into, and at least MIN_TILES tiles.
     let group = (pairs * o * c).div_ceil(count * per_tile).max(MIN_TILES.div_ceil(count)).clamp(1, n.max(1));
-    let lens = [group * count * pairs * c, group * count * P * o, pairs * o * c];
+    let stride = unaliased(P * o);
+    let lens = [group * count * pairs * c, group * count * stride, pairs * o * c];
     Some(with_shared(lens, |[v, g, du]| {
         let zeros = vec![0f32; o];
         for i0 in (0..n).step_by(group) {
@@ -606,10 +624,10 @@ fn weight_grad<const P: usize>(
             let xs = x[i0 * c * h * w..].par_chunks_exact(c * h * w);
             v[..tiles * pairs * c].par_chunks_mut(count * pairs * c).zip(xs).for_each(|(v, img)| input(img, v));
             let dys = dy[i0 * o * plane..].par_chunks_exact(o * plane);
-            g[..tiles * P * o].par_chunks_mut(count * P * o).zip(dys).for_each(|(g, img)| {
+            g[..tiles * stride].par_chunks_mut(count * stride).zip(dys).for_each(|(g, img)| {
                 with_scratch([plane * o, 0, 0], |[px, _, _]| {
                     transpose(img, plane, px, o, (o, plane), Store::Set);
-                    for (t, g) in g.chunks_exact_mut(P * o).enumerate() {
+                    for (t, g) in g.chunks_exact_mut(stride).enumerate() {
                         let d = |a, b| place(t, a, b).map_or(&zeros[..], |at| &px[at * o..][..o]);
                         let mut rows = g.chunks_exact_mut(o);
                         let dst = array::from_fn(|_| rows.next().expect("P positions"));
@@ -619,7 +637,7 @@ fn weight_grad<const P: usize>(
             });
             // dU[e] (O x C) += Σ_tiles (A dy Aᵀ)[position(e)]ᵀ (Bᵀ d B)[e].
             du.par_chunks_mut(o * c).enumerate().for_each(|(e, du)| {
-                let g = Operand::transposed(&g[position(e) * o..], P * o);
+                let g = Operand::transposed(&g[position(e) * o..], stride);
                 matmul(o, c, tiles, du, i0 > 0, g, Operand::plain(&v[e * c..], pairs * c));
             });
         }

@@ -66,7 +66,7 @@ impl Single {
         let mut v = vec![0f32; blocks * 16 * c * COLS];
         with_scratch([tiles.padded_len(c) + 16 * c, count * 16 * c, 0], |[xp, tv, _]| {
             let (xp, bd) = xp.split_at_mut(tiles.padded_len(c));
-            tiles.transform_input(x, c, xp, bd, tv);
+            tiles.transform_input(x, c, xp, bd, tv, 16 * c);
             for (b, v) in v.chunks_exact_mut(16 * c * COLS).enumerate() {
                 let live = COLS.min(count - b * COLS);
                 for (p, v) in v.chunks_exact_mut(c * COLS).enumerate() {
