@@ -23,7 +23,7 @@
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use ganscope::ops::activation::Act;
-use ganscope::ops::{activation, adam, batch_norm, bias, conv, shuffle, unfold, upsample};
+use ganscope::ops::{activation, adam, batch_norm, bias, conv, conv_bn, shuffle, unfold, upsample};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::ThreadPoolBuilder;
@@ -533,6 +533,84 @@ fn check_batch_norm(device: &Device) -> Result<()> {
 #[test]
 fn batch_norm_matches_candle() -> Result<()> {
     check_batch_norm(&Device::Cpu)
+}
+
+/// The same values, bit for bit.
+fn assert_same(what: &str, got: &Tensor, want: &Tensor) -> Result<()> {
+    assert_eq!(got.dims(), want.dims(), "{what}: shapes");
+    let (g, w): (Vec<f32>, Vec<f32>) = (got.flatten_all()?.to_vec1()?, want.flatten_all()?.to_vec1()?);
+    let differ = g.iter().zip(&w).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    assert_eq!(differ, 0, "{what}: {differ} of {} values differ", w.len());
+    Ok(())
+}
+
+// A convolution into a BatchNorm as one op runs the two ops' kernels in
+// their order, so it must match them exactly: a Winograd stride-2 batch, a
+// 3x3 one into the BatchNorm of its pixel shuffle, a transposed one, and
+// small planar and odd-sized ones.
+#[test]
+fn conv_batch_norm_matches_the_two_ops() -> Result<()> {
+    // (kind, (n, c, h, w, o, k, stride, pad), slope, shuffled)
+    let cases: [(Kind, Case, f64, bool); 5] = [
+        (Kind::Conv, (6, 64, 8, 6, 64, 4, 2, 1), 0.2, false),
+        (Kind::Conv, (4, 32, 5, 3, 64, 3, 1, 1), 0.0, true),
+        (Kind::ConvT, (5, 64, 4, 3, 64, 4, 2, 1), 0.0, false),
+        (Kind::Conv, (3, 5, 7, 9, 8, 3, 1, 1), 0.2, false),
+        (Kind::ConvT, (2, 3, 5, 4, 6, 4, 2, 1), 1.0, false),
+    ];
+    in_each_pool(|| {
+        let mut rng = ChaCha8Rng::seed_from_u64(31);
+        for (kind, (n, c, h, w, o, k, stride, pad), slope, shuffled) in cases {
+            let what = format!("{kind:?} {n}x{c}x{h}x{w} into {o}, slope {slope}, shuffled {shuffled}");
+            let kernel = match kind {
+                Kind::Conv => [o, c, k, k],
+                Kind::ConvT => [c, o, k, k],
+            };
+            let normed = if shuffled { o / 4 } else { o };
+            let inputs = [
+                rand_tensor(&mut rng, &[n, c, h, w])?,
+                rand_tensor(&mut rng, &kernel)?,
+                rand_tensor(&mut rng, &[o])?,
+                (rand_tensor(&mut rng, &[normed])? + 1.0)?,
+                rand_tensor(&mut rng, &[normed])?,
+            ];
+            let up = {
+                let vars: Vec<Var> = inputs.iter().map(Var::from_tensor).collect::<Result<_>>()?;
+                let t: Vec<&Tensor> = vars.iter().map(Var::as_tensor).collect();
+                let z = match kind {
+                    Kind::Conv => conv::conv2d(t[0], t[1], t[2], stride, pad, Act::Identity, None)?,
+                    Kind::ConvT => conv::conv_transpose2d(t[0], t[1], t[2], stride, pad, Act::Identity, None)?,
+                };
+                let two = if shuffled {
+                    batch_norm::train_shuffled(&z, t[3], t[4], 1e-5, slope)?
+                } else {
+                    batch_norm::train(&z, t[3], t[4], 1e-5, slope)?
+                };
+                let two = two.expect("the CPU BatchNorm op");
+                let up = rand_tensor(&mut rng, two.y.dims())?;
+                let grads = (&two.y * &up)?.sum_all()?.backward()?;
+                let want: Vec<Tensor> = t.iter().map(|v| grads.get(v).expect("a gradient").clone()).collect();
+                (two, want, up)
+            };
+            let (two, want, up) = up;
+            let vars: Vec<Var> = inputs.iter().map(Var::from_tensor).collect::<Result<_>>()?;
+            let t: Vec<&Tensor> = vars.iter().map(Var::as_tensor).collect();
+            let bn = conv_bn::NormArgs { gamma: t[3], beta: t[4], eps: 1e-5, slope, shuffled };
+            let one = match kind {
+                Kind::Conv => conv::conv2d_batch_norm(t[0], (t[1], t[2]), (stride, pad), None, &bn)?,
+                Kind::ConvT => conv::conv_transpose2d_batch_norm(t[0], (t[1], t[2]), (stride, pad), None, &bn)?,
+            };
+            let one = one.expect("the fused op on the CPU");
+            assert_same(&format!("{what}: output"), &one.y, &two.y)?;
+            assert_same(&format!("{what}: mean"), &one.mean, &two.mean)?;
+            assert_same(&format!("{what}: variance"), &one.var, &two.var)?;
+            let grads = (&one.y * &up)?.sum_all()?.backward()?;
+            for ((name, v), want) in ["x", "w", "b", "gamma", "beta"].iter().zip(&t).zip(&want) {
+                assert_same(&format!("{what}: d{name}"), grads.get(v).expect("a gradient"), want)?;
+            }
+        }
+        Ok(())
+    })
 }
 
 /// candle's pixel shuffle: a reshape, a permute and a copy.

@@ -98,11 +98,35 @@ impl Conv {
 
     /// Convolves `x` (N, C, H, W), then applies `act`.
     pub fn forward(&self, x: &Tensor, train: bool, act: Act) -> Result<Tensor> {
-        let w = match &self.sn {
-            Some(sn) => sn.apply(&self.w, train)?,
-            None => self.w.clone(),
-        };
-        ops::conv2d(x, &w, &self.b, self.stride, self.pad, act, self.kept.as_ref())
+        ops::conv2d(x, &self.weight(train)?, &self.b, self.stride, self.pad, act, self.kept.as_ref())
+    }
+
+    /// [`Self::forward`] through `norm` and its LeakyReLU with `slope`
+    /// (of the output's pixel shuffle when `shuffled`): one op for a
+    /// BatchNorm in training on the CPU ([`ops::conv_bn`]).
+    pub fn forward_normed(
+        &self,
+        x: &Tensor,
+        train: bool,
+        norm: &Norm,
+        (slope, shuffled): (f64, bool),
+    ) -> Result<Tensor> {
+        let w = self.weight(train)?;
+        let (geom, kept) = ((self.stride, self.pad), self.kept.as_ref());
+        let fused = |bn: &ops::conv_bn::NormArgs| ops::conv::conv2d_batch_norm(x, (&w, &self.b), geom, kept, bn);
+        if let Some(y) = norm.after(train, (slope, shuffled), fused)? {
+            return Ok(y);
+        }
+        let y = ops::conv2d(x, &w, &self.b, self.stride, self.pad, Act::Identity, kept)?;
+        if shuffled { norm.forward_leaky_shuffled(&y, train, slope) } else { norm.forward_leaky(&y, train, slope) }
+    }
+
+    /// The kernel, spectrally normalized where configured.
+    fn weight(&self, train: bool) -> Result<Tensor> {
+        match &self.sn {
+            Some(sn) => sn.apply(&self.w, train),
+            None => Ok(self.w.clone()),
+        }
     }
 }
 
@@ -125,6 +149,19 @@ impl ConvTranspose {
     /// Upsamples `x` (N, C, H, W) to (N, cout, 2H, 2W), then applies `act`.
     pub fn forward(&self, x: &Tensor, act: Act) -> Result<Tensor> {
         ops::conv_transpose2d(x, &self.w, &self.b, 2, 1, act, self.kept.as_ref())
+    }
+
+    /// [`Self::forward`] through `norm` and its LeakyReLU with `slope`: one
+    /// op for a BatchNorm in training on the CPU ([`ops::conv_bn`]).
+    pub fn forward_normed(&self, x: &Tensor, train: bool, norm: &Norm, slope: f64) -> Result<Tensor> {
+        let kept = self.kept.as_ref();
+        let fused = |bn: &ops::conv_bn::NormArgs| {
+            ops::conv::conv_transpose2d_batch_norm(x, (&self.w, &self.b), (2, 1), kept, bn)
+        };
+        match norm.after(train, (slope, false), fused)? {
+            Some(y) => Ok(y),
+            None => norm.forward_leaky(&self.forward(x, Act::Identity)?, train, slope),
+        }
     }
 }
 
@@ -232,6 +269,29 @@ impl Norm {
             Norm::None => x.clone(),
         };
         leaky_relu(&y, slope)
+    }
+
+    /// A convolution layer through this norm and LeakyReLU with `slope`
+    /// (of its output's pixel shuffle when `shuffled`) as one op, for a
+    /// BatchNorm in training ([`ops::conv_bn`]): `conv` runs it for the
+    /// BatchNorm it is given, returning the output and batch statistics,
+    /// or None where it does not run (not on the CPU fast path). None also
+    /// for other norms and in inference.
+    fn after(
+        &self,
+        train: bool,
+        (slope, shuffled): (f64, bool),
+        conv: impl FnOnce(&ops::conv_bn::NormArgs) -> Result<Option<ops::batch_norm::BatchNormTrain>>,
+    ) -> Result<Option<Tensor>> {
+        let Norm::Batch { gamma, beta, mean, var } = self else { return Ok(None) };
+        if !train {
+            return Ok(None);
+        }
+        let Some(fused) = conv(&ops::conv_bn::NormArgs { gamma, beta, eps: EPS, slope, shuffled })? else {
+            return Ok(None);
+        };
+        update_running((mean, var), values_per_channel(&fused.y)?, (&fused.mean, &fused.var))?;
+        Ok(Some(fused.y))
     }
 
     /// [`Self::forward_leaky`] of `pixel_shuffle(z)`: one op for a

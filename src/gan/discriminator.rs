@@ -60,9 +60,9 @@ impl DownStack {
         for b in &self.blocks {
             h = match (&b.norm, b.pool) {
                 (Norm::None, false) => b.conv.forward(&h, train, Act::Leaky(self.slope))?,
-                (norm, pool) => {
-                    let y = b.conv.forward(&h, train, Act::Identity)?;
-                    let y = if pool { y.avg_pool2d(2)? } else { y };
+                (norm, false) => b.conv.forward_normed(&h, train, norm, (self.slope, false))?,
+                (norm, true) => {
+                    let y = b.conv.forward(&h, train, Act::Identity)?.avg_pool2d(2)?;
                     norm.forward_leaky(&y, train, self.slope)?
                 }
             };

@@ -37,13 +37,14 @@ impl Up {
         }
     }
 
-    /// The upsampled `x` through `norm` and its LeakyReLU with `slope`; a
-    /// pixel shuffle goes into the norm's op where it can
-    /// ([`Norm::forward_leaky_shuffled`]).
+    /// The upsampled `x` through `norm` and its LeakyReLU with `slope`:
+    /// the convolution, the norm and the activation (and a pixel shuffle
+    /// between them) as one op where they can ([`Conv::forward_normed`]).
     fn forward_normed(&self, x: &Tensor, norm: &Norm, train: bool, slope: f64) -> Result<Tensor> {
         match self {
-            Up::Shuffle(c) => norm.forward_leaky_shuffled(&c.forward(x, false, Act::Identity)?, train, slope),
-            _ => norm.forward_leaky(&self.forward(x, Act::Identity)?, train, slope),
+            Up::Transpose(c) => c.forward_normed(x, train, norm, slope),
+            Up::Shuffle(c) => c.forward_normed(x, train, norm, (slope, true)),
+            Up::Nearest(c) => norm.forward_leaky(&c.forward(x, Act::Identity)?, train, slope),
         }
     }
 }

@@ -85,20 +85,25 @@ fn on_cpu(
     if !fast(&[x, gamma, beta]) {
         return Ok(None);
     }
-    let stats = Arc::new(OnceLock::new());
-    let op = BatchNorm { eps, slope: slope as f32, shuffled, stats: Arc::clone(&stats) };
+    let op = BatchNorm::new(eps, slope, shuffled);
+    let stats = Arc::clone(&op.stats);
     let y = x.contiguous()?.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
+    with_statistics(y, &stats)
+}
+
+/// `y` with the batch statistics its forward pass left in `stats`.
+pub(super) fn with_statistics(y: Tensor, stats: &OnceLock<Stats>) -> Result<Option<BatchNormTrain>> {
     let Some(s) = stats.get() else { candle_core::bail!("batch norm: the forward pass left no statistics") };
     let c = s.mean.len();
-    let mean = Tensor::from_slice(&s.mean, c, x.device())?;
-    let var = Tensor::from_slice(&s.var, c, x.device())?;
+    let mean = Tensor::from_slice(&s.mean, c, y.device())?;
+    let var = Tensor::from_slice(&s.var, c, y.device())?;
     Ok(Some(BatchNormTrain { y, mean, var }))
 }
 
 /// Per-channel statistics of one forward pass, kept for the backward, and
 /// the normalization they gave: `bn(x) = x * scale + shift`.
 #[derive(Clone)]
-struct Stats {
+pub(super) struct Stats {
     mean: Vec<f32>,
     var: Vec<f32>,
     scale: Vec<f32>,
@@ -240,7 +245,7 @@ fn grad_sums(
 
 /// `y = leaky((x - mean) / sqrt(var + eps) * gamma + beta, slope)` with
 /// batch statistics.
-struct BatchNorm {
+pub(super) struct BatchNorm {
     eps: f64,
     /// The activation's slope; 1 is none (the identity).
     slope: f32,
@@ -248,26 +253,19 @@ struct BatchNorm {
     /// shuffle, normalized ([`train_shuffled`]).
     shuffled: bool,
     /// Filled by the forward pass: read by [`train`] and by the backward.
-    stats: Arc<OnceLock<Stats>>,
+    pub(super) stats: Arc<OnceLock<Stats>>,
 }
 
-impl CustomOp3 for BatchNorm {
-    fn name(&self) -> &'static str {
-        "ganscope-batch-norm"
+impl BatchNorm {
+    /// With `slope` 1 for no activation; of the pixel shuffle of the input
+    /// when `shuffled`.
+    pub(super) fn new(eps: f64, slope: f64, shuffled: bool) -> Self {
+        Self { eps, slope: slope as f32, shuffled, stats: Arc::default() }
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let _timer = super::profile::Timer::start(self.name(), &[l1, l2, l3]);
-        let (x, gamma, beta) =
-            (slice(s1, l1, "batch norm")?, slice(s2, l2, "batch norm")?, slice(s3, l3, "batch norm")?);
+    /// The output for `x` laid out as `l1` (shuffled where `self.shuffled`),
+    /// and its shape; the statistics go into `self.stats`.
+    pub(super) fn normalize(&self, x: &[f32], l1: &Layout, gamma: &[f32], beta: &[f32]) -> Result<(Vec<f32>, Shape)> {
         // Shuffled, channel c's values are input planes 4c..4c + 4: the
         // input read as (N, C, 4H, W).
         let (n, c4, h, w) = l1.shape().dims4()?;
@@ -279,7 +277,10 @@ impl CustomOp3 for BatchNorm {
         } else {
             l1.clone()
         };
-        let ((n, c, hw), _) = (planes(&x_layout, l2, "batch norm")?, planes(&x_layout, l3, "batch norm")?);
+        let (n, c, hw) = planes(&x_layout, &Layout::contiguous(gamma.len()), "batch norm")?;
+        if beta.len() != c {
+            candle_core::bail!("batch norm: {c} channels but {} shifts", beta.len());
+        }
         let count = (n * hw) as f64;
         let (shifts, sums) = shifted_sums(x, (n, c, hw));
         let (mean, var): (Vec<f32>, Vec<f32>) = sums
@@ -306,17 +307,12 @@ impl CustomOp3 for BatchNorm {
         };
         // The op runs once per `apply_op3`, so the cell is always empty here.
         let _ = self.stats.set(Stats { mean, var, scale, shift });
-        Ok((CpuStorage::F32(y), shape))
+        Ok((y, shape))
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        gamma: &Tensor,
-        beta: &Tensor,
-        _: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    /// The gradient of the input `x` (whether or not it is tracked) and
+    /// those of gamma and beta, from the output's `dy`.
+    pub(super) fn grads(&self, x: &Tensor, gamma: &Tensor, dy: &Tensor) -> Result<(Tensor, Vec<f32>, Vec<f32>)> {
         let Some(s) = self.stats.get() else { candle_core::bail!("batch norm: backward before forward") };
         let sums = Arc::new(OnceLock::new());
         let op = BatchNormGrad { eps: self.eps, slope: self.slope, stats: s.clone(), sums: Arc::clone(&sums) };
@@ -330,9 +326,42 @@ impl CustomOp3 for BatchNorm {
             x.apply_op3(&dy.contiguous()?, gamma, op)?
         };
         let Some((dgamma, dbeta)) = sums.get() else { candle_core::bail!("batch norm: no parameter gradients") };
-        let c = dgamma.len();
-        let dgamma = tracked(gamma, || Tensor::from_slice(dgamma, c, x.device()))?;
-        let dbeta = tracked(beta, || Tensor::from_slice(dbeta, c, x.device()))?;
+        Ok((dx, dgamma.clone(), dbeta.clone()))
+    }
+}
+
+impl CustomOp3 for BatchNorm {
+    fn name(&self) -> &'static str {
+        "ganscope-batch-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let _timer = super::profile::Timer::start(self.name(), &[l1, l2, l3]);
+        let (x, gamma, beta) =
+            (slice(s1, l1, "batch norm")?, slice(s2, l2, "batch norm")?, slice(s3, l3, "batch norm")?);
+        let (y, shape) = self.normalize(x, l1, gamma, beta)?;
+        Ok((CpuStorage::F32(y), shape))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        _: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dgamma, dbeta) = self.grads(x, gamma, dy)?;
+        let dgamma = tracked(gamma, || Tensor::from_vec(dgamma, gamma.dims(), x.device()))?;
+        let dbeta = tracked(beta, || Tensor::from_vec(dbeta, beta.dims(), x.device()))?;
         Ok((tracked(x, || Ok(dx))?, dgamma, dbeta))
     }
 }

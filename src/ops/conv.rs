@@ -43,6 +43,8 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 use super::activation::Act;
+use super::batch_norm::BatchNormTrain;
+use super::conv_bn;
 use super::narrow::{self, Panels};
 use super::transpose::{Store, transpose};
 use super::winograd::{self, Batch, Kernel, Single, Transformed};
@@ -481,7 +483,7 @@ unsafe fn gemm_into(m: usize, n: usize, k: usize, dst: *mut f32, accumulate: boo
 }
 
 /// A custom-op argument as candle hands it over.
-type Arg<'a> = (&'a CpuStorage, &'a Layout);
+pub(super) type Arg<'a> = (&'a CpuStorage, &'a Layout);
 
 fn dims4(l: &Layout) -> Result<(usize, usize, usize, usize)> {
     l.shape().dims4()
@@ -497,6 +499,7 @@ struct Conv(Geom, TransformCell, Option<Arc<Panels>>, Option<Arc<Single>>);
 
 impl Convolution for Conv {
     const BIASED: &'static str = "ganscope-conv2d-bias";
+    const NORMED: &'static str = "ganscope-conv2d-batch-norm";
 
     /// The forward; `bias`, when given, fills each output row before the
     /// GEMM adds to it.
@@ -669,9 +672,12 @@ impl Conv {
 type Grads3 = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
 
 /// What differs between the two convolutions' ops with a bias.
-trait Convolution: CustomOp2 + Send + Sync + 'static {
+pub(super) trait Convolution: CustomOp2 + Send + Sync + 'static {
     /// The op's name with its bias.
     const BIASED: &'static str;
+
+    /// The op's name with its bias and a BatchNorm after it ([`conv_bn`]).
+    const NORMED: &'static str;
 
     /// The forward, adding `bias` when given.
     fn forward(&self, x: Arg, w: Arg, bias: Option<Arg>) -> Result<(CpuStorage, Shape)>;
@@ -872,6 +878,7 @@ impl KeptKernel {
 
 impl Convolution for ConvT {
     const BIASED: &'static str = "ganscope-conv-transpose2d-bias";
+    const NORMED: &'static str = "ganscope-conv-transpose2d-batch-norm";
 
     /// The forward; `bias`, when given, fills each output plane before the
     /// columns are added into it.
@@ -1071,14 +1078,37 @@ pub fn conv2d(
     if !fast(&[x, w, b]) {
         return act.apply(&x.conv2d(w, pad, stride, 1, 1)?.broadcast_add(&b.reshape((1, (), 1, 1))?)?);
     }
-    let ((n, _, h, wd), (o, _, k, _)) = (x.dims4()?, w.dims4()?);
-    let g = Geom { k, stride, pad };
-    // A batch copies its patches channels-last, where no panels serve.
-    let cols = if channels_last(n) { 0 } else { n * g.conv_out(h) * g.conv_out(wd) };
-    let panels = KeptKernel::panels(kept, cols, o, || Ok(w.flatten_all()?.to_vec1::<f32>()?.into()))?;
-    let single = KeptKernel::single(kept, g, n, (h, wd), w)?;
-    let op = WithBias { conv: Conv(g, KeptKernel::winograd(kept, n), panels, single), act };
+    let op = WithBias { conv: Conv::new(x, w, (stride, pad), kept)?, act };
     x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, op)
+}
+
+/// [`conv2d`] into the training-mode BatchNorm `bn` and its LeakyReLU as
+/// one op ([`conv_bn`]): the fast CPU path only, `None` elsewhere.
+pub fn conv2d_batch_norm(
+    x: &Tensor,
+    (w, b): (&Tensor, &Tensor),
+    (stride, pad): (usize, usize),
+    kept: Option<&KeptKernel>,
+    bn: &conv_bn::NormArgs,
+) -> Result<Option<BatchNormTrain>> {
+    if !conv_bn::applies(&[x, w, b, bn.gamma, bn.beta]) {
+        return Ok(None);
+    }
+    conv_bn::apply(Conv::new(x, w, (stride, pad), kept)?, x, (w, b), bn)
+}
+
+impl Conv {
+    /// The op for `x` and `w` (O, C, K, K) with (stride, padding), taking
+    /// the kernel's derived forms from `kept` where given.
+    fn new(x: &Tensor, w: &Tensor, (stride, pad): (usize, usize), kept: Option<&KeptKernel>) -> Result<Self> {
+        let ((n, _, h, wd), (o, _, k, _)) = (x.dims4()?, w.dims4()?);
+        let g = Geom { k, stride, pad };
+        // A batch copies its patches channels-last, where no panels serve.
+        let cols = if channels_last(n) { 0 } else { n * g.conv_out(h) * g.conv_out(wd) };
+        let panels = KeptKernel::panels(kept, cols, o, || Ok(w.flatten_all()?.to_vec1::<f32>()?.into()))?;
+        let single = KeptKernel::single(kept, g, n, (h, wd), w)?;
+        Ok(Conv(g, KeptKernel::winograd(kept, n), panels, single))
+    }
 }
 
 /// Transposed 2D convolution of `x` (N, C, H, W) with `w` (C, O, K, K) plus
@@ -1100,16 +1130,40 @@ pub fn conv_transpose2d(
     if !fast(&[x, w, b]) {
         return act.apply(&x.conv_transpose2d(w, pad, 0, stride, 1)?.broadcast_add(&b.reshape((1, (), 1, 1))?)?);
     }
-    let (n, _, hi, wi) = x.dims4()?;
-    let k = w.dim(3)?;
-    let g = Geom { k, stride, pad };
-    // Only the planar path reads the rows, only batches the transform.
-    let rows = kept.filter(|_| !channels_last(n)).map(|k| k.rows(w)).transpose()?;
-    let panels = match &rows {
-        Some(r) => KeptKernel::panels(kept, n * hi * wi, w.dim(1)? * k * k, || Ok(Arc::clone(r)))?,
-        None => None,
-    };
-    let winograd = KeptKernel::winograd(kept, n);
-    let conv = ConvT { g, out_h: g.conv_t_out(hi), out_w: g.conv_t_out(wi), rows, panels, winograd };
+    let conv = ConvT::new(x, w, (stride, pad), kept)?;
     x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, WithBias { conv, act })
+}
+
+/// [`conv_transpose2d`] into the training-mode BatchNorm `bn` and its
+/// LeakyReLU as one op ([`conv_bn`]): the fast CPU path only, `None`
+/// elsewhere.
+pub fn conv_transpose2d_batch_norm(
+    x: &Tensor,
+    (w, b): (&Tensor, &Tensor),
+    (stride, pad): (usize, usize),
+    kept: Option<&KeptKernel>,
+    bn: &conv_bn::NormArgs,
+) -> Result<Option<BatchNormTrain>> {
+    if !conv_bn::applies(&[x, w, b, bn.gamma, bn.beta]) {
+        return Ok(None);
+    }
+    conv_bn::apply(ConvT::new(x, w, (stride, pad), kept)?, x, (w, b), bn)
+}
+
+impl ConvT {
+    /// The op for `x` and `w` (C, O, K, K) with (stride, padding), taking
+    /// the kernel's derived forms from `kept` where given.
+    fn new(x: &Tensor, w: &Tensor, (stride, pad): (usize, usize), kept: Option<&KeptKernel>) -> Result<Self> {
+        let (n, _, hi, wi) = x.dims4()?;
+        let k = w.dim(3)?;
+        let g = Geom { k, stride, pad };
+        // Only the planar path reads the rows, only batches the transform.
+        let rows = kept.filter(|_| !channels_last(n)).map(|k| k.rows(w)).transpose()?;
+        let panels = match &rows {
+            Some(r) => KeptKernel::panels(kept, n * hi * wi, w.dim(1)? * k * k, || Ok(Arc::clone(r)))?,
+            None => None,
+        };
+        let winograd = KeptKernel::winograd(kept, n);
+        Ok(ConvT { g, out_h: g.conv_t_out(hi), out_w: g.conv_t_out(wi), rows, panels, winograd })
+    }
 }

@@ -1,6 +1,7 @@
 //! The layer ops every network calls, and the fast CPU kernels behind them:
 //! convolutions with their bias ([`conv`]), a fused training-mode BatchNorm
-//! and the activation after it ([`batch_norm`]), the per-channel bias
+//! and the activation after it ([`batch_norm`]), both as one op in a
+//! training layer ([`conv_bn`]), the per-channel bias
 //! gradient and scale-and-shift ([`bias`]), LeakyReLU and tanh
 //! ([`activation`]), pixel shuffle ([`shuffle`]), each a candle custom op
 //! with its backward, Adam's update in place ([`adam`]) and the gradients'
@@ -24,6 +25,7 @@ pub mod adam;
 pub mod batch_norm;
 pub mod bias;
 pub mod conv;
+pub mod conv_bn;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod narrow;

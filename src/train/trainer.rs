@@ -24,6 +24,7 @@ use crate::gan::params::{FreshParams, LoadedParams, Role, randn, uniform};
 use crate::gan::{Discriminator, Encoder, Generator, ModelConfig, Pass};
 use crate::latent;
 use crate::ops::RecentTransforms;
+use crate::ops::conv_bn::twice_differentiable;
 
 /// Images compared by the diversity measure (pairwise, so kept small).
 const DIVERSITY_SAMPLE: usize = 16;
@@ -450,7 +451,9 @@ impl Trainer {
         let eps = uniform(&mut self.rng, &[b, 1, 1, 1], 0.0, 1.0, &self.device)?;
         let mix = (real.broadcast_mul(&eps)? + fake.detach().broadcast_mul(&(1.0 - eps)?)?)?;
         let x = Var::from_tensor(&mix)?;
-        let out = self.d.forward(x.as_tensor(), labels, true)?.logits.sum_all()?;
+        // Layers as separate ops: this graph's gradient is differentiated again.
+        let d = &self.d;
+        let out = twice_differentiable(|| d.forward(x.as_tensor(), labels, true))?.logits.sum_all()?;
         let grads = out.backward()?;
         let gx = grads
             .get(x.as_tensor())
