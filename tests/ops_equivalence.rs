@@ -596,10 +596,8 @@ fn conv_batch_norm_matches_the_two_ops() -> Result<()> {
             let vars: Vec<Var> = inputs.iter().map(Var::from_tensor).collect::<Result<_>>()?;
             let t: Vec<&Tensor> = vars.iter().map(Var::as_tensor).collect();
             let bn = conv_bn::NormArgs { gamma: t[3], beta: t[4], eps: 1e-5, slope, shuffled };
-            let one = match kind {
-                Kind::Conv => conv::conv2d_batch_norm(t[0], (t[1], t[2]), (stride, pad), None, &bn)?,
-                Kind::ConvT => conv::conv_transpose2d_batch_norm(t[0], (t[1], t[2]), (stride, pad), None, &bn)?,
-            };
+            let transposed = matches!(kind, Kind::ConvT);
+            let one = conv::conv_batch_norm(t[0], (t[1], t[2]), (stride, pad, transposed), None, &bn)?;
             let one = one.expect("the fused op on the CPU");
             assert_same(&format!("{what}: output"), &one.y, &two.y)?;
             assert_same(&format!("{what}: mean"), &one.mean, &two.mean)?;

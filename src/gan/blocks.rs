@@ -112,8 +112,8 @@ impl Conv {
         (slope, shuffled): (f64, bool),
     ) -> Result<Tensor> {
         let w = self.weight(train)?;
-        let (geom, kept) = ((self.stride, self.pad), self.kept.as_ref());
-        let fused = |bn: &ops::conv_bn::NormArgs| ops::conv::conv2d_batch_norm(x, (&w, &self.b), geom, kept, bn);
+        let (geom, kept) = ((self.stride, self.pad, false), self.kept.as_ref());
+        let fused = |bn: &ops::conv_bn::NormArgs| ops::conv::conv_batch_norm(x, (&w, &self.b), geom, kept, bn);
         if let Some(y) = norm.after(train, (slope, shuffled), fused)? {
             return Ok(y);
         }
@@ -155,9 +155,8 @@ impl ConvTranspose {
     /// op for a BatchNorm in training on the CPU ([`ops::conv_bn`]).
     pub fn forward_normed(&self, x: &Tensor, train: bool, norm: &Norm, slope: f64) -> Result<Tensor> {
         let kept = self.kept.as_ref();
-        let fused = |bn: &ops::conv_bn::NormArgs| {
-            ops::conv::conv_transpose2d_batch_norm(x, (&self.w, &self.b), (2, 1), kept, bn)
-        };
+        let fused =
+            |bn: &ops::conv_bn::NormArgs| ops::conv::conv_batch_norm(x, (&self.w, &self.b), (2, 1, true), kept, bn);
         match norm.after(train, (slope, false), fused)? {
             Some(y) => Ok(y),
             None => norm.forward_leaky(&self.forward(x, Act::Identity)?, train, slope),

@@ -1082,19 +1082,24 @@ pub fn conv2d(
     x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, op)
 }
 
-/// [`conv2d`] into the training-mode BatchNorm `bn` and its LeakyReLU as
-/// one op ([`conv_bn`]): the fast CPU path only, `None` elsewhere.
-pub fn conv2d_batch_norm(
+/// [`conv2d`], or [`conv_transpose2d`] when `transposed`, into the
+/// training-mode BatchNorm `bn` and its LeakyReLU as one op ([`conv_bn`]):
+/// the fast CPU path only, `None` elsewhere.
+pub fn conv_batch_norm(
     x: &Tensor,
     (w, b): (&Tensor, &Tensor),
-    (stride, pad): (usize, usize),
+    (stride, pad, transposed): (usize, usize, bool),
     kept: Option<&KeptKernel>,
     bn: &conv_bn::NormArgs,
 ) -> Result<Option<BatchNormTrain>> {
     if !conv_bn::applies(&[x, w, b, bn.gamma, bn.beta]) {
         return Ok(None);
     }
-    conv_bn::apply(Conv::new(x, w, (stride, pad), kept)?, x, (w, b), bn)
+    if transposed {
+        conv_bn::apply(ConvT::new(x, w, (stride, pad), kept)?, x, (w, b), bn)
+    } else {
+        conv_bn::apply(Conv::new(x, w, (stride, pad), kept)?, x, (w, b), bn)
+    }
 }
 
 impl Conv {
@@ -1132,22 +1137,6 @@ pub fn conv_transpose2d(
     }
     let conv = ConvT::new(x, w, (stride, pad), kept)?;
     x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, WithBias { conv, act })
-}
-
-/// [`conv_transpose2d`] into the training-mode BatchNorm `bn` and its
-/// LeakyReLU as one op ([`conv_bn`]): the fast CPU path only, `None`
-/// elsewhere.
-pub fn conv_transpose2d_batch_norm(
-    x: &Tensor,
-    (w, b): (&Tensor, &Tensor),
-    (stride, pad): (usize, usize),
-    kept: Option<&KeptKernel>,
-    bn: &conv_bn::NormArgs,
-) -> Result<Option<BatchNormTrain>> {
-    if !conv_bn::applies(&[x, w, b, bn.gamma, bn.beta]) {
-        return Ok(None);
-    }
-    conv_bn::apply(ConvT::new(x, w, (stride, pad), kept)?, x, (w, b), bn)
 }
 
 impl ConvT {

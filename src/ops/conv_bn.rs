@@ -146,7 +146,7 @@ impl<C: Convolution> CustomOp3 for ConvBn<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::conv::conv2d_batch_norm;
+    use crate::ops::conv::conv_batch_norm;
 
     #[test]
     fn graphs_differentiated_twice_keep_two_ops() -> Result<()> {
@@ -159,7 +159,7 @@ mod tests {
         let (gamma, beta) =
             (Tensor::ones(4, candle_core::DType::F32, &dev)?, Tensor::zeros(4, candle_core::DType::F32, &dev)?);
         let bn = NormArgs { gamma: &gamma, beta: &beta, eps: 1e-5, slope: 0.2, shuffled: false };
-        let fused = || conv2d_batch_norm(&x, (&w, &b), (1, 1), None, &bn).map(|f| f.is_some());
+        let fused = || conv_batch_norm(&x, (&w, &b), (1, 1, false), None, &bn).map(|f| f.is_some());
         assert!(fused()?, "one op by default");
         assert!(!twice_differentiable(fused)?, "two ops inside twice_differentiable");
         assert!(fused()?, "one op again after it");
