@@ -88,16 +88,16 @@ fn on_cpu(
     let op = BatchNorm::new(eps, slope, shuffled);
     let stats = Arc::clone(&op.stats);
     let y = x.contiguous()?.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
-    with_statistics(y, &stats)
+    with_statistics(y, &stats).map(Some)
 }
 
 /// `y` with the batch statistics its forward pass left in `stats`.
-pub(super) fn with_statistics(y: Tensor, stats: &OnceLock<Stats>) -> Result<Option<BatchNormTrain>> {
+pub(super) fn with_statistics(y: Tensor, stats: &OnceLock<Stats>) -> Result<BatchNormTrain> {
     let Some(s) = stats.get() else { candle_core::bail!("batch norm: the forward pass left no statistics") };
     let c = s.mean.len();
     let mean = Tensor::from_slice(&s.mean, c, y.device())?;
     let var = Tensor::from_slice(&s.var, c, y.device())?;
-    Ok(Some(BatchNormTrain { y, mean, var }))
+    Ok(BatchNormTrain { y, mean, var })
 }
 
 /// Per-channel statistics of one forward pass, kept for the backward, and

@@ -73,7 +73,7 @@ pub(super) fn apply<C: Convolution>(
     let params = Tensor::cat(&[b, bn.gamma, bn.beta], 0)?;
     let op = ConvBn { conv, norm, biases: b.dim(0)?, z: OnceLock::new() };
     let y = x.contiguous()?.apply_op3(&w.contiguous()?, &params, op)?;
-    with_statistics(y, &stats)
+    with_statistics(y, &stats).map(Some)
 }
 
 /// `leaky(bn(conv(x, w) + b))` for (x, w, [b | gamma | beta]).
@@ -145,19 +145,17 @@ impl<C: Convolution> CustomOp3 for ConvBn<C> {
 
 #[cfg(test)]
 mod tests {
+    use candle_core::DType;
+
     use super::*;
     use crate::ops::conv::conv_batch_norm;
 
     #[test]
     fn graphs_differentiated_twice_keep_two_ops() -> Result<()> {
         let dev = Device::Cpu;
-        let x = Tensor::ones((2, 3, 4, 4), candle_core::DType::F32, &dev)?;
-        let (w, b) = (
-            Tensor::ones((4, 3, 3, 3), candle_core::DType::F32, &dev)?,
-            Tensor::zeros(4, candle_core::DType::F32, &dev)?,
-        );
-        let (gamma, beta) =
-            (Tensor::ones(4, candle_core::DType::F32, &dev)?, Tensor::zeros(4, candle_core::DType::F32, &dev)?);
+        let x = Tensor::ones((2, 3, 4, 4), DType::F32, &dev)?;
+        let (w, b) = (Tensor::ones((4, 3, 3, 3), DType::F32, &dev)?, Tensor::zeros(4, DType::F32, &dev)?);
+        let (gamma, beta) = (Tensor::ones(4, DType::F32, &dev)?, Tensor::zeros(4, DType::F32, &dev)?);
         let bn = NormArgs { gamma: &gamma, beta: &beta, eps: 1e-5, slope: 0.2, shuffled: false };
         let fused = || conv_batch_norm(&x, (&w, &b), (1, 1, false), None, &bn).map(|f| f.is_some());
         assert!(fused()?, "one op by default");

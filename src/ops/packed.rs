@@ -37,7 +37,7 @@ const KC: usize = 256;
 /// cache sets: 12 of them, read side by side, evict each other and the
 /// panels (a stride-2 layer's rows lie 36 C apart). Such rows are copied,
 /// [`LDB`] apart, a block at a time; others are read where they lie.
-const ALIASED: usize = 1024;
+pub(super) const ALIASED: usize = 1024;
 
 /// Where copied rows lie apart: a cache line more than [`KC`].
 const LDB: usize = KC + 16;

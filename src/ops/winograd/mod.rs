@@ -40,7 +40,7 @@ use rayon::prelude::*;
 use wide::f32x8;
 
 use super::conv::{Dims, Operand, group_size, matmul, with_scratch, with_shared};
-use super::packed::Packed;
+use super::packed::{ALIASED, Packed};
 use super::transpose::{Store, transpose};
 use super::{par_written, zeroed};
 
@@ -186,9 +186,9 @@ impl Tiles {
 
     /// `Bᵀ d B` of each 4x4 tile of `x` (C x H x W), into `v` as tiles x 16
     /// x C, tile after tile `ts` (16 C or more) values apart; `xp` holds the
-    /// padded image, `bd` (16 x C) `Bᵀ d`. Whole
-    /// channel vectors at a time, which vectorize (a channel at a time,
-    /// the transform took a quarter of a layer's time).
+    /// padded image, `bd` (16 x C) `Bᵀ d`. Whole channel vectors at a time,
+    /// which vectorize (a channel at a time, the transform took a quarter
+    /// of a layer's time).
     fn transform_input(&self, x: &[f32], c: usize, xp: &mut [f32], bd: &mut [f32], v: &mut [f32], ts: usize) {
         self.pad(x, c, xp);
         let line = (2 * self.tw + 2) * c;
@@ -538,7 +538,7 @@ pub(super) fn conv3x3_weight_grad(x: &[f32], n: usize, (c, h, w): Dims, dy: &[f3
 /// (`RAYON_NUM_THREADS=1`, batch 64, BENCHMARKS.md); the forward over rows
 /// of 16 x 128 values 10.7-10.9 instead of 11.0-11.3 ms (4 pairs).
 fn unaliased(len: usize) -> usize {
-    if len.is_multiple_of(1024) { len + 16 } else { len }
+    if len.is_multiple_of(ALIASED) { len + 16 } else { len }
 }
 
 /// A batch's convolution layer as its kernel gradient sees it: `x`, `n`
