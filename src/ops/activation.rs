@@ -49,17 +49,13 @@ impl Act {
 
     /// Applies the activation to a fused op's output in place.
     pub(super) fn apply_in_place(self, y: &mut [f32]) {
-        // Each closure is copied into its chunk's loop, which vectorizes.
-        fn map(y: &mut [f32], f: impl Fn(f32) -> f32 + Copy + Sync + Send) {
-            y.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|v| *v = f(*v)));
-        }
         match self {
             Act::Identity => {}
             Act::Leaky(slope) => {
                 let s = slope as f32;
-                map(y, move |v| leaky(v, s));
+                map_in_place(y, move |v| leaky(v, s));
             }
-            Act::Tanh => map(y, fast_tanh),
+            Act::Tanh => map_in_place(y, fast_tanh),
         }
     }
 
@@ -77,6 +73,35 @@ impl Act {
             }
             Act::Tanh => tanh_grad(y, dy),
         }
+    }
+}
+
+/// `y[i] = f(y[i])` in parallel chunks, each chunk's loop (`f` copied into
+/// it, where it vectorizes) built for AVX-512 where the CPU has it.
+///
+/// Why: the build targets baseline x86-64, four values per SSE vector, and
+/// `fast_tanh`'s polynomial is compute-bound: a 64-image 32 px RGB layer's
+/// 196K values took 0.30 ms that way, 0.10 ms sixteen wide (one Xeon
+/// thread).
+fn map_in_place(y: &mut [f32], f: impl Fn(f32) -> f32 + Copy + Sync + Send) {
+    #[cfg(target_arch = "x86_64")]
+    if super::avx512f() {
+        // SAFETY: the CPU has AVX-512F.
+        return y.par_chunks_mut(CHUNK).for_each(|c| unsafe { avx512::map_in_place(c, f) });
+    }
+    y.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|v| *v = f(*v)));
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    /// [`super::map_in_place`]'s loop, compiled for AVX-512F.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn map_in_place(y: &mut [f32], f: impl Fn(f32) -> f32) {
+        y.iter_mut().for_each(|v| *v = f(*v));
     }
 }
 
@@ -281,7 +306,11 @@ fn fast_tanh(x: f32) -> f32 {
     const LN2_LO: f32 = 1.428_606_8e-6;
     // tanh(10) rounds to 1 in f32, and 2^29 keeps the exponent in range.
     let a = x.abs().min(10.0);
-    let n = (2.0 * a * std::f32::consts::LOG2_E + 0.5) as i32;
+    // Rounded by truncation, as the value is positive: a saturating `as`
+    // kept the loop from vectorizing (0.47 against 0.30 ms for 196K values).
+    // SAFETY: 0.5 <= the value < 29.4, finite and in i32's range (NaN
+    // became 10 in `a`).
+    let n: i32 = unsafe { (2.0 * a * std::f32::consts::LOG2_E + 0.5).to_int_unchecked() };
     let r = (2.0 * a - n as f32 * LN2_HI) - n as f32 * LN2_LO;
     let er = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
     let e = er * f32::from_bits(((n + 127) << 23) as u32);
@@ -294,7 +323,24 @@ fn fast_tanh(x: f32) -> f32 {
 
 #[cfg(test)]
 mod tests {
-    use super::fast_tanh;
+    use super::{fast_tanh, leaky, map_in_place};
+
+    #[test]
+    fn wide_loops_match_the_scalar_functions() {
+        // Several chunks, a ragged end, and the special values.
+        let mut xs: Vec<f32> = (-150_000..150_001).map(|i| i as f32 * 1.7e-4).collect();
+        xs.extend([0.0, -0.0, 1e-30, -1e-30, 30.0, -30.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN]);
+        // Each function as its own type, inlined into the loop it tests.
+        fn check(name: &str, xs: &[f32], f: impl Fn(f32) -> f32 + Copy + Sync + Send) {
+            let mut ys = xs.to_vec();
+            map_in_place(&mut ys, f);
+            for (x, y) in xs.iter().zip(&ys) {
+                assert_eq!(y.to_bits(), f(*x).to_bits(), "{name}({x})");
+            }
+        }
+        check("tanh", &xs, fast_tanh);
+        check("leaky", &xs, |v| leaky(v, 0.2));
+    }
 
     #[test]
     fn fast_tanh_is_tanh() {
