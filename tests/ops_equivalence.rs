@@ -136,12 +136,16 @@ const CONV_CASES: [Case; 23] = [
 // between threads; then batches that copy patches channels-last (into 7
 // channels, as G's RGB layer) and, from 32+ into 64+ channels, batches
 // that run by Winograd (weight gradients too), the last with tiles
-// overhanging both edges, then two wider ones. The last one is a single
+// overhanging both edges, then two wider ones. Stride-1 batches into
+// 16+ channels that do not run by Winograd run as the convolution by the
+// flipped kernel: (5, 12, 6, 5, ...), the pixel-shuffle RGB layer's input
+// gradient, and (4, 1, 1, 1, ...), a discriminator's last layer's, from 1x1
+// to 4x4 (padded by 3). The last one is a single
 // image of 4x4 input pixels, which a kept kernel on an AVX-512 CPU
 // multiplies from its panels (`narrow`), as (1, 3, 4, 4, ...) above; split
 // between three threads its parts start 27 and 54 rows in, off the panels'
 // 16, and those parts take the GEMM instead.
-const CONV_T_CASES: [Case; 18] = [
+const CONV_T_CASES: [Case; 20] = [
     (2, 4, 4, 4, 3, 4, 2, 1),
     (3, 3, 5, 7, 2, 4, 2, 1),
     (1, 2, 7, 7, 1, 3, 1, 1),
@@ -159,6 +163,8 @@ const CONV_T_CASES: [Case; 18] = [
     (6, 64, 7, 11, 64, 3, 1, 1),
     (6, 256, 3, 4, 128, 4, 2, 1),
     (5, 256, 4, 3, 256, 3, 1, 1),
+    (5, 12, 6, 5, 20, 3, 1, 1),
+    (4, 1, 1, 1, 24, 4, 1, 0),
     (1, 6, 4, 4, 7, 3, 1, 1),
 ];
 

@@ -274,6 +274,22 @@ impl<'a> Planes<'a> {
         (zeroed(self.0), Filled(()))
     }
 
+    /// Sets each image from `px`, the group's images one after another,
+    /// each channels-last (`plane` x O).
+    pub(in crate::ops) fn set_from(self, px: &[f32], (o, plane): (usize, usize)) -> Filled {
+        let image = o * plane;
+        assert!(
+            image > 0 && self.0.len().is_multiple_of(image) && px.len() >= self.0.len(),
+            "planes: {} values are not whole images of {image}, or more than the {} given",
+            self.0.len(),
+            px.len()
+        );
+        for (img, px) in self.0.chunks_exact_mut(image).zip(px.chunks_exact(image)) {
+            transpose(px, o, img, plane, (plane, o), Store::Set);
+        }
+        Filled(())
+    }
+
     /// Fills each image: `fill(i, tile, px)` writes image `i` channels-last
     /// into `px` (`plane` x O), with `tile` (12 x O) to spare, and the
     /// pixels then go into the planes.
