@@ -221,6 +221,8 @@ pub fn run_arch(m: &ModelConfig, device: &Device, opts: Options) -> Result<ArchR
     let base = TrainConfig { model: m.clone(), ..TrainConfig::default() };
     let cfg = TrainConfig { batch_size: 64, ..Preset::PlainDcgan.apply(&base) };
     let mut t = Trainer::new(cfg, synthetic(m, 256), device)?;
+    // As `ganscope train` runs its steps.
+    t.keep_pool_awake(true);
     let steps = if quick { 2 } else { 5 };
     let (step_ms, _) = time_ms(steps, || {
         t.step()?;

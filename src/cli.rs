@@ -321,6 +321,7 @@ fn train(a: TrainArgs) -> Result<()> {
     } else {
         Session::create(cfg.clone(), data, &chosen.device, &out)?
     };
+    session.trainer.keep_pool_awake(true);
     let start = session.trainer.step_count();
     if start >= cfg.steps {
         eprintln!("{} is already at step {start} of {}: nothing to do (raise --steps)", out.display(), cfg.steps);

@@ -114,25 +114,29 @@ fn metal() -> anyhow::Result<Device> {
 const CANDLE_POOL_SPIN: &str = "500";
 
 /// Sets candle's CPU pool up for ganscope, leaving alone whatever the user
-/// set. The app runs candle's elementwise ops on the calling thread; every
-/// command makes candle's pool threads park soon after an op.
+/// set: candle's elementwise ops run on the calling thread, and a pool the
+/// user asks for parks its threads soon after an op.
 ///
 /// Why: candle parallelizes elementwise ops (the gradient sums of
-/// `backward`, mostly) on a barrier pool whose threads spin for ~25k pause
-/// instructions (up to a millisecond) after every op. Our convolutions run
-/// on rayon, so that spin takes a core from a rayon worker right when the
-/// next convolution wants both. Two-thread 32 px transposed-conv steps
-/// on a 2-core EPYC took 14-20% less time with a 500-pause spin than
-/// with candle's default, and `bench` trained 28-32 px nets faster with
-/// such a pool than with none (BENCHMARKS.md); 64 px was level. In the
-/// app the spinning threads also fight the renderer: training lost 27-34%
-/// with the pool, 9-11% without ("The training panel").
+/// `backward`, mostly) on a barrier pool of its own, whose threads spin
+/// for ~25k pause instructions (up to a millisecond) after every op. Our
+/// convolutions run on rayon, so that spin takes a core from a rayon
+/// worker right when the next convolution wants both: two-thread 32 px
+/// transposed-conv steps on a 2-core EPYC took 14-20% less time with a
+/// 500-pause spin than with candle's default (BENCHMARKS.md). In the app
+/// the pool's threads also fight the renderer: training lost 27-34% with
+/// the pool, 9-11% without ("The training panel"). Headless training
+/// keeps rayon's other workers spinning between ops instead
+/// ([`crate::train::Trainer::keep_pool_awake`]), which pays only with
+/// candle's ops on the step's thread (on a 2-core Xeon, two-thread 32 px
+/// transposed-conv steps ran 3-5% slower spinning with candle's pool,
+/// 3-7% faster spinning without it).
 ///
 /// # Safety
 /// Sets environment variables: call it before any other thread exists
 /// (first thing in `main`).
-pub unsafe fn tune_candle_pool(app: bool) {
-    for (key, value) in candle_pool_defaults(app, |key| std::env::var_os(key).is_some()) {
+pub unsafe fn tune_candle_pool() {
+    for (key, value) in candle_pool_defaults(|key| std::env::var_os(key).is_some()) {
         // SAFETY: the caller guarantees no other thread reads the environment.
         unsafe { std::env::set_var(key, value) };
     }
@@ -140,11 +144,8 @@ pub unsafe fn tune_candle_pool(app: bool) {
 
 /// The candle pool settings [`tune_candle_pool`] makes, minus those the
 /// user `has_set`.
-fn candle_pool_defaults(app: bool, has_set: impl Fn(&str) -> bool) -> Vec<(&'static str, &'static str)> {
-    let mut defaults = vec![("CANDLE_BARRIER_POOL_SPIN_LIMIT", CANDLE_POOL_SPIN)];
-    if app {
-        defaults.push(("CANDLE_NUM_THREADS", "1"));
-    }
+fn candle_pool_defaults(has_set: impl Fn(&str) -> bool) -> Vec<(&'static str, &'static str)> {
+    let mut defaults = vec![("CANDLE_BARRIER_POOL_SPIN_LIMIT", CANDLE_POOL_SPIN), ("CANDLE_NUM_THREADS", "1")];
     defaults.retain(|(key, _)| !has_set(key));
     defaults
 }
@@ -169,10 +170,9 @@ mod tests {
     fn candle_pool_defaults_leave_the_users_settings_alone() {
         let spin = ("CANDLE_BARRIER_POOL_SPIN_LIMIT", CANDLE_POOL_SPIN);
         let serial = ("CANDLE_NUM_THREADS", "1");
-        assert_eq!(candle_pool_defaults(false, |_| false), [spin]);
-        assert_eq!(candle_pool_defaults(true, |_| false), [spin, serial]);
-        assert_eq!(candle_pool_defaults(true, |k| k == "CANDLE_NUM_THREADS"), [spin]);
-        assert_eq!(candle_pool_defaults(true, |k| k == spin.0), [serial]);
-        assert!(candle_pool_defaults(true, |_| true).is_empty());
+        assert_eq!(candle_pool_defaults(|_| false), [spin, serial]);
+        assert_eq!(candle_pool_defaults(|k| k == "CANDLE_NUM_THREADS"), [spin]);
+        assert_eq!(candle_pool_defaults(|k| k == spin.0), [serial]);
+        assert!(candle_pool_defaults(|_| true).is_empty());
     }
 }

@@ -29,12 +29,8 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    #[cfg(feature = "gui")]
-    let app = matches!(cli.command, None | Some(Command::Explore { .. }));
-    #[cfg(not(feature = "gui"))]
-    let app = false;
     // SAFETY: no other thread has started yet.
-    unsafe { ganscope::device::tune_candle_pool(app) };
+    unsafe { ganscope::device::tune_candle_pool() };
     let result = match cli.command {
         #[cfg(feature = "gui")]
         None => ganscope::app::run(None),

@@ -275,7 +275,7 @@ fn median_p95(mut ms: Vec<f64>) -> String {
 fn measure_frame_time_and_training_speed() {
     // SAFETY: this measurement runs alone (`--ignored`); as in `main`,
     // nothing else reads the environment yet.
-    unsafe { ganscope::device::tune_candle_pool(true) };
+    unsafe { ganscope::device::tune_candle_pool() };
     let tmp = tempfile::tempdir().expect("tempdir");
     let model = tiny_model(tmp.path());
     let mut cfg = tiny(100);

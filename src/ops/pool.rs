@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use candle_core::Device;
 
-/// The longest a thread spins for [`on_cpu_pool_awake`]: several times one
-/// 64 px image on two threads (about 2 ms here).
+/// The longest a thread spins for [`on_cpu_pool_awake`] without finding
+/// work: several times one 64 px image on two threads (about 2 ms here),
+/// and longer than the serial stretches between a training step's ops.
 const SPIN_LIMIT: Duration = Duration::from_millis(10);
 
 /// Runs `f` on a rayon worker when `device` is the CPU (inline when this
@@ -29,7 +30,8 @@ pub fn on_cpu_pool<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) -> R 
 
 /// Runs `f`, a job of many short parallel ops, on a rayon worker while the
 /// pool's other threads spin, taking its ops' work as it comes, until it
-/// returns (or `SPIN_LIMIT`, 10 ms, passes): [`on_cpu_pool`] with helpers.
+/// returns (or finds none for `SPIN_LIMIT`, 10 ms): [`on_cpu_pool`] with
+/// helpers.
 /// On another device `f` runs on this thread.
 ///
 /// Why: an idle rayon worker soon goes to sleep, and between two ops of
@@ -99,16 +101,18 @@ impl Drop for Done {
     }
 }
 
-/// Runs the pool's pending work until `done` (or [`SPIN_LIMIT`]); at once
-/// on `owner`, the worker running the job, which meets its own spinner
-/// when it waits for work and would otherwise wait for itself.
+/// Runs the pool's pending work until `done` (or [`SPIN_LIMIT`] without
+/// any); at once on `owner`, the worker running the job, which meets its
+/// own spinner when it waits for work and would otherwise wait for itself.
 fn spin(done: &AtomicBool, owner: Option<usize>) {
     if rayon::current_thread_index() == owner {
         return;
     }
-    let start = Instant::now();
-    while !done.load(Ordering::Acquire) && start.elapsed() < SPIN_LIMIT {
-        if rayon::yield_now() != Some(rayon::Yield::Executed) {
+    let mut worked = Instant::now();
+    while !done.load(Ordering::Acquire) && worked.elapsed() < SPIN_LIMIT {
+        if rayon::yield_now() == Some(rayon::Yield::Executed) {
+            worked = Instant::now();
+        } else {
             std::hint::spin_loop();
         }
     }

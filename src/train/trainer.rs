@@ -132,6 +132,9 @@ pub struct Trainer {
     last_real: Option<(Tensor, Option<Tensor>)>,
     /// Kernel transforms kept from call to call while weights are unchanged.
     transforms: Arc<RecentTransforms>,
+    /// Whether steps keep the pool's other threads spinning for their ops
+    /// ([`Trainer::keep_pool_awake`]).
+    awake: bool,
 }
 
 impl Trainer {
@@ -223,7 +226,25 @@ impl Trainer {
             label_buf: Vec::new(),
             last_real: None,
             transforms: Arc::default(),
+            awake: false,
         })
+    }
+
+    /// Runs each step with the CPU pool's other threads spinning between
+    /// its ops ([`crate::ops::on_cpu_pool_awake`]), for a process that
+    /// trains and does nothing else: the headless `train` and `bench`.
+    ///
+    /// Why: between two ops of a step an idle worker goes to sleep, and
+    /// waking it for the next op (a futex, and latency) came to ~4% of a
+    /// two-thread 32 px step's samples (`perf`). Spinning, with candle's
+    /// elementwise ops on the step's thread ([`crate::device`]), two-thread
+    /// 32 px steps ran 3-7% faster (three alternating rounds: transposed
+    /// conv 540-552 against 506-528 images/s, pixel shuffle 450-466 against
+    /// 439-448, nearest-conv 528-535 against 506-510; BENCHMARKS.md); 64
+    /// px was level. Not in the app, whose renderer needs the cores a
+    /// spinner would hold.
+    pub fn keep_pool_awake(&mut self, awake: bool) {
+        self.awake = awake;
     }
 
     /// The training config.
@@ -330,11 +351,13 @@ impl Trainer {
     }
 
     /// One G step, preceded by `d_steps_per_g` D steps, on a rayon worker
-    /// when training on the CPU ([`crate::ops::on_cpu_pool`]).
+    /// when training on the CPU ([`crate::ops::on_cpu_pool`]), the other
+    /// workers spinning for its ops where [`Trainer::keep_pool_awake`] asks.
     pub fn step(&mut self) -> Result<StepStats> {
-        let device = self.device.clone();
+        let (device, awake) = (self.device.clone(), self.awake);
         let transforms = Arc::clone(&self.transforms);
-        crate::ops::on_cpu_pool(&device, || RecentTransforms::keeping(&transforms, || self.step_here()))
+        let step = || RecentTransforms::keeping(&transforms, || self.step_here());
+        if awake { crate::ops::on_cpu_pool_awake(&device, step) } else { crate::ops::on_cpu_pool(&device, step) }
     }
 
     fn step_here(&mut self) -> Result<StepStats> {
