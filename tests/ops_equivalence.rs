@@ -617,6 +617,63 @@ fn conv_batch_norm_matches_the_two_ops() -> Result<()> {
     })
 }
 
+// A layer without a norm chained into a normed one as one op runs the two
+// layers' ops as they run alone: a discriminator's first two layers, the
+// second by Winograd, and a small planar pair with a 3x3 first layer.
+#[test]
+fn chained_layers_match_the_layers_alone() -> Result<()> {
+    // (n, c, h, w), first (o, k, stride, pad), second (o, k, stride, pad), slope
+    type Layers = ((usize, usize, usize, usize), [usize; 4], [usize; 4], f64);
+    let cases: [Layers; 2] =
+        [((6, 3, 16, 16), [64, 4, 2, 1], [64, 4, 2, 1], 0.2), ((2, 3, 9, 7), [5, 3, 1, 1], [4, 4, 2, 1], 0.0)];
+    in_each_pool(|| {
+        let mut rng = ChaCha8Rng::seed_from_u64(37);
+        for ((n, c, h, w), [o0, k0, s0, p0], [o, k, s, p], slope) in cases {
+            let what = format!("{n}x{c}x{h}x{w} into {o0} into {o}");
+            let inputs = [
+                rand_tensor(&mut rng, &[n, c, h, w])?,
+                rand_tensor(&mut rng, &[o0, c, k0, k0])?,
+                rand_tensor(&mut rng, &[o0])?,
+                rand_tensor(&mut rng, &[o, o0, k, k])?,
+                rand_tensor(&mut rng, &[o])?,
+                (rand_tensor(&mut rng, &[o])? + 1.0)?,
+                rand_tensor(&mut rng, &[o])?,
+            ];
+            let run =
+                |chained: bool, up: Option<&Tensor>| -> Result<(batch_norm::BatchNormTrain, Vec<Tensor>, Tensor)> {
+                    let vars: Vec<Var> = inputs.iter().map(Var::from_tensor).collect::<Result<_>>()?;
+                    let t: Vec<&Tensor> = vars.iter().map(Var::as_tensor).collect();
+                    let bn = conv_bn::NormArgs { gamma: t[5], beta: t[6], eps: 1e-5, slope, shuffled: false };
+                    let act = Act::Leaky(slope);
+                    let out = if chained {
+                        let first = (t[1], t[2], (s0, p0), None, act);
+                        conv::conv2d_then_batch_norm(t[0], first, (t[3], t[4]), ((s, p), None), &bn)?
+                    } else {
+                        let y0 = conv::conv2d(t[0], t[1], t[2], s0, p0, act, None)?;
+                        conv::conv_batch_norm(&y0, (t[3], t[4]), (s, p, false), None, &bn)?
+                    };
+                    let out = out.expect("the fused ops on the CPU");
+                    let up = match up {
+                        Some(up) => up.clone(),
+                        None => rand_tensor(&mut ChaCha8Rng::seed_from_u64(41), out.y.dims())?,
+                    };
+                    let grads = (&out.y * &up)?.sum_all()?.backward()?;
+                    let grads = t.iter().map(|v| grads.get(v).expect("a gradient").clone()).collect();
+                    Ok((out, grads, up))
+                };
+            let (two, want, up) = run(false, None)?;
+            let (one, got, _) = run(true, Some(&up))?;
+            assert_same(&format!("{what}: output"), &one.y, &two.y)?;
+            assert_same(&format!("{what}: mean"), &one.mean, &two.mean)?;
+            assert_same(&format!("{what}: variance"), &one.var, &two.var)?;
+            for ((name, got), want) in ["x", "w0", "b0", "w", "b", "gamma", "beta"].iter().zip(&got).zip(&want) {
+                assert_same(&format!("{what}: d{name}"), got, want)?;
+            }
+        }
+        Ok(())
+    })
+}
+
 /// candle's pixel shuffle: a reshape, a permute and a copy.
 fn pixel_shuffle_reference(x: &Tensor) -> Result<Tensor> {
     let (n, c4, h, w) = x.dims4()?;

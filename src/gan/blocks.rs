@@ -121,6 +121,26 @@ impl Conv {
         if shuffled { norm.forward_leaky_shuffled(&y, train, slope) } else { norm.forward_leaky(&y, train, slope) }
     }
 
+    /// [`Self::forward_normed`] (not shuffled) of `first`'s output, where
+    /// `first` is a layer without a norm that applies `act`: the two
+    /// layers as one op where `forward_normed` would fuse
+    /// ([`ops::conv::conv2d_then_batch_norm`]), None elsewhere.
+    pub fn after(
+        &self,
+        (first, act): (&Conv, Act),
+        x: &Tensor,
+        train: bool,
+        norm: &Norm,
+        slope: f64,
+    ) -> Result<Option<Tensor>> {
+        let (w0, w) = (first.weight(train)?, self.weight(train)?);
+        let first = (&w0, &first.b, (first.stride, first.pad), first.kept.as_ref(), act);
+        let second = ((self.stride, self.pad), self.kept.as_ref());
+        let fused =
+            |bn: &ops::conv_bn::NormArgs| ops::conv::conv2d_then_batch_norm(x, first, (&w, &self.b), second, bn);
+        norm.after(train, (slope, false), fused)
+    }
+
     /// The kernel, spectrally normalized where configured.
     fn weight(&self, train: bool) -> Result<Tensor> {
         match &self.sn {

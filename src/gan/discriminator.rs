@@ -54,10 +54,22 @@ impl DownStack {
         Ok(Self { blocks, slope: cfg.d_leaky_slope, channels: cin })
     }
 
-    /// (N, C, R, R) to (N, channels, base, base).
+    /// (N, C, R, R) to (N, channels, base, base). A first layer without a
+    /// norm runs as one op with the normed layer after it where it can
+    /// ([`Conv::after`]).
     pub(crate) fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut h = x.clone();
-        for b in &self.blocks {
+        let mut blocks = self.blocks.iter().peekable();
+        while let Some(b) = blocks.next() {
+            let leaky = Act::Leaky(self.slope);
+            if let (Norm::None, false, Some(next)) = (&b.norm, b.pool, blocks.peek())
+                && !next.pool
+                && let Some(y) = next.conv.after((&b.conv, leaky), &h, train, &next.norm, self.slope)?
+            {
+                h = y;
+                blocks.next();
+                continue;
+            }
             h = match (&b.norm, b.pool) {
                 (Norm::None, false) => b.conv.forward(&h, train, Act::Leaky(self.slope))?,
                 (norm, false) => b.conv.forward_normed(&h, train, norm, (self.slope, false))?,

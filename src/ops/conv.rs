@@ -696,9 +696,9 @@ pub(super) trait Convolution: CustomOp2 + Send + Sync + 'static {
 /// layer's; its backward takes `dy` back through the activation, then runs
 /// the bias-free op's backward (which serves the other ops' backward) and
 /// sums the result per channel for the bias.
-struct WithBias<C> {
-    conv: C,
-    act: Act,
+pub(super) struct WithBias<C> {
+    pub(super) conv: C,
+    pub(super) act: Act,
 }
 
 impl<C: Convolution> CustomOp3 for WithBias<C> {
@@ -1111,7 +1111,7 @@ pub fn conv2d(
     if !fast(&[x, w, b]) {
         return act.apply(&x.conv2d(w, pad, stride, 1, 1)?.broadcast_add(&b.reshape((1, (), 1, 1))?)?);
     }
-    let op = WithBias { conv: Conv::new(x, w, (stride, pad), kept)?, act };
+    let op = WithBias { conv: Conv::new(x.dims4()?, w, (stride, pad), kept)?, act };
     x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, op)
 }
 
@@ -1131,15 +1131,43 @@ pub fn conv_batch_norm(
     if transposed {
         conv_bn::apply(ConvT::new(x, w, (stride, pad), kept)?, x, (w, b), bn)
     } else {
-        conv_bn::apply(Conv::new(x, w, (stride, pad), kept)?, x, (w, b), bn)
+        conv_bn::apply(Conv::new(x.dims4()?, w, (stride, pad), kept)?, x, (w, b), bn)
     }
 }
 
+/// [`conv2d`] of `x` by `first` (kernel, bias, (stride, padding), kept
+/// forms, activation), then [`conv_batch_norm`] of that by `(w, b)` (not
+/// transposed), as one op (see `conv_bn::apply_after`): the fast CPU path
+/// only, None elsewhere.
+pub fn conv2d_then_batch_norm(
+    x: &Tensor,
+    (w0, b0, geom0, kept0, act): (&Tensor, &Tensor, (usize, usize), Option<&KeptKernel>, Act),
+    (w, b): (&Tensor, &Tensor),
+    (geom, kept): ((usize, usize), Option<&KeptKernel>),
+    bn: &conv_bn::NormArgs,
+) -> Result<Option<BatchNormTrain>> {
+    if !conv_bn::applies(&[x, w0, b0, w, b, bn.gamma, bn.beta]) {
+        return Ok(None);
+    }
+    let first = WithBias { conv: Conv::new(x.dims4()?, w0, geom0, kept0)?, act };
+    // The second convolution's input is the first's output.
+    let (n, _, h, wd) = x.dims4()?;
+    let g0 = Geom { k: w0.dim(3)?, stride: geom0.0, pad: geom0.1 };
+    let second = Conv::new((n, w0.dim(0)?, g0.conv_out(h), g0.conv_out(wd)), w, geom, kept)?;
+    conv_bn::apply_after(first, second, x, ((w0, b0), (w, b)), bn)
+}
+
 impl Conv {
-    /// The op for `x` and `w` (O, C, K, K) with (stride, padding), taking
+    /// The op for an input of `dims` (N, C, H, W) and `w` (O, C, K, K)
+    /// with (stride, padding), taking
     /// the kernel's derived forms from `kept` where given.
-    fn new(x: &Tensor, w: &Tensor, (stride, pad): (usize, usize), kept: Option<&KeptKernel>) -> Result<Self> {
-        let ((n, _, h, wd), (o, _, k, _)) = (x.dims4()?, w.dims4()?);
+    fn new(
+        (n, _, h, wd): (usize, usize, usize, usize),
+        w: &Tensor,
+        (stride, pad): (usize, usize),
+        kept: Option<&KeptKernel>,
+    ) -> Result<Self> {
+        let (o, _, k, _) = w.dims4()?;
         let g = Geom { k, stride, pad };
         // A batch copies its patches channels-last, where no panels serve.
         let cols = if channels_last(n) { 0 } else { n * g.conv_out(h) * g.conv_out(wd) };

@@ -22,10 +22,10 @@
 use std::cell::Cell;
 use std::sync::{Arc, OnceLock};
 
-use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor, Var};
 
 use super::batch_norm::{BatchNorm, BatchNormTrain, with_statistics};
-use super::conv::Convolution;
+use super::conv::{Convolution, WithBias};
 use super::{bias, fast, slice, tracked};
 
 /// The BatchNorm after a convolution: its scale and shift (C each), the
@@ -74,6 +74,113 @@ pub(super) fn apply<C: Convolution>(
     let op = ConvBn { conv, norm, biases: b.dim(0)?, z: OnceLock::new() };
     let y = x.contiguous()?.apply_op3(&w.contiguous()?, &params, op)?;
     with_statistics(y, &stats).map(Some)
+}
+
+/// [`apply`] after `first`, a convolution layer without a norm (kernel
+/// and bias `w0`, `b0`): `first`'s output goes into `conv` inside one op
+/// ([`Chain`]), so that, as the convolution's output inside [`ConvBn`],
+/// it is no node of candle's graph, whose backward would zero and add a
+/// gradient of its size. That is a discriminator's first layer, whose
+/// output (64 channels at half the image's size) is its largest.
+pub(super) fn apply_after<F: Convolution, C: Convolution>(
+    first: WithBias<F>,
+    conv: C,
+    x: &Tensor,
+    ((w0, b0), (w, b)): ((&Tensor, &Tensor), (&Tensor, &Tensor)),
+    bn: &NormArgs,
+) -> Result<Option<BatchNormTrain>> {
+    let norm = BatchNorm::new(bn.eps, bn.slope, bn.shuffled);
+    let stats = Arc::clone(&norm.stats);
+    let second = ConvBn { conv, norm, biases: b.dim(0)?, z: OnceLock::new() };
+    let shapes = (w0.shape().clone(), b0.dim(0)?);
+    let op = Chain { first, second, shapes, y0: OnceLock::new() };
+    // One argument for the rest, as a custom op takes three. The second
+    // kernel goes as it is: its Winograd transform is kept from call to
+    // call by its address ([`super::winograd::RecentTransforms`]).
+    let params = Tensor::cat(&[&w0.flatten_all()?, b0, b, bn.gamma, bn.beta], 0)?;
+    let y = x.contiguous()?.apply_op3(&w.contiguous()?, &params, op)?;
+    with_statistics(y, &stats).map(Some)
+}
+
+/// `second(first(x, w0, b0), w, [b | gamma | beta])` for (x, w, [w0 | b0 |
+/// b | gamma | beta]): two layers' ops, each run as it would alone.
+struct Chain<F, C> {
+    first: WithBias<F>,
+    second: ConvBn<C>,
+    /// The first layer's kernel shape and bias count.
+    shapes: (Shape, usize),
+    /// The first layer's output, kept by the forward as a variable, so
+    /// that the second's backward makes its gradient.
+    y0: OnceLock<Var>,
+}
+
+impl<F, C> Chain<F, C> {
+    /// The first layer's kernel and bias, and the second's parameters, as
+    /// parts of `lp`.
+    fn parts(&self, lp: &Layout) -> Result<[Layout; 3]> {
+        let (w0, b0) = &self.shapes;
+        let (n0, p) = (w0.elem_count(), lp.shape().elem_count());
+        if p < n0 + b0 || !lp.is_contiguous() {
+            candle_core::bail!(
+                "chained layers: {:?} values are not a kernel, its bias and a layer's parameters",
+                lp.dims()
+            );
+        }
+        let at = lp.start_offset();
+        Ok([
+            Layout::contiguous_with_offset(w0.clone(), at),
+            Layout::contiguous_with_offset(*b0, at + n0),
+            Layout::contiguous_with_offset(p - n0 - b0, at + n0 + b0),
+        ])
+    }
+}
+
+impl<F: Convolution, C: Convolution> CustomOp3 for Chain<F, C> {
+    fn name(&self) -> &'static str {
+        "ganscope-conv-chain"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        // No timer of its own: the two layers' ops time themselves.
+        let [lw0, lb0, lp] = self.parts(l3)?;
+        let (y0, shape) = self.first.cpu_fwd(s1, l1, s3, &lw0, s3, &lb0)?;
+        let y = self.second.cpu_fwd(&y0, &Layout::contiguous(&shape), s2, l2, s3, &lp)?;
+        let CpuStorage::F32(y0) = y0 else { candle_core::bail!("chained layers: the fast CPU ops take f32") };
+        // The op runs once per `apply_op3`, so the cell is always empty here.
+        let _ = self.y0.set(Var::from_vec(y0, shape, &Device::Cpu)?);
+        Ok(y)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        params: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let Some(y0) = self.y0.get() else { candle_core::bail!("chained layers: backward before forward") };
+        let (w0_shape, b0) = &self.shapes;
+        let n0 = w0_shape.elem_count();
+        let w0 = params.narrow(0, 0, n0)?.reshape(w0_shape)?;
+        let (p0, p) = (params.narrow(0, n0, *b0)?, params.narrow(0, n0 + b0, params.dim(0)? - n0 - b0)?);
+        let (dy0, dw, dp) = self.second.bwd(y0.as_tensor(), w, &p, y, dy)?;
+        let Some(dy0) = dy0 else { candle_core::bail!("chained layers: no gradient for the first one's output") };
+        let (dx, dw0, dp0) = self.first.bwd(x, &w0, &p0, y0.as_tensor(), &dy0)?;
+        let dparams = match (dw0, dp0, dp) {
+            (Some(dw0), Some(dp0), Some(dp)) => Some(Tensor::cat(&[&dw0.flatten_all()?, &dp0, &dp], 0)?),
+            _ => None,
+        };
+        Ok((dx, dw, dparams))
+    }
 }
 
 /// `leaky(bn(conv(x, w) + b))` for (x, w, [b | gamma | beta]).
