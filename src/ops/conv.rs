@@ -1158,9 +1158,9 @@ pub fn conv2d_then_batch_norm(
 }
 
 impl Conv {
-    /// The op for an input of `dims` (N, C, H, W) and `w` (O, C, K, K)
-    /// with (stride, padding), taking
-    /// the kernel's derived forms from `kept` where given.
+    /// The op for an input of (N, C, H, W) and `w` (O, C, K, K) with
+    /// (stride, padding), taking the kernel's derived forms from `kept`
+    /// where given.
     fn new(
         (n, _, h, wd): (usize, usize, usize, usize),
         w: &Tensor,

@@ -254,9 +254,9 @@ fn transform_output<const S: usize>(
 }
 
 /// A group's output, O planes of `plane` pixels per image, not written
-/// yet: [`Planes::fill`] writes every value, and a [`Filled`] is what
-/// [`Batch::by_groups`] asks of each group before it takes the output as
-/// initialized.
+/// yet: [`Planes::fill`] and [`Planes::set_from`] write every value, and
+/// a [`Filled`] is what [`Batch::by_groups`] asks of each group before it
+/// takes the output as initialized.
 ///
 /// Why not zero it first: the transpose into the planes sets every value,
 /// and the zeroing was a pass of its own over each Winograd convolution's
@@ -264,8 +264,9 @@ fn transform_output<const S: usize>(
 /// without it).
 pub(in crate::ops) struct Planes<'a>(&'a mut [MaybeUninit<f32>]);
 
-/// Proof that a group's [`Planes`] were written; only [`Planes::fill`] and
-/// [`Planes::zeroed`] make one, from the planes they consume.
+/// Proof that a group's [`Planes`] were written; only [`Planes::fill`],
+/// [`Planes::set_from`] and [`Planes::zeroed`] make one, from the planes
+/// they consume.
 pub(in crate::ops) struct Filled(());
 
 impl<'a> Planes<'a> {
@@ -336,8 +337,9 @@ impl Batch<'_> {
         let g = group_size(self.n, count);
         // A group per job: `group_size` already shares the images out between the threads.
         // SAFETY: each group's `body` returns a `Filled`, which only
-        // `Planes::fill` and `Planes::zeroed` make, by consuming the group's
-        // `Planes` (a body gets no other) after writing every value.
+        // `Planes::fill`, `Planes::set_from` and `Planes::zeroed` make, by
+        // consuming the group's `Planes` (a body gets no other) after
+        // writing every value.
         unsafe {
             par_written(self.n * self.o * plane, (g * self.o * plane, 1), |j, out| {
                 let gi = out.len() / (self.o * plane);
