@@ -71,7 +71,7 @@ impl DownStack {
                 continue;
             }
             h = match (&b.norm, b.pool) {
-                (Norm::None, false) => b.conv.forward(&h, train, Act::Leaky(self.slope))?,
+                (Norm::None, false) => b.conv.forward(&h, train, leaky)?,
                 (norm, false) => b.conv.forward_normed(&h, train, norm, (self.slope, false))?,
                 (norm, true) => {
                     let y = b.conv.forward(&h, train, Act::Identity)?.avg_pool2d(2)?;

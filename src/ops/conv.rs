@@ -1149,10 +1149,10 @@ pub fn conv2d_then_batch_norm(
     if !conv_bn::applies(&[x, w0, b0, w, b, bn.gamma, bn.beta]) {
         return Ok(None);
     }
-    let first = WithBias { conv: Conv::new(x.dims4()?, w0, geom0, kept0)?, act };
+    let (n, c, h, wd) = x.dims4()?;
+    let first = WithBias { conv: Conv::new((n, c, h, wd), w0, geom0, kept0)?, act };
     // The second convolution's input is the first's output.
-    let (n, _, h, wd) = x.dims4()?;
-    let g0 = Geom { k: w0.dim(3)?, stride: geom0.0, pad: geom0.1 };
+    let g0 = first.conv.0;
     let second = Conv::new((n, w0.dim(0)?, g0.conv_out(h), g0.conv_out(wd)), w, geom, kept)?;
     conv_bn::apply_after(first, second, x, ((w0, b0), (w, b)), bn)
 }

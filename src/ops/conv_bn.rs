@@ -67,11 +67,10 @@ pub(super) fn apply<C: Convolution>(
     (w, b): (&Tensor, &Tensor),
     bn: &NormArgs,
 ) -> Result<Option<BatchNormTrain>> {
-    let norm = BatchNorm::new(bn.eps, bn.slope, bn.shuffled);
-    let stats = Arc::clone(&norm.stats);
+    let op = ConvBn::new(conv, b.dim(0)?, bn);
+    let stats = Arc::clone(&op.norm.stats);
     // One argument for the three per-channel vectors: a custom op takes three.
     let params = Tensor::cat(&[b, bn.gamma, bn.beta], 0)?;
-    let op = ConvBn { conv, norm, biases: b.dim(0)?, z: OnceLock::new() };
     let y = x.contiguous()?.apply_op3(&w.contiguous()?, &params, op)?;
     with_statistics(y, &stats).map(Some)
 }
@@ -89,9 +88,8 @@ pub(super) fn apply_after<F: Convolution, C: Convolution>(
     ((w0, b0), (w, b)): ((&Tensor, &Tensor), (&Tensor, &Tensor)),
     bn: &NormArgs,
 ) -> Result<Option<BatchNormTrain>> {
-    let norm = BatchNorm::new(bn.eps, bn.slope, bn.shuffled);
-    let stats = Arc::clone(&norm.stats);
-    let second = ConvBn { conv, norm, biases: b.dim(0)?, z: OnceLock::new() };
+    let second = ConvBn::new(conv, b.dim(0)?, bn);
+    let stats = Arc::clone(&second.norm.stats);
     let shapes = (w0.shape().clone(), b0.dim(0)?);
     let op = Chain { first, second, shapes, y0: OnceLock::new() };
     // One argument for the rest, as a custom op takes three. The second
@@ -192,6 +190,13 @@ struct ConvBn<C> {
     biases: usize,
     /// The convolution's output, `conv(x, w) + b`, kept by the forward.
     z: OnceLock<Tensor>,
+}
+
+impl<C> ConvBn<C> {
+    /// `conv` with `biases` output channels into the BatchNorm `bn`.
+    fn new(conv: C, biases: usize, bn: &NormArgs) -> Self {
+        Self { conv, norm: BatchNorm::new(bn.eps, bn.slope, bn.shuffled), biases, z: OnceLock::new() }
+    }
 }
 
 impl<C: Convolution> CustomOp3 for ConvBn<C> {
