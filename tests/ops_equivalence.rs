@@ -603,8 +603,10 @@ fn conv_batch_norm_matches_the_two_ops() -> Result<()> {
             let t: Vec<&Tensor> = vars.iter().map(Var::as_tensor).collect();
             let bn = conv_bn::NormArgs { gamma: t[3], beta: t[4], eps: 1e-5, slope, shuffled };
             let transposed = matches!(kind, Kind::ConvT);
-            let one = conv::conv_batch_norm(t[0], (t[1], t[2]), (stride, pad, transposed), None, &bn)?;
-            let one = one.expect("the fused op on the CPU");
+            let layer = conv::Layer { w: t[1], b: t[2], geom: (stride, pad), transposed, kept: None };
+            let one = conv::conv_batch_norm(t[0], layer, &bn)?.expect("the fused op on the CPU");
+            let (h4, w4) = (two.y.dim(2)?, two.y.dim(3)?);
+            assert_eq!(one.count, n * h4 * w4, "{what}: values per channel");
             assert_same(&format!("{what}: output"), &one.y, &two.y)?;
             assert_same(&format!("{what}: mean"), &one.mean, &two.mean)?;
             assert_same(&format!("{what}: variance"), &one.var, &two.var)?;
@@ -645,12 +647,13 @@ fn chained_layers_match_the_layers_alone() -> Result<()> {
                     let t: Vec<&Tensor> = vars.iter().map(Var::as_tensor).collect();
                     let bn = conv_bn::NormArgs { gamma: t[5], beta: t[6], eps: 1e-5, slope, shuffled: false };
                     let act = Act::Leaky(slope);
+                    let first = conv::Layer { w: t[1], b: t[2], geom: (s0, p0), transposed: false, kept: None };
+                    let second = conv::Layer { w: t[3], b: t[4], geom: (s, p), transposed: false, kept: None };
                     let out = if chained {
-                        let first = (t[1], t[2], (s0, p0), None, act);
-                        conv::conv2d_then_batch_norm(t[0], first, (t[3], t[4]), ((s, p), None), &bn)?
+                        conv::conv2d_then_batch_norm(t[0], (first, act), second, &bn)?
                     } else {
                         let y0 = conv::conv2d(t[0], t[1], t[2], s0, p0, act, None)?;
-                        conv::conv_batch_norm(&y0, (t[3], t[4]), (s, p, false), None, &bn)?
+                        conv::conv_batch_norm(&y0, second, &bn)?
                     };
                     let out = out.expect("the fused ops on the CPU");
                     let up = match up {
@@ -668,6 +671,100 @@ fn chained_layers_match_the_layers_alone() -> Result<()> {
             assert_same(&format!("{what}: variance"), &one.var, &two.var)?;
             for ((name, got), want) in ["x", "w0", "b0", "w", "b", "gamma", "beta"].iter().zip(&got).zip(&want) {
                 assert_same(&format!("{what}: d{name}"), got, want)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+// A normed layer chained into a layer without a norm as one op runs the
+// two layers' ops as they run alone: a generator's last hidden layer into
+// its RGB layer (transposed by Winograd, or 3x3 into the BatchNorm of its
+// pixel shuffle), a small planar pair, and a discriminator's last layer
+// into its head, whose kernel covers its input (a matrix product there,
+// a convolution alone: equal within the tolerance, not bit for bit).
+#[test]
+fn normed_layers_into_plain_ones_match_the_layers_alone() -> Result<()> {
+    /// Two layers: the input's dims, each layer's (o, k, stride, pad).
+    struct Pair {
+        input: (usize, usize, usize, usize),
+        first: [usize; 4],
+        shuffled: bool,
+        second: [usize; 4],
+        transposed: bool,
+        slope: f64,
+        act: Act,
+        /// Bit for bit, or within the tolerance.
+        exact: bool,
+    }
+    let pair = |input, first, shuffled, second, transposed, (slope, act), exact| Pair {
+        input,
+        first,
+        shuffled,
+        second,
+        transposed,
+        slope,
+        act,
+        exact,
+    };
+    let cases = [
+        pair((5, 64, 4, 3), [64, 4, 2, 1], false, [3, 4, 2, 1], true, (0.0, Act::Tanh), true),
+        pair((4, 32, 5, 3), [64, 3, 1, 1], true, [12, 3, 1, 1], false, (0.0, Act::Tanh), true),
+        pair((3, 5, 7, 9), [8, 3, 1, 1], false, [4, 3, 2, 1], false, (0.2, Act::Leaky(0.2)), true),
+        pair((6, 64, 8, 8), [64, 4, 2, 1], false, [1, 4, 1, 0], false, (0.2, Act::Identity), false),
+        pair((2, 3, 4, 4), [5, 4, 2, 1], false, [2, 2, 1, 0], false, (0.0, Act::Identity), false),
+    ];
+    in_each_pool(|| {
+        let mut rng = ChaCha8Rng::seed_from_u64(43);
+        for Pair { input: (n, c, h, w), first, shuffled, second, transposed, slope, act, exact } in &cases {
+            let ([o0, k0, s0, p0], [o, k, s, p], (shuffled, transposed)) = (*first, *second, (*shuffled, *transposed));
+            let what = format!("{n}x{c}x{h}x{w} into {o0} into {o}, transposed {transposed}");
+            let kernel = |o: usize, c: usize, k: usize| if transposed { [c, o, k, k] } else { [o, c, k, k] };
+            let normed = if shuffled { o0 / 4 } else { o0 };
+            let inputs = [
+                rand_tensor(&mut rng, &[*n, *c, *h, *w])?,
+                rand_tensor(&mut rng, &kernel(o0, *c, k0))?,
+                rand_tensor(&mut rng, &[o0])?,
+                (rand_tensor(&mut rng, &[normed])? + 1.0)?,
+                rand_tensor(&mut rng, &[normed])?,
+                rand_tensor(&mut rng, &kernel(o, normed, k))?,
+                rand_tensor(&mut rng, &[o])?,
+            ];
+            let run = |chained: bool| -> Result<(batch_norm::BatchNormTrain, Vec<Tensor>)> {
+                let vars: Vec<Var> = inputs.iter().map(Var::from_tensor).collect::<Result<_>>()?;
+                let t: Vec<&Tensor> = vars.iter().map(Var::as_tensor).collect();
+                let bn = conv_bn::NormArgs { gamma: t[3], beta: t[4], eps: 1e-5, slope: *slope, shuffled };
+                let first = conv::Layer { w: t[1], b: t[2], geom: (s0, p0), transposed, kept: None };
+                let second = conv::Layer { w: t[5], b: t[6], geom: (s, p), transposed, kept: None };
+                let out = if chained {
+                    conv::batch_norm_then(t[0], first, &bn, (second, *act))?.expect("the fused ops on the CPU")
+                } else {
+                    let mid = conv::conv_batch_norm(t[0], first, &bn)?.expect("the fused op on the CPU");
+                    let y = if transposed {
+                        conv::conv_transpose2d(&mid.y, t[5], t[6], s, p, *act, None)?
+                    } else {
+                        conv::conv2d(&mid.y, t[5], t[6], s, p, *act, None)?
+                    };
+                    batch_norm::BatchNormTrain { y, ..mid }
+                };
+                // A fixed random weight per output value, so that every one matters.
+                let up = rand_tensor(&mut ChaCha8Rng::seed_from_u64(41), out.y.dims())?;
+                let grads = (&out.y * &up)?.sum_all()?.backward()?;
+                let grads = t.iter().map(|v| grads.get(v).expect("a gradient").clone()).collect();
+                Ok((out, grads))
+            };
+            let (two, want) = run(false)?;
+            let (one, got) = run(true)?;
+            let same = |name: &str, got: &Tensor, want: &Tensor| {
+                let what = format!("{what}: {name}");
+                if *exact { assert_same(&what, got, want) } else { assert_close(&what, got, want) }
+            };
+            same("output", &one.y, &two.y)?;
+            assert_same(&format!("{what}: mean"), &one.mean, &two.mean)?;
+            assert_same(&format!("{what}: variance"), &one.var, &two.var)?;
+            assert_eq!(one.count, two.count, "{what}: values per channel");
+            for ((name, got), want) in ["x", "w", "b", "gamma", "beta", "w1", "b1"].iter().zip(&got).zip(&want) {
+                same(&format!("d{name}"), got, want)?;
             }
         }
         Ok(())
@@ -1022,4 +1119,71 @@ fn check_adam(device: &Device) -> Result<()> {
 #[test]
 fn adam_update_matches_candle_ops() -> Result<()> {
     check_adam(&Device::Cpu)
+}
+
+/// Whole networks in training, their layers fused where they can and run
+/// apart (`conv_bn::twice_differentiable`): D's verdicts on G's images and
+/// the gradients of every weight of both agree, for each upsampling kind
+/// and with spectral norm, so the networks hand each chain the right
+/// layers, kernels and activations. The head's matrix product differs in
+/// summation order only.
+#[test]
+fn fused_networks_compute_what_their_layers_compute_apart() -> Result<()> {
+    use ganscope::gan::config::{NormKind, Upsample};
+    use ganscope::gan::params::{FreshParams, Role};
+    use ganscope::gan::{Discriminator, Generator, ModelConfig, Pass};
+
+    let kinds = [Upsample::ConvTranspose, Upsample::PixelShuffle, Upsample::NearestConv];
+    for (upsample, spectral_norm) in kinds.into_iter().map(|u| (u, false)).chain([(Upsample::ConvTranspose, true)]) {
+        let cfg = ModelConfig {
+            resolution: 32,
+            z_dim: 8,
+            g_width: 16,
+            d_width: 8,
+            g_norm: NormKind::Batch,
+            d_norm: NormKind::Batch,
+            upsample,
+            spectral_norm,
+            ..Default::default()
+        };
+        let what = format!("{upsample:?}, spectral norm {spectral_norm}");
+        let mut rng = ChaCha8Rng::seed_from_u64(53);
+        let mut params = FreshParams::new(&mut rng, &Device::Cpu);
+        let (g, d) = (Generator::new(&cfg, &mut params)?, Discriminator::new(&cfg, &mut params)?);
+        let (vars, buffers): (Vec<_>, Vec<_>) =
+            params.vars.into_iter().partition(|(_, _, role)| *role == Role::Trainable);
+        // Every weight away from its initial value (biases start at zero).
+        let mut noise = ChaCha8Rng::seed_from_u64(67);
+        for (_, v, _) in &vars {
+            v.set(&(v.as_tensor() + (rand_tensor(&mut noise, v.dims())? * 0.1)?)?)?;
+        }
+        // The buffers as they start: each forward moves the running
+        // statistics and spectral norm's vectors, whose one power iteration
+        // per pass sets the weights the pass uses.
+        let start: Vec<(Var, Tensor)> =
+            buffers.into_iter().map(|(_, v, _)| Ok((v.clone(), v.as_tensor().copy()?))).collect::<Result<_>>()?;
+        let z = rand_tensor(&mut ChaCha8Rng::seed_from_u64(59), &[4, 8])?;
+        let up = rand_tensor(&mut ChaCha8Rng::seed_from_u64(61), &[4])?;
+        let run = || -> Result<(Tensor, Vec<Tensor>)> {
+            for (v, t) in &start {
+                v.set(t)?;
+            }
+            let fake = g.forward(&z, None, &mut Pass { train: true, dropout: false, rng: None })?;
+            let logits = d.forward(&fake, None, true)?.logits;
+            let grads = (&logits * &up)?.sum_all()?.backward()?;
+            let grads =
+                vars.iter().map(|(name, v, _)| grads.get(v).cloned().unwrap_or_else(|| panic!("{name}: no gradient")));
+            Ok((logits, grads.collect()))
+        };
+        // On a worker, where G runs its layers too: the switch to layers
+        // apart holds for the thread that sets it.
+        let pool = ThreadPoolBuilder::new().num_threads(2).build().map_err(candle_core::Error::wrap)?;
+        let (fused, fused_grads) = pool.install(run)?;
+        let (apart, apart_grads) = pool.install(|| conv_bn::twice_differentiable(run))?;
+        assert_close(&format!("{what}: logits"), &fused, &apart)?;
+        for ((name, _, _), (got, want)) in vars.iter().zip(fused_grads.iter().zip(&apart_grads)) {
+            assert_close(&format!("{what}: d {name}"), got, want)?;
+        }
+    }
+    Ok(())
 }

@@ -112,12 +112,11 @@ impl Conv {
         (slope, shuffled): (f64, bool),
     ) -> Result<Tensor> {
         let w = self.weight(train)?;
-        let (geom, kept) = ((self.stride, self.pad, false), self.kept.as_ref());
-        let fused = |bn: &ops::conv_bn::NormArgs| ops::conv::conv_batch_norm(x, (&w, &self.b), geom, kept, bn);
+        let fused = |bn: &ops::conv_bn::NormArgs| ops::conv::conv_batch_norm(x, self.layer(&w), bn);
         if let Some(y) = norm.after(train, (slope, shuffled), fused)? {
             return Ok(y);
         }
-        let y = ops::conv2d(x, &w, &self.b, self.stride, self.pad, Act::Identity, kept)?;
+        let y = ops::conv2d(x, &w, &self.b, self.stride, self.pad, Act::Identity, self.kept.as_ref())?;
         if shuffled { norm.forward_leaky_shuffled(&y, train, slope) } else { norm.forward_leaky(&y, train, slope) }
     }
 
@@ -133,16 +132,47 @@ impl Conv {
         norm: &Norm,
         slope: f64,
     ) -> Result<Option<Tensor>> {
-        let (w0, w) = (first.weight(train)?, self.weight(train)?);
-        let first = (&w0, &first.b, (first.stride, first.pad), first.kept.as_ref(), act);
-        let second = ((self.stride, self.pad), self.kept.as_ref());
-        let fused =
-            |bn: &ops::conv_bn::NormArgs| ops::conv::conv2d_then_batch_norm(x, first, (&w, &self.b), second, bn);
+        let fused = |bn: &ops::conv_bn::NormArgs| {
+            if !ops::conv_bn::applies(&[x, &first.w, &self.w]) {
+                return Ok(None);
+            }
+            let (w0, w) = (first.weight(train)?, self.weight(train)?);
+            ops::conv::conv2d_then_batch_norm(x, (first.layer(&w0), act), self.layer(&w), bn)
+        };
         norm.after(train, (slope, false), fused)
     }
 
-    /// The kernel, spectrally normalized where configured.
-    fn weight(&self, train: bool) -> Result<Tensor> {
+    /// [`Self::forward_normed`], then `next` (built by [`Self::layer`] or
+    /// [`ConvTranspose::layer`]) and its `act`: the two layers as one op
+    /// where `forward_normed` would fuse ([`ops::conv::batch_norm_then`]),
+    /// None elsewhere.
+    pub fn normed_then(
+        &self,
+        x: &Tensor,
+        train: bool,
+        norm: &Norm,
+        (slope, shuffled): (f64, bool),
+        next: (ops::conv::Layer, Act),
+    ) -> Result<Option<Tensor>> {
+        let fused = |bn: &ops::conv_bn::NormArgs| {
+            if !ops::conv_bn::applies(&[x, &self.w]) {
+                return Ok(None);
+            }
+            ops::conv::batch_norm_then(x, self.layer(&self.weight(train)?), bn, next)
+        };
+        norm.after(train, (slope, shuffled), fused)
+    }
+
+    /// This layer with kernel `w` (its own, or spectrally normalized by
+    /// [`Self::weight`]) for the fused ops.
+    pub fn layer<'a>(&'a self, w: &'a Tensor) -> ops::conv::Layer<'a> {
+        let (geom, kept) = ((self.stride, self.pad), self.kept.as_ref());
+        ops::conv::Layer { w, b: &self.b, geom, transposed: false, kept }
+    }
+
+    /// The kernel, spectrally normalized where configured: one power
+    /// iteration per call in training.
+    pub fn weight(&self, train: bool) -> Result<Tensor> {
         match &self.sn {
             Some(sn) => sn.apply(&self.w, train),
             None => Ok(self.w.clone()),
@@ -174,13 +204,30 @@ impl ConvTranspose {
     /// [`Self::forward`] through `norm` and its LeakyReLU with `slope`: one
     /// op for a BatchNorm in training on the CPU ([`ops::conv_bn`]).
     pub fn forward_normed(&self, x: &Tensor, train: bool, norm: &Norm, slope: f64) -> Result<Tensor> {
-        let kept = self.kept.as_ref();
-        let fused =
-            |bn: &ops::conv_bn::NormArgs| ops::conv::conv_batch_norm(x, (&self.w, &self.b), (2, 1, true), kept, bn);
+        let fused = |bn: &ops::conv_bn::NormArgs| ops::conv::conv_batch_norm(x, self.layer(), bn);
         match norm.after(train, (slope, false), fused)? {
             Some(y) => Ok(y),
             None => norm.forward_leaky(&self.forward(x, Act::Identity)?, train, slope),
         }
+    }
+
+    /// [`Self::forward_normed`], then `next` and its `act` as one op where
+    /// `forward_normed` would fuse ([`ops::conv::batch_norm_then`]), None
+    /// elsewhere.
+    pub fn normed_then(
+        &self,
+        x: &Tensor,
+        train: bool,
+        norm: &Norm,
+        slope: f64,
+        next: (ops::conv::Layer, Act),
+    ) -> Result<Option<Tensor>> {
+        norm.after(train, (slope, false), |bn| ops::conv::batch_norm_then(x, self.layer(), bn, next))
+    }
+
+    /// This layer for the fused ops.
+    pub fn layer(&self) -> ops::conv::Layer<'_> {
+        ops::conv::Layer { w: &self.w, b: &self.b, geom: (2, 1), transposed: true, kept: self.kept.as_ref() }
     }
 }
 
@@ -226,11 +273,26 @@ impl Linear {
 
     /// `x` (N, din) to (N, dout).
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let w = match &self.sn {
-            Some(sn) => sn.apply(&self.w, train)?,
-            None => self.w.clone(),
-        };
+        self.apply(x, &self.weight(train)?)
+    }
+
+    /// [`Self::forward`] with the weight from [`Self::weight`].
+    pub fn apply(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
         x.matmul(&w.t()?)?.broadcast_add(&self.b)
+    }
+
+    /// The weight (dout, din), spectrally normalized where configured: one
+    /// power iteration per call in training.
+    pub fn weight(&self, train: bool) -> Result<Tensor> {
+        match &self.sn {
+            Some(sn) => sn.apply(&self.w, train),
+            None => Ok(self.w.clone()),
+        }
+    }
+
+    /// The bias (dout).
+    pub fn bias(&self) -> &Tensor {
+        &self.b
     }
 }
 
@@ -309,7 +371,7 @@ impl Norm {
         let Some(fused) = conv(&ops::conv_bn::NormArgs { gamma, beta, eps: EPS, slope, shuffled })? else {
             return Ok(None);
         };
-        update_running((mean, var), values_per_channel(&fused.y)?, (&fused.mean, &fused.var))?;
+        update_running((mean, var), fused.count, (&fused.mean, &fused.var))?;
         Ok(Some(fused.y))
     }
 
@@ -320,7 +382,7 @@ impl Norm {
             && train
             && let Some(fused) = ops::batch_norm::train_shuffled(z, gamma, beta, EPS, slope)?
         {
-            update_running((mean, var), values_per_channel(&fused.y)?, (&fused.mean, &fused.var))?;
+            update_running((mean, var), fused.count, (&fused.mean, &fused.var))?;
             return Ok(fused.y);
         }
         self.forward_leaky(&pixel_shuffle(z)?, train, slope)
@@ -337,7 +399,7 @@ fn batch_norm_leaky(
     slope: f64,
 ) -> Result<Tensor> {
     if train && let Some(fused) = ops::batch_norm::train(x, gamma, beta, EPS, slope)? {
-        update_running((mean, var), values_per_channel(x)?, (&fused.mean, &fused.var))?;
+        update_running((mean, var), fused.count, (&fused.mean, &fused.var))?;
         return Ok(fused.y);
     }
     let (m, v) = if train {

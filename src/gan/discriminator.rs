@@ -8,6 +8,7 @@ use super::blocks::{Conv, Linear, Norm, minibatch_stddev};
 use super::config::{Downsample, ModelConfig, NormKind};
 use super::params::{Init, Params, Role, Scope};
 use crate::ops::activation::Act;
+use crate::ops::conv::Layer;
 
 /// What D says about a batch.
 pub struct Verdict {
@@ -58,6 +59,13 @@ impl DownStack {
     /// norm runs as one op with the normed layer after it where it can
     /// ([`Conv::after`]).
     pub(crate) fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        Ok(self.forward_then(x, train, None)?.0)
+    }
+
+    /// [`Self::forward`], then `next` (a layer and its activation) where
+    /// given and it runs as one op with the last block
+    /// ([`Conv::normed_then`]): the output, and whether it is `next`'s.
+    pub(crate) fn forward_then(&self, x: &Tensor, train: bool, next: Option<(Layer, Act)>) -> Result<(Tensor, bool)> {
         let mut h = x.clone();
         let mut blocks = self.blocks.iter().peekable();
         while let Some(b) = blocks.next() {
@@ -70,6 +78,11 @@ impl DownStack {
                 blocks.next();
                 continue;
             }
+            if let (None, false, Some(next)) = (blocks.peek(), b.pool, next)
+                && let Some(y) = b.conv.normed_then(&h, train, &b.norm, (self.slope, false), next)?
+            {
+                return Ok((y, true));
+            }
             h = match (&b.norm, b.pool) {
                 (Norm::None, false) => b.conv.forward(&h, train, leaky)?,
                 (norm, false) => b.conv.forward_normed(&h, train, norm, (self.slope, false))?,
@@ -79,7 +92,7 @@ impl DownStack {
                 }
             };
         }
-        Ok(h)
+        Ok((h, false))
     }
 }
 
@@ -126,6 +139,9 @@ impl Discriminator {
             (Some(_), None) => candle_core::bail!("this discriminator is conditional: give class labels"),
             (None, _) => x.clone(),
         };
+        if !self.cfg.minibatch_stddev && self.aux.is_none() {
+            return Ok(Verdict { logits: self.judge_by_head(&input, train)?, class_logits: None });
+        }
         let mut h = self.body.forward(&input, train)?;
         if self.cfg.minibatch_stddev {
             h = minibatch_stddev(&h)?;
@@ -137,5 +153,21 @@ impl Discriminator {
             None => None,
         };
         Ok(Verdict { logits, class_logits })
+    }
+
+    /// The logits (N) of the body's output by the head alone. The head
+    /// over the flattened (channels, base, base) features is a convolution
+    /// by its weight as a (1, channels, base, base) kernel, so it runs as
+    /// one op with the body's last layer where that is a BatchNorm's
+    /// ([`DownStack::forward_then`]), the linear layer elsewhere.
+    fn judge_by_head(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let w = self.head.weight(train)?;
+        let base = self.cfg.base_size();
+        let kernel = w.reshape((1, self.body.channels, base, base))?;
+        let layer = Layer { w: &kernel, b: self.head.bias(), geom: (1, 0), transposed: false, kept: None };
+        match self.body.forward_then(x, train, Some((layer, Act::Identity)))? {
+            (y, true) => y.flatten_all(),
+            (h, false) => self.head.apply(&h.flatten_from(1)?, &w)?.squeeze(1),
+        }
     }
 }

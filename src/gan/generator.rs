@@ -47,6 +47,29 @@ impl Up {
             Up::Nearest(c) => norm.forward_leaky(&c.forward(x, Act::Identity)?, train, slope),
         }
     }
+
+    /// [`Self::forward_normed`], then `next`'s [`Self::forward`] with
+    /// `act`, as one op where both are transposed convolutions or both
+    /// pixel shuffles and `forward_normed` would fuse
+    /// ([`ops::conv::batch_norm_then`]); None elsewhere.
+    fn forward_normed_then(
+        &self,
+        x: &Tensor,
+        (norm, train, slope): (&Norm, bool, f64),
+        (next, act): (&Up, Act),
+    ) -> Result<Option<Tensor>> {
+        match (self, next) {
+            (Up::Transpose(c), Up::Transpose(n)) => c.normed_then(x, train, norm, slope, (n.layer(), act)),
+            (Up::Shuffle(c), Up::Shuffle(n)) => {
+                // G's convolutions are never spectrally normalized: no
+                // power iteration runs here.
+                let w = n.weight(train)?;
+                let y = c.normed_then(x, train, norm, (slope, true), (n.layer(&w), act))?;
+                y.map(|y| pixel_shuffle(&y)).transpose()
+            }
+            _ => Ok(None),
+        }
+    }
 }
 
 /// The most images a forward pass runs with the pool's other threads
@@ -130,24 +153,41 @@ impl Generator {
         let x = self.proj.forward(&z, false)?.reshape((n, (), base, base))?;
         let slope = self.cfg.g_leaky_slope;
         let mut x = self.hidden(self.proj_norm.forward_leaky(&x, pass.train, slope)?, 0, pass)?;
-        for (level, up) in self.ups.iter().enumerate() {
-            x = match self.norms.get(level) {
-                Some(norm) => self.hidden(up.forward_normed(&x, norm, pass.train, slope)?, level + 1, pass)?,
-                None => up.forward(&x, Act::Tanh)?,
-            };
+        let (last, ups) = self.ups.split_last().expect("a generator upsamples at least once");
+        for (level, (up, norm)) in ups.iter().zip(&self.norms).enumerate() {
+            // The last hidden layer and the RGB layer as one op where
+            // nothing runs between them.
+            if level + 1 == ups.len()
+                && self.perturbations(level + 1, pass) == (false, false)
+                && let Some(y) = up.forward_normed_then(&x, (norm, pass.train, slope), (last, Act::Tanh))?
+            {
+                return Ok(y);
+            }
+            x = self.hidden(up.forward_normed(&x, norm, pass.train, slope)?, level + 1, pass)?;
         }
-        Ok(x)
+        last.forward(&x, Act::Tanh)
+    }
+
+    /// Whether [`Self::hidden`] applies (dropout, layer noise) to hidden
+    /// layer `layer` in `pass`.
+    fn perturbations(&self, layer: usize, pass: &Pass) -> (bool, bool) {
+        if pass.rng.is_none() {
+            return (false, false);
+        }
+        let dropout = pass.dropout && self.cfg.g_dropout > 0.0 && layer < self.cfg.g_dropout_layers;
+        (dropout, pass.train && self.cfg.g_layer_noise > 0.0)
     }
 
     /// A hidden layer's output `x` (normed and activated), then dropout and
     /// layer noise where configured. `layer` counts hidden layers from the
     /// coarsest (the projection is 0).
     fn hidden(&self, mut x: Tensor, layer: usize, pass: &mut Pass) -> Result<Tensor> {
+        let (drops, noises) = self.perturbations(layer, pass);
         if let Some(rng) = pass.rng.as_deref_mut() {
-            if pass.dropout && self.cfg.g_dropout > 0.0 && layer < self.cfg.g_dropout_layers {
+            if drops {
                 x = dropout(&x, self.cfg.g_dropout, rng)?;
             }
-            if pass.train && self.cfg.g_layer_noise > 0.0 {
+            if noises {
                 x = (&x + randn(rng, x.dims(), self.cfg.g_layer_noise as f32, x.device())?)?;
             }
         }

@@ -39,6 +39,10 @@ pub struct BatchNormTrain {
     pub mean: Tensor,
     /// Per-channel biased batch variance (C), as the normalization used it.
     pub var: Tensor,
+    /// Values per channel the statistics are over (N H W of the
+    /// normalized tensor): `y` may be a later layer's output
+    /// ([`super::conv_bn`]'s chains).
+    pub count: usize,
 }
 
 /// BatchNorm of `x` (N, C, H, W) with batch statistics, `gamma` and `beta`
@@ -97,7 +101,7 @@ pub(super) fn with_statistics(y: Tensor, stats: &OnceLock<Stats>) -> Result<Batc
     let c = s.mean.len();
     let mean = Tensor::from_slice(&s.mean, c, y.device())?;
     let var = Tensor::from_slice(&s.var, c, y.device())?;
-    Ok(BatchNormTrain { y, mean, var })
+    Ok(BatchNormTrain { y, mean, var, count: s.count })
 }
 
 /// Per-channel statistics of one forward pass, kept for the backward, and
@@ -108,6 +112,8 @@ pub(super) struct Stats {
     var: Vec<f32>,
     scale: Vec<f32>,
     shift: Vec<f32>,
+    /// Values per channel.
+    count: usize,
 }
 
 /// How many values a channel's f32 lanes sum before they are added into
@@ -306,7 +312,7 @@ impl BatchNorm {
             (par_chunked(x.len(), hw, |j, r| x[r].iter().copied().map(bn(j))), Shape::from(l1.dims()))
         };
         // The op runs once per `apply_op3`, so the cell is always empty here.
-        let _ = self.stats.set(Stats { mean, var, scale, shift });
+        let _ = self.stats.set(Stats { mean, var, scale, shift, count: n * hw });
         Ok((y, shape))
     }
 
@@ -508,7 +514,7 @@ mod on_cuda {
         let var = channel_sums(&centered.sqr()?)?.affine(1.0 / count, 0.0)?;
         let op = BatchNormCuda { eps, per_channel: vec![mean.clone(), var.clone()] };
         let y = x.contiguous()?.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
-        Ok(BatchNormTrain { y, mean, var })
+        Ok(BatchNormTrain { y, mean, var, count: n * h * w })
     }
 
     /// One kernel of `kernels.cu` over three (N, C, H, W) or (C) arguments

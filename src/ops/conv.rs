@@ -45,6 +45,7 @@ use rayon::prelude::*;
 use super::activation::Act;
 use super::batch_norm::BatchNormTrain;
 use super::conv_bn;
+use super::dense::Dense;
 use super::narrow::{self, Panels};
 use super::transpose::{Store, transpose};
 use super::winograd::{self, Batch, Kernel, Single, Transformed};
@@ -1115,46 +1116,104 @@ pub fn conv2d(
     x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, op)
 }
 
-/// [`conv2d`], or [`conv_transpose2d`] when `transposed`, into the
-/// training-mode BatchNorm `bn` and its LeakyReLU as one op ([`conv_bn`]):
-/// the fast CPU path only, `None` elsewhere.
-pub fn conv_batch_norm(
-    x: &Tensor,
-    (w, b): (&Tensor, &Tensor),
-    (stride, pad, transposed): (usize, usize, bool),
-    kept: Option<&KeptKernel>,
-    bn: &conv_bn::NormArgs,
-) -> Result<Option<BatchNormTrain>> {
-    if !conv_bn::applies(&[x, w, b, bn.gamma, bn.beta]) {
-        return Ok(None);
+/// A layer of the ops with a BatchNorm: kernel, bias, (stride, padding),
+/// whether it is a transposed convolution, and the kernel's kept forms.
+#[derive(Clone, Copy)]
+pub struct Layer<'a> {
+    pub w: &'a Tensor,
+    pub b: &'a Tensor,
+    pub geom: (usize, usize),
+    pub transposed: bool,
+    pub kept: Option<&'a KeptKernel>,
+}
+
+impl Layer<'_> {
+    /// The output's dims for an input of `dims` (N, C, H, W).
+    fn out_dims(&self, (n, _, h, wd): (usize, usize, usize, usize)) -> Result<(usize, usize, usize, usize)> {
+        let (o, k) = (self.w.dim(usize::from(self.transposed))?, self.w.dim(3)?);
+        let g = Geom { k, stride: self.geom.0, pad: self.geom.1 };
+        let out = |size| if self.transposed { g.conv_t_out(size) } else { g.conv_out(size) };
+        Ok((n, o, out(h), out(wd)))
     }
-    if transposed {
-        conv_bn::apply(ConvT::new(x, w, (stride, pad), kept)?, x, (w, b), bn)
-    } else {
-        conv_bn::apply(Conv::new(x.dims4()?, w, (stride, pad), kept)?, x, (w, b), bn)
+
+    /// The convolution's op for an input of `dims`.
+    fn conv(&self, dims: (usize, usize, usize, usize)) -> Result<Conv> {
+        Conv::new(dims, self.w, self.geom, self.kept)
+    }
+
+    /// The transposed convolution's op for an input of `dims`.
+    fn conv_t(&self, dims: (usize, usize, usize, usize)) -> Result<ConvT> {
+        ConvT::new(dims, self.w, self.geom, self.kept)
     }
 }
 
-/// [`conv2d`] of `x` by `first` (kernel, bias, (stride, padding), kept
-/// forms, activation), then [`conv_batch_norm`] of that by `(w, b)` (not
-/// transposed), as one op (see `conv_bn::apply_after`): the fast CPU path
-/// only, None elsewhere.
-pub fn conv2d_then_batch_norm(
-    x: &Tensor,
-    (w0, b0, geom0, kept0, act): (&Tensor, &Tensor, (usize, usize), Option<&KeptKernel>, Act),
-    (w, b): (&Tensor, &Tensor),
-    (geom, kept): ((usize, usize), Option<&KeptKernel>),
-    bn: &conv_bn::NormArgs,
-) -> Result<Option<BatchNormTrain>> {
-    if !conv_bn::applies(&[x, w0, b0, w, b, bn.gamma, bn.beta]) {
+/// [`conv2d`] by `layer`, or [`conv_transpose2d`] when it is transposed,
+/// into the training-mode BatchNorm `bn` and its LeakyReLU as one op
+/// ([`conv_bn`]): the fast CPU path only, `None` elsewhere.
+pub fn conv_batch_norm(x: &Tensor, layer: Layer, bn: &conv_bn::NormArgs) -> Result<Option<BatchNormTrain>> {
+    if !conv_bn::applies(&[x, layer.w, layer.b, bn.gamma, bn.beta]) {
         return Ok(None);
     }
-    let (n, c, h, wd) = x.dims4()?;
-    let first = WithBias { conv: Conv::new((n, c, h, wd), w0, geom0, kept0)?, act };
-    // The second convolution's input is the first's output.
-    let g0 = first.conv.0;
-    let second = Conv::new((n, w0.dim(0)?, g0.conv_out(h), g0.conv_out(wd)), w, geom, kept)?;
-    conv_bn::apply_after(first, second, x, ((w0, b0), (w, b)), bn)
+    let (dims, tensors) = (x.dims4()?, (layer.w, layer.b));
+    if layer.transposed {
+        conv_bn::apply(layer.conv_t(dims)?, x, tensors, bn)
+    } else {
+        conv_bn::apply(layer.conv(dims)?, x, tensors, bn)
+    }
+}
+
+/// [`conv2d`] of `x` by `first` then `act`, then [`conv_batch_norm`] of
+/// that by `second` (not transposed), as one op (see
+/// `conv_bn::apply_after`): the fast CPU path only, None elsewhere.
+pub fn conv2d_then_batch_norm(
+    x: &Tensor,
+    (first, act): (Layer, Act),
+    second: Layer,
+    bn: &conv_bn::NormArgs,
+) -> Result<Option<BatchNormTrain>> {
+    if first.transposed
+        || second.transposed
+        || !conv_bn::applies(&[x, first.w, first.b, second.w, second.b, bn.gamma, bn.beta])
+    {
+        return Ok(None);
+    }
+    let dims = x.dims4()?;
+    let op = WithBias { conv: first.conv(dims)?, act };
+    let tensors = ((first.w, first.b), (second.w, second.b));
+    conv_bn::apply_after(op, second.conv(first.out_dims(dims)?)?, x, tensors, bn)
+}
+
+/// [`conv_batch_norm`] of `x` by `first`, then `second` and `act`, as one
+/// op (see `conv_bn::apply_before`): the fast CPU path only, for two
+/// convolutions or two transposed ones; None elsewhere. A second kernel
+/// that covers its whole input runs as the matrix product it is.
+pub fn batch_norm_then(
+    x: &Tensor,
+    first: Layer,
+    bn: &conv_bn::NormArgs,
+    (second, act): (Layer, Act),
+) -> Result<Option<BatchNormTrain>> {
+    if !conv_bn::applies(&[x, first.w, first.b, second.w, second.b, bn.gamma, bn.beta]) {
+        return Ok(None);
+    }
+    let dims = x.dims4()?;
+    let (n, o, h, wd) = first.out_dims(dims)?;
+    let mid = if bn.shuffled { (n, o / 4, 2 * h, 2 * wd) } else { (n, o, h, wd) };
+    let tensors = ((first.w, first.b), (second.w, second.b));
+    match (first.transposed, second.transposed) {
+        (false, false) if Dense::covers(mid, second.w.dims(), second.geom) => {
+            conv_bn::apply_before(first.conv(dims)?, WithBias { conv: Dense, act }, x, tensors, bn)
+        }
+        (false, false) => {
+            let next = WithBias { conv: second.conv(mid)?, act };
+            conv_bn::apply_before(first.conv(dims)?, next, x, tensors, bn)
+        }
+        (true, true) => {
+            let next = WithBias { conv: second.conv_t(mid)?, act };
+            conv_bn::apply_before(first.conv_t(dims)?, next, x, tensors, bn)
+        }
+        _ => Ok(None),
+    }
 }
 
 impl Conv {
@@ -1196,15 +1255,20 @@ pub fn conv_transpose2d(
     if !fast(&[x, w, b]) {
         return act.apply(&x.conv_transpose2d(w, pad, 0, stride, 1)?.broadcast_add(&b.reshape((1, (), 1, 1))?)?);
     }
-    let conv = ConvT::new(x, w, (stride, pad), kept)?;
+    let conv = ConvT::new(x.dims4()?, w, (stride, pad), kept)?;
     x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, WithBias { conv, act })
 }
 
 impl ConvT {
-    /// The op for `x` and `w` (C, O, K, K) with (stride, padding), taking
-    /// the kernel's derived forms from `kept` where given.
-    fn new(x: &Tensor, w: &Tensor, (stride, pad): (usize, usize), kept: Option<&KeptKernel>) -> Result<Self> {
-        let (n, _, hi, wi) = x.dims4()?;
+    /// The op for an input of (N, C, Hi, Wi) and `w` (C, O, K, K) with
+    /// (stride, padding), taking the kernel's derived forms from `kept`
+    /// where given.
+    fn new(
+        (n, _, hi, wi): (usize, usize, usize, usize),
+        w: &Tensor,
+        (stride, pad): (usize, usize),
+        kept: Option<&KeptKernel>,
+    ) -> Result<Self> {
         let k = w.dim(3)?;
         let g = Geom { k, stride, pad };
         // Only the planar path reads the rows, only batches the transform.

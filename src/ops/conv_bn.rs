@@ -12,7 +12,10 @@
 //! backward, which hands the BatchNorm's input gradient straight to the
 //! convolution's. The computation is the same as the two ops' (the same
 //! kernels in the same order), so values and gradients match them bit for
-//! bit.
+//! bit. For the same reason a layer without a norm next to such a layer
+//! joins it in one op (`Chain`): a discriminator's first layer before
+//! its second, its head after its last, a generator's RGB layer after its
+//! last hidden one.
 //!
 //! Not for a graph that is differentiated twice (the gradient penalty):
 //! the kept output is a constant to candle, so the backward's own graph
@@ -45,7 +48,8 @@ thread_local! {
 }
 
 /// Runs `f` with its layers as separate ops, so that the gradients its
-/// backward computes can be differentiated again (see the module doc).
+/// backward computes can be differentiated again (see the module doc). A
+/// switch of this thread: what `f` hands to other threads still fuses.
 pub fn twice_differentiable<R>(f: impl FnOnce() -> R) -> R {
     let before = UNFUSED.replace(true);
     let r = f();
@@ -55,7 +59,7 @@ pub fn twice_differentiable<R>(f: impl FnOnce() -> R) -> R {
 
 /// Whether the fused op runs for these tensors: f32 on the CPU, with the
 /// fast ops on, outside [`twice_differentiable`].
-pub(super) fn applies(ts: &[&Tensor]) -> bool {
+pub fn applies(ts: &[&Tensor]) -> bool {
     fast(ts) && !UNFUSED.get()
 }
 
@@ -90,50 +94,88 @@ pub(super) fn apply_after<F: Convolution, C: Convolution>(
 ) -> Result<Option<BatchNormTrain>> {
     let second = ConvBn::new(conv, b.dim(0)?, bn);
     let stats = Arc::clone(&second.norm.stats);
-    let shapes = (w0.shape().clone(), b0.dim(0)?);
-    let op = Chain { first, second, shapes, y0: OnceLock::new() };
-    // One argument for the rest, as a custom op takes three. The second
-    // kernel goes as it is: its Winograd transform is kept from call to
-    // call by its address ([`super::winograd::RecentTransforms`]).
+    let op = Chain::new(first, second, Larger::Second, w0.shape(), b0.dim(0)?);
     let params = Tensor::cat(&[&w0.flatten_all()?, b0, b, bn.gamma, bn.beta], 0)?;
     let y = x.contiguous()?.apply_op3(&w.contiguous()?, &params, op)?;
     with_statistics(y, &stats).map(Some)
 }
 
-/// `second(first(x, w0, b0), w, [b | gamma | beta])` for (x, w, [w0 | b0 |
-/// b | gamma | beta]): two layers' ops, each run as it would alone.
-struct Chain<F, C> {
-    first: WithBias<F>,
-    second: ConvBn<C>,
-    /// The first layer's kernel shape and bias count.
-    shapes: (Shape, usize),
+/// [`apply`], then `next`, a convolution layer without a norm (kernel and
+/// bias `w1`, `b1`), as one op ([`Chain`]), so that the normed layer's
+/// output is no node of candle's graph: a generator's last hidden layer
+/// into its RGB layer (the hidden layer's output, 64 channels at half the
+/// image's size, is G's largest), a discriminator's last into its head.
+pub(super) fn apply_before<C: Convolution, N: Convolution>(
+    conv: C,
+    next: WithBias<N>,
+    x: &Tensor,
+    ((w, b), (w1, b1)): ((&Tensor, &Tensor), (&Tensor, &Tensor)),
+    bn: &NormArgs,
+) -> Result<Option<BatchNormTrain>> {
+    let first = ConvBn::new(conv, b.dim(0)?, bn);
+    let stats = Arc::clone(&first.norm.stats);
+    let op = Chain::new(first, next, Larger::First, w1.shape(), b.dim(0)? + 2 * bn.gamma.dim(0)?);
+    let params = Tensor::cat(&[&w1.flatten_all()?, b, bn.gamma, bn.beta, b1], 0)?;
+    let y = x.contiguous()?.apply_op3(&w.contiguous()?, &params, op)?;
+    with_statistics(y, &stats).map(Some)
+}
+
+/// Which of two chained layers has the larger kernel.
+#[derive(Clone, Copy)]
+enum Larger {
+    First,
+    Second,
+}
+
+/// `second(first(x, w0, p0), w1, p1)`: two layers' ops, each run as it
+/// would alone, as one op of (x, the larger kernel, [the smaller kernel |
+/// p0 | p1]). One argument for the rest, as a custom op takes three; the
+/// larger kernel goes as it is, uncopied, which also keeps its Winograd
+/// transform from call to call (keyed by its address,
+/// [`super::winograd::RecentTransforms`]).
+struct Chain<A, B> {
+    first: A,
+    second: B,
+    larger: Larger,
+    /// The smaller kernel's shape.
+    smaller: Shape,
+    /// How many parameters the first layer takes.
+    first_params: usize,
     /// The first layer's output, kept by the forward as a variable, so
     /// that the second's backward makes its gradient.
     y0: OnceLock<Var>,
 }
 
-impl<F, C> Chain<F, C> {
-    /// The first layer's kernel and bias, and the second's parameters, as
-    /// parts of `lp`.
+impl<A, B> Chain<A, B> {
+    fn new(first: A, second: B, larger: Larger, smaller: &Shape, first_params: usize) -> Self {
+        Self { first, second, larger, smaller: smaller.clone(), first_params, y0: OnceLock::new() }
+    }
+
+    /// The smaller kernel, the first layer's parameters and the second's,
+    /// as parts of `lp`.
     fn parts(&self, lp: &Layout) -> Result<[Layout; 3]> {
-        let (w0, b0) = &self.shapes;
-        let (n0, p) = (w0.elem_count(), lp.shape().elem_count());
-        if p < n0 + b0 || !lp.is_contiguous() {
-            candle_core::bail!(
-                "chained layers: {:?} values are not a kernel, its bias and a layer's parameters",
-                lp.dims()
-            );
+        let (k, p0, p) = (self.smaller.elem_count(), self.first_params, lp.shape().elem_count());
+        if p < k + p0 || !lp.is_contiguous() {
+            candle_core::bail!("chained layers: {:?} values are not a kernel and two layers' parameters", lp.dims());
         }
         let at = lp.start_offset();
         Ok([
-            Layout::contiguous_with_offset(w0.clone(), at),
-            Layout::contiguous_with_offset(*b0, at + n0),
-            Layout::contiguous_with_offset(p - n0 - b0, at + n0 + b0),
+            Layout::contiguous_with_offset(self.smaller.clone(), at),
+            Layout::contiguous_with_offset(p0, at + k),
+            Layout::contiguous_with_offset(p - k - p0, at + k + p0),
         ])
+    }
+
+    /// `(first, second)` of the larger and the smaller kernel.
+    fn in_order<T>(&self, larger: T, smaller: T) -> (T, T) {
+        match self.larger {
+            Larger::First => (larger, smaller),
+            Larger::Second => (smaller, larger),
+        }
     }
 }
 
-impl<F: Convolution, C: Convolution> CustomOp3 for Chain<F, C> {
+impl<A: CustomOp3, B: CustomOp3> CustomOp3 for Chain<A, B> {
     fn name(&self) -> &'static str {
         "ganscope-conv-chain"
     }
@@ -148,9 +190,10 @@ impl<F: Convolution, C: Convolution> CustomOp3 for Chain<F, C> {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         // No timer of its own: the two layers' ops time themselves.
-        let [lw0, lb0, lp] = self.parts(l3)?;
-        let (y0, shape) = self.first.cpu_fwd(s1, l1, s3, &lw0, s3, &lb0)?;
-        let y = self.second.cpu_fwd(&y0, &Layout::contiguous(&shape), s2, l2, s3, &lp)?;
+        let [lk, lp0, lp1] = self.parts(l3)?;
+        let ((w0, l0), (w1, l1w)) = self.in_order((s2, l2), (s3, &lk));
+        let (y0, shape) = self.first.cpu_fwd(s1, l1, w0, l0, s3, &lp0)?;
+        let y = self.second.cpu_fwd(&y0, &Layout::contiguous(&shape), w1, l1w, s3, &lp1)?;
         let CpuStorage::F32(y0) = y0 else { candle_core::bail!("chained layers: the fast CPU ops take f32") };
         // The op runs once per `apply_op3`, so the cell is always empty here.
         let _ = self.y0.set(Var::from_vec(y0, shape, &Device::Cpu)?);
@@ -166,18 +209,20 @@ impl<F: Convolution, C: Convolution> CustomOp3 for Chain<F, C> {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let Some(y0) = self.y0.get() else { candle_core::bail!("chained layers: backward before forward") };
-        let (w0_shape, b0) = &self.shapes;
-        let n0 = w0_shape.elem_count();
-        let w0 = params.narrow(0, 0, n0)?.reshape(w0_shape)?;
-        let (p0, p) = (params.narrow(0, n0, *b0)?, params.narrow(0, n0 + b0, params.dim(0)? - n0 - b0)?);
-        let (dy0, dw, dp) = self.second.bwd(y0.as_tensor(), w, &p, y, dy)?;
+        let (k, p0) = (self.smaller.elem_count(), self.first_params);
+        let smaller = params.narrow(0, 0, k)?.reshape(&self.smaller)?;
+        let (p0, p1) = (params.narrow(0, k, p0)?, params.narrow(0, k + p0, params.dim(0)? - k - p0)?);
+        let (w0, w1) = self.in_order(w, &smaller);
+        let (dy0, dw1, dp1) = self.second.bwd(y0.as_tensor(), w1, &p1, y, dy)?;
         let Some(dy0) = dy0 else { candle_core::bail!("chained layers: no gradient for the first one's output") };
-        let (dx, dw0, dp0) = self.first.bwd(x, &w0, &p0, y0.as_tensor(), &dy0)?;
-        let dparams = match (dw0, dp0, dp) {
-            (Some(dw0), Some(dp0), Some(dp)) => Some(Tensor::cat(&[&dw0.flatten_all()?, &dp0, &dp], 0)?),
+        let (dx, dw0, dp0) = self.first.bwd(x, w0, &p0, y0.as_tensor(), &dy0)?;
+        // The same swap takes (first, second) back to (larger, smaller).
+        let (dlarger, dsmaller) = self.in_order(dw0, dw1);
+        let dparams = match (dsmaller, dp0, dp1) {
+            (Some(dk), Some(dp0), Some(dp1)) => Some(Tensor::cat(&[&dk.flatten_all()?, &dp0, &dp1], 0)?),
             _ => None,
         };
-        Ok((dx, dw, dparams))
+        Ok((dx, dlarger, dparams))
     }
 }
 
@@ -260,7 +305,7 @@ mod tests {
     use candle_core::DType;
 
     use super::*;
-    use crate::ops::conv::conv_batch_norm;
+    use crate::ops::conv::{Layer, conv_batch_norm};
 
     #[test]
     fn graphs_differentiated_twice_keep_two_ops() -> Result<()> {
@@ -269,7 +314,8 @@ mod tests {
         let (w, b) = (Tensor::ones((4, 3, 3, 3), DType::F32, &dev)?, Tensor::zeros(4, DType::F32, &dev)?);
         let (gamma, beta) = (Tensor::ones(4, DType::F32, &dev)?, Tensor::zeros(4, DType::F32, &dev)?);
         let bn = NormArgs { gamma: &gamma, beta: &beta, eps: 1e-5, slope: 0.2, shuffled: false };
-        let fused = || conv_batch_norm(&x, (&w, &b), (1, 1, false), None, &bn).map(|f| f.is_some());
+        let layer = Layer { w: &w, b: &b, geom: (1, 1), transposed: false, kept: None };
+        let fused = || conv_batch_norm(&x, layer, &bn).map(|f| f.is_some());
         assert!(fused()?, "one op by default");
         assert!(!twice_differentiable(fused)?, "two ops inside twice_differentiable");
         assert!(fused()?, "one op again after it");

@@ -28,6 +28,7 @@ pub mod conv;
 pub mod conv_bn;
 #[cfg(feature = "cuda")]
 mod cuda;
+mod dense;
 mod narrow;
 mod packed;
 mod pool;
