@@ -23,7 +23,7 @@
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use ganscope::ops::activation::Act;
-use ganscope::ops::{activation, adam, batch_norm, bias, conv, conv_bn, shuffle, unfold, upsample};
+use ganscope::ops::{activation, adam, batch_norm, bias, conv, conv_bn, dense, shuffle, unfold, upsample};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::ThreadPoolBuilder;
@@ -1119,6 +1119,51 @@ fn check_adam(device: &Device) -> Result<()> {
 #[test]
 fn adam_update_matches_candle_ops() -> Result<()> {
     check_adam(&Device::Cpu)
+}
+
+// A generator's projection into its BatchNorm as one op computes the
+// matrix product, its reshape and the BatchNorm op: within the tolerance
+// (the products' summation orders differ), gradients of every input too.
+#[test]
+fn linear_batch_norm_matches_the_two_ops() -> Result<()> {
+    // (n, din, (c, h, w), slope)
+    let cases = [(6, 10, (8, 4, 4), 0.0), (3, 7, (5, 3, 2), 0.2), (2, 4, (3, 1, 1), 1.0)];
+    in_each_pool(|| {
+        let mut rng = ChaCha8Rng::seed_from_u64(71);
+        for (n, din, (c, h, w), slope) in cases {
+            let what = format!("{n}x{din} into {c}x{h}x{w}");
+            let inputs = [
+                rand_tensor(&mut rng, &[n, din])?,
+                rand_tensor(&mut rng, &[c * h * w, din])?,
+                rand_tensor(&mut rng, &[c * h * w])?,
+                (rand_tensor(&mut rng, &[c])? + 1.0)?,
+                rand_tensor(&mut rng, &[c])?,
+            ];
+            let up = rand_tensor(&mut rng, &[n, c, h, w])?;
+            let run = |fused: bool| -> Result<(batch_norm::BatchNormTrain, Vec<Tensor>)> {
+                let vars: Vec<Var> = inputs.iter().map(Var::from_tensor).collect::<Result<_>>()?;
+                let t: Vec<&Tensor> = vars.iter().map(Var::as_tensor).collect();
+                let out = if fused {
+                    let bn = conv_bn::NormArgs { gamma: t[3], beta: t[4], eps: 1e-5, slope, shuffled: false };
+                    dense::linear_batch_norm(t[0], (t[1], t[2]), (c, h, w), &bn)?.expect("the fused op on the CPU")
+                } else {
+                    let z = t[0].matmul(&t[1].t()?)?.broadcast_add(t[2])?.reshape((n, c, h, w))?;
+                    batch_norm::train(&z, t[3], t[4], 1e-5, slope)?.expect("the CPU BatchNorm op")
+                };
+                let grads = (&out.y * &up)?.sum_all()?.backward()?;
+                Ok((out, t.iter().map(|v| grads.get(v).expect("a gradient").clone()).collect()))
+            };
+            let ((one, got), (two, want)) = (run(true)?, run(false)?);
+            assert_close(&format!("{what}: output"), &one.y, &two.y)?;
+            assert_close(&format!("{what}: mean"), &one.mean, &two.mean)?;
+            assert_close(&format!("{what}: variance"), &one.var, &two.var)?;
+            assert_eq!(one.count, n * h * w, "{what}: values per channel");
+            for ((name, got), want) in ["x", "w", "b", "gamma", "beta"].iter().zip(&got).zip(&want) {
+                assert_close(&format!("{what}: d{name}"), got, want)?;
+            }
+        }
+        Ok(())
+    })
 }
 
 /// Whole networks in training, their layers fused where they can and run

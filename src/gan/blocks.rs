@@ -276,6 +276,25 @@ impl Linear {
         self.apply(x, &self.weight(train)?)
     }
 
+    /// [`Self::forward`] shaped (N, C, H, W) with `out` = (C, H, W),
+    /// through `norm` and its LeakyReLU with `slope`: one op for a
+    /// BatchNorm in training on the CPU ([`ops::dense::linear_batch_norm`]).
+    pub fn forward_normed(
+        &self,
+        x: &Tensor,
+        train: bool,
+        (norm, slope): (&Norm, f64),
+        out: (usize, usize, usize),
+    ) -> Result<Tensor> {
+        let w = self.weight(train)?;
+        let fused = |bn: &ops::conv_bn::NormArgs| ops::dense::linear_batch_norm(x, (&w, &self.b), out, bn);
+        if let Some(y) = norm.after(train, (slope, false), fused)? {
+            return Ok(y);
+        }
+        let y = self.apply(x, &w)?.reshape((x.dim(0)?, out.0, out.1, out.2))?;
+        norm.forward_leaky(&y, train, slope)
+    }
+
     /// [`Self::forward`] with the weight from [`Self::weight`].
     pub fn apply(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
         x.matmul(&w.t()?)?.broadcast_add(&self.b)

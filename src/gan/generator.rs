@@ -78,6 +78,12 @@ impl Up {
 /// generator 0.89-1.11 ms asleep between ops, 0.68-0.86 ms spinning.
 const AWAKE_MAX_IMAGES: usize = 16;
 
+/// Channels of G's feature maps after `level` upsamplings (0: the
+/// projection's).
+fn width(cfg: &ModelConfig, level: usize) -> usize {
+    cfg.g_width << (cfg.levels() - 1 - level)
+}
+
 /// The generator network.
 pub struct Generator {
     cfg: ModelConfig,
@@ -93,7 +99,7 @@ impl Generator {
     pub fn new(cfg: &ModelConfig, params: &mut dyn Params) -> Result<Self> {
         let mut s = Scope::new(params, "g");
         let levels = cfg.levels();
-        let width = |level: usize| cfg.g_width << (levels - 1 - level);
+        let width = |level| width(cfg, level);
         let embed = if cfg.conditional() {
             Some(s.get("embed", &[cfg.num_classes, cfg.class_embed_dim], Init::Normal(0.0, 1.0), Role::Trainable)?)
         } else {
@@ -148,11 +154,11 @@ impl Generator {
             (Some(_), None) => candle_core::bail!("this generator is conditional: give class labels"),
             (None, _) => z.clone(),
         };
-        let n = z.dim(0)?;
         let base = self.cfg.base_size();
-        let x = self.proj.forward(&z, false)?.reshape((n, (), base, base))?;
         let slope = self.cfg.g_leaky_slope;
-        let mut x = self.hidden(self.proj_norm.forward_leaky(&x, pass.train, slope)?, 0, pass)?;
+        let out = (width(&self.cfg, 0), base, base);
+        let x = self.proj.forward_normed(&z, pass.train, (&self.proj_norm, slope), out)?;
+        let mut x = self.hidden(x, 0, pass)?;
         let (last, ups) = self.ups.split_last().expect("a generator upsamples at least once");
         for (level, (up, norm)) in ups.iter().zip(&self.norms).enumerate() {
             // The last hidden layer and the RGB layer as one op where

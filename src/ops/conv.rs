@@ -691,6 +691,12 @@ pub(super) trait Convolution: CustomOp2 + Send + Sync + 'static {
 
     /// The forward, adding `bias` when given.
     fn forward(&self, x: Arg, w: Arg, bias: Option<Arg>) -> Result<(CpuStorage, Shape)>;
+
+    /// The bias gradient for the output gradient `dy` (N, C, H, W): one
+    /// value per channel.
+    fn bias_grad(&self, dy: &Tensor) -> Result<Tensor> {
+        bias::channel_sum(dy)
+    }
 }
 
 /// A convolution plus its bias and the activation after it as one op, the
@@ -727,7 +733,7 @@ impl<C: Convolution> CustomOp3 for WithBias<C> {
     fn bwd(&self, x: &Tensor, w: &Tensor, b: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Grads3> {
         let dy = self.act.grad_from_output(y, dy)?;
         let (dx, dw) = self.conv.bwd(x, w, y, &dy)?;
-        Ok((dx, dw, tracked(b, || bias::channel_sum(&dy))?))
+        Ok((dx, dw, tracked(b, || self.conv.bias_grad(&dy))?))
     }
 }
 
@@ -1202,7 +1208,8 @@ pub fn batch_norm_then(
     let tensors = ((first.w, first.b), (second.w, second.b));
     match (first.transposed, second.transposed) {
         (false, false) if Dense::covers(mid, second.w.dims(), second.geom) => {
-            conv_bn::apply_before(first.conv(dims)?, WithBias { conv: Dense, act }, x, tensors, bn)
+            let next = WithBias { conv: Dense { out: (second.w.dim(0)?, 1, 1) }, act };
+            conv_bn::apply_before(first.conv(dims)?, next, x, tensors, bn)
         }
         (false, false) => {
             let next = WithBias { conv: second.conv(mid)?, act };

@@ -29,7 +29,7 @@ use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor, 
 
 use super::batch_norm::{BatchNorm, BatchNormTrain, with_statistics};
 use super::conv::{Convolution, WithBias};
-use super::{bias, fast, slice, tracked};
+use super::{fast, slice, tracked};
 
 /// The BatchNorm after a convolution: its scale and shift (C each), the
 /// variance's epsilon, the LeakyReLU's slope (1 for none), and whether it
@@ -294,7 +294,7 @@ impl<C: Convolution> CustomOp3 for ConvBn<C> {
         let (dx, dw) = self.conv.bwd(x, w, z, &dz)?;
         let dparams = tracked(params, || {
             let norm = Tensor::from_vec([dgamma, dbeta].concat(), 2 * c, x.device())?;
-            Tensor::cat(&[&bias::channel_sum(&dz)?, &norm], 0)
+            Tensor::cat(&[&self.conv.bias_grad(&dz)?, &norm], 0)
         })?;
         Ok((dx, dw, dparams))
     }

@@ -28,7 +28,7 @@ pub mod conv;
 pub mod conv_bn;
 #[cfg(feature = "cuda")]
 mod cuda;
-mod dense;
+pub mod dense;
 mod narrow;
 mod packed;
 mod pool;
