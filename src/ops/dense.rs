@@ -60,7 +60,7 @@ impl Convolution for Dense {
         let (n, o) = (l1.dims().first().copied().unwrap_or(0), l2.dims().first().copied().unwrap_or(0));
         let (c, h, wd) = self.out;
         let k = x.len() / n.max(1);
-        if n * k != x.len() || o * k != w.len() || c * h * wd != o {
+        if n == 0 || o == 0 || n * k != x.len() || o * k != w.len() || c * h * wd != o {
             candle_core::bail!("dense: kernel {:?} does not fit input {:?} into {:?}", l2.dims(), l1.dims(), self.out);
         }
         let mut y = vec![0f32; n * o];
@@ -81,13 +81,13 @@ impl Convolution for Dense {
 
     /// `dy` summed over the batch, one value per output (not per channel).
     fn bias_grad(&self, dy: &Tensor) -> Result<Tensor> {
-        let (_, o) = dy.flatten_from(1)?.dims2()?;
+        let ((_, o), dy_device) = (dy.flatten_from(1)?.dims2()?, dy.device());
         let dy: Vec<f32> = dy.flatten_all()?.to_vec1()?;
         let mut sums = vec![0f64; o];
         for row in dy.chunks_exact(o) {
             sums.iter_mut().zip(row).for_each(|(s, &v)| *s += f64::from(v));
         }
-        Tensor::from_vec(sums.into_iter().map(|s| s as f32).collect(), o, &candle_core::Device::Cpu)
+        Tensor::from_vec(sums.into_iter().map(|s| s as f32).collect(), o, dy_device)
     }
 }
 
