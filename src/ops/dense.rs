@@ -32,7 +32,7 @@ impl Dense {
     /// an input of `dims` (N, C, H, W): then the convolution is a [`Dense`]
     /// with outputs (O, 1, 1).
     pub(super) fn covers((_, c, h, w): (usize, usize, usize, usize), kernel: &[usize], geom: (usize, usize)) -> bool {
-        kernel[1..] == [c, h, w] && geom == (1, 0)
+        kernel.get(1..) == Some(&[c, h, w][..]) && geom == (1, 0)
     }
 }
 
