@@ -56,6 +56,15 @@ impl SpectralNorm {
         Ok(Self { u: s.get("sn_u", &[rows], Init::UnitRandom, Role::Buffer)? })
     }
 
+    /// `w` divided by its largest singular value where `sn` is given, else
+    /// `w` itself.
+    fn weight(sn: Option<&Self>, w: &Tensor, train: bool) -> Result<Tensor> {
+        match sn {
+            Some(sn) => sn.apply(w, train),
+            None => Ok(w.clone()),
+        }
+    }
+
     fn apply(&self, w: &Tensor, train: bool) -> Result<Tensor> {
         let rows = w.dim(0)?;
         let wm = w.reshape((rows, ()))?;
@@ -173,10 +182,7 @@ impl Conv {
     /// The kernel, spectrally normalized where configured: one power
     /// iteration per call in training.
     pub fn weight(&self, train: bool) -> Result<Tensor> {
-        match &self.sn {
-            Some(sn) => sn.apply(&self.w, train),
-            None => Ok(self.w.clone()),
-        }
+        SpectralNorm::weight(self.sn.as_ref(), &self.w, train)
     }
 }
 
@@ -303,10 +309,7 @@ impl Linear {
     /// The weight (dout, din), spectrally normalized where configured: one
     /// power iteration per call in training.
     pub fn weight(&self, train: bool) -> Result<Tensor> {
-        match &self.sn {
-            Some(sn) => sn.apply(&self.w, train),
-            None => Ok(self.w.clone()),
-        }
+        SpectralNorm::weight(self.sn.as_ref(), &self.w, train)
     }
 
     /// The bias (dout).

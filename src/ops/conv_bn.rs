@@ -27,7 +27,7 @@ use std::sync::{Arc, OnceLock};
 
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor, Var};
 
-use super::batch_norm::{BatchNorm, BatchNormTrain, with_statistics};
+use super::batch_norm::{BatchNorm, BatchNormTrain, Stats, with_statistics};
 use super::conv::{Convolution, WithBias};
 use super::{fast, slice, tracked};
 
@@ -74,9 +74,19 @@ pub(super) fn apply<C: Convolution>(
     let op = ConvBn::new(conv, b.dim(0)?, bn);
     let stats = Arc::clone(&op.norm.stats);
     // One argument for the three per-channel vectors: a custom op takes three.
-    let params = Tensor::cat(&[b, bn.gamma, bn.beta], 0)?;
-    let y = x.contiguous()?.apply_op3(&w.contiguous()?, &params, op)?;
-    with_statistics(y, &stats).map(Some)
+    run(op, (x, w), &[b, bn.gamma, bn.beta], &stats)
+}
+
+/// `op` of (x, w, the concatenation of `params`), with the statistics its
+/// BatchNorm left in `stats`.
+fn run(
+    op: impl CustomOp3 + Send + Sync + 'static,
+    (x, w): (&Tensor, &Tensor),
+    params: &[&Tensor],
+    stats: &OnceLock<Stats>,
+) -> Result<Option<BatchNormTrain>> {
+    let y = x.contiguous()?.apply_op3(&w.contiguous()?, &Tensor::cat(params, 0)?, op)?;
+    with_statistics(y, stats).map(Some)
 }
 
 /// [`apply`] after `first`, a convolution layer without a norm (kernel
@@ -95,9 +105,7 @@ pub(super) fn apply_after<F: Convolution, C: Convolution>(
     let second = ConvBn::new(conv, b.dim(0)?, bn);
     let stats = Arc::clone(&second.norm.stats);
     let op = Chain::new(first, second, Larger::Second, w0.shape(), b0.dim(0)?);
-    let params = Tensor::cat(&[&w0.flatten_all()?, b0, b, bn.gamma, bn.beta], 0)?;
-    let y = x.contiguous()?.apply_op3(&w.contiguous()?, &params, op)?;
-    with_statistics(y, &stats).map(Some)
+    run(op, (x, w), &[&w0.flatten_all()?, b0, b, bn.gamma, bn.beta], &stats)
 }
 
 /// [`apply`], then `next`, a convolution layer without a norm (kernel and
@@ -115,9 +123,7 @@ pub(super) fn apply_before<C: Convolution, N: Convolution>(
     let first = ConvBn::new(conv, b.dim(0)?, bn);
     let stats = Arc::clone(&first.norm.stats);
     let op = Chain::new(first, next, Larger::First, w1.shape(), b.dim(0)? + 2 * bn.gamma.dim(0)?);
-    let params = Tensor::cat(&[&w1.flatten_all()?, b, bn.gamma, bn.beta, b1], 0)?;
-    let y = x.contiguous()?.apply_op3(&w.contiguous()?, &params, op)?;
-    with_statistics(y, &stats).map(Some)
+    run(op, (x, w), &[&w1.flatten_all()?, b, bn.gamma, bn.beta, b1], &stats)
 }
 
 /// Which of two chained layers has the larger kernel.
