@@ -364,8 +364,8 @@ fn unfolded_convolutions_match_candle() -> Result<()> {
     })
 }
 
-/// On CUDA the convolutions run our patch kernels and cuBLAS, BatchNorm our
-/// kernels and candle reductions, Adam and LeakyReLU our kernels,
+/// On CUDA the convolutions run our patch kernels and cuBLAS (as one op
+/// each, and as candle ops), BatchNorm (and its second order) our kernels, Adam and LeakyReLU our kernels,
 /// upsampling a broadcast: all checked
 /// against candle on the CPU. Skipped, with a note, where no GPU opens.
 #[cfg(feature = "cuda")]
@@ -380,7 +380,11 @@ fn cuda_ops_match_cpu() -> Result<()> {
     };
     check_convs(&gpu, Kind::Conv, 18, |x, w, b, s, p, act| conv::conv2d(x, w, b, s, p, act, None))?;
     check_convs(&gpu, Kind::ConvT, 19, |x, w, b, s, p, act| conv::conv_transpose2d(x, w, b, s, p, act, None))?;
+    // The formulation of candle ops the layers take for the gradient penalty.
+    check_convs(&gpu, Kind::Conv, 23, |x, w, b, s, p, act| act.apply(&unfold::conv2d(x, w, b, s, p)?))?;
+    check_convs(&gpu, Kind::ConvT, 24, |x, w, b, s, p, act| act.apply(&unfold::conv_transpose2d(x, w, b, s, p)?))?;
     check_batch_norm(&gpu)?;
+    check_batch_norm_second_order(&gpu)?;
     check_adam(&gpu)?;
     check_leaky_relu(&gpu)?;
     check_upsample_conv(&gpu, 20, false)
@@ -861,20 +865,28 @@ fn penalty_grad_fd(x: &Tensor, gamma: &Tensor, beta: &Tensor, up: &Tensor, slope
 
 #[test]
 fn batch_norm_second_order_matches_finite_differences() -> Result<()> {
+    check_batch_norm_second_order(&Device::Cpu)
+}
+
+/// The gradient penalty's gradient through the fused BatchNorm (and
+/// activation) on `device` matches finite differences on the CPU.
+fn check_batch_norm_second_order(device: &Device) -> Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(14);
     for ((n, c, h, w), slope) in [((5, 3, 4, 4), 1.0), ((3, 2, 3, 1), 1.0), ((5, 3, 4, 4), 0.2)] {
-        let what = format!("batch_norm {n}x{c}x{h}x{w} slope {slope}");
-        let x = Var::from_tensor(&rand_tensor(&mut rng, &[n, c, h, w])?)?;
-        let gamma = Var::from_tensor(&(rand_tensor(&mut rng, &[c])? + 1.0)?)?;
+        let what = format!("batch_norm {n}x{c}x{h}x{w} slope {slope} on {device:?}");
+        let x = rand_tensor(&mut rng, &[n, c, h, w])?;
+        let gamma = (rand_tensor(&mut rng, &[c])? + 1.0)?;
         let beta = rand_tensor(&mut rng, &[c])?;
         let up = rand_tensor(&mut rng, &[n, c, h, w])?;
-        let fused =
-            batch_norm::train(x.as_tensor(), gamma.as_tensor(), &beta, 1e-5, slope)?.expect("fast path on the CPU");
-        let g = (&fused.y * &up)?.sum_all()?.backward()?;
-        let second = g.get(x.as_tensor()).expect("dx").sqr()?.sum_all()?.backward()?;
-        let (want_x, want_gamma) = penalty_grad_fd(x.as_tensor(), gamma.as_tensor(), &beta, &up, slope)?;
-        assert_close(&format!("{what} d2x"), second.get(x.as_tensor()).expect("d2x"), &want_x)?;
-        assert_close(&format!("{what} d2gamma"), second.get(gamma.as_tensor()).expect("d2gamma"), &want_gamma)?;
+        let (xv, gv) = (Var::from_tensor(&x.to_device(device)?)?, Var::from_tensor(&gamma.to_device(device)?)?);
+        let fused = batch_norm::train(xv.as_tensor(), gv.as_tensor(), &beta.to_device(device)?, 1e-5, slope)?
+            .expect("a fused BatchNorm on this device");
+        let g = (&fused.y * &up.to_device(device)?)?.sum_all()?.backward()?;
+        let second = g.get(xv.as_tensor()).expect("dx").sqr()?.sum_all()?.backward()?;
+        let (want_x, want_gamma) = penalty_grad_fd(&x, &gamma, &beta, &up, slope)?;
+        let got = |t: &Var, d: &str| second.get(t.as_tensor()).expect(d).to_device(&Device::Cpu);
+        assert_close(&format!("{what} d2x"), &got(&xv, "d2x")?, &want_x)?;
+        assert_close(&format!("{what} d2gamma"), &got(&gv, "d2gamma")?, &want_gamma)?;
     }
     Ok(())
 }

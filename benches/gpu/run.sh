@@ -11,10 +11,14 @@
 # fit the copy limit):
 #   ../shared/gpu/build-cuda.sh --no-default-features --bin ganscope
 #   ../shared/gpu/build-cuda.sh --no-default-features --test ops_equivalence
-#   benches/gpu/pack.sh
+#   benches/gpu/pack.sh [BASELINE_BINARY]
+# With a baseline (a CUDA build of the code before a change, packed as
+# ganscope-base), step 3 measures it too, in alternation with the new build
+# and PyTorch (fp32-base/ has its reports and ratios), and step 5 profiles
+# it as well.
 # On the GPU machine, from the project root:
-#   bash benches/gpu/run.sh          # everything, ~10 min
-#   bash benches/gpu/run.sh quick    # no TF32, stock or profile runs, ~5 min
+#   bash benches/gpu/run.sh          # everything, 2 min on an H100 (3 with a baseline)
+#   bash benches/gpu/run.sh quick    # no TF32, stock or profile runs, 1 min
 set -uo pipefail
 QUICK=$([ "${1:-}" = quick ] && echo 1 || echo 0)
 FINAL="${OUT:-/tmp/ganscope-gpu}"
@@ -53,14 +57,19 @@ bench() {  # report file under $OUT, then the command
   timeout 150 "$@" --device cuda --json > "$file" 2> "${file%.json}.txt"
   echo "exit $?" >> "${file%.json}.txt"
 }
-bench fp32/ours-1.json $BIN bench
-bench fp32/torch-1.json python3 benches/reference/torch_dcgan.py
+BASE=$([ -x .gpu/ganscope-base ] && echo .gpu/ganscope-base)
+for round in 1 2; do
+  [ -n "$BASE" ] && bench "fp32-base/ours-$round.json" $BASE bench
+  bench "fp32/ours-$round.json" $BIN bench
+  bench "fp32/torch-$round.json" python3 benches/reference/torch_dcgan.py
+  [ -n "$BASE" ] && cp "$OUT/fp32/torch-$round.json" "$OUT/fp32-base/"
+done
 if [ "$QUICK" = 0 ]; then
   bench tf32/ours-1.json $BIN bench --tf32
   bench tf32/torch-1.json python3 benches/reference/torch_dcgan.py --tf32
   bench stock/ours-1.json $BIN bench --stock --resolutions 64
 fi
-for d in fp32 tf32; do [ -d "$OUT/$d" ] && python3 benches/ratios.py "$OUT/$d" > "$OUT/$d/ratios.txt" 2>&1; done
+for d in fp32 fp32-base tf32; do [ -d "$OUT/$d" ] && python3 benches/ratios.py "$OUT/$d" > "$OUT/$d/ratios.txt" 2>&1; done
 
 step "4. training the default recipe on CUDA"
 timeout 90 $BIN train --device cuda --data builtin:emoji --out "$OUT/emoji" --steps 400 \
@@ -77,9 +86,10 @@ fi
 if [ "$QUICK" = 0 ]; then
   step "5. GPU time per kernel of a few training steps (Nsight Compute)"
   timeout 150 bash benches/gpu/profile.sh "$BIN" > "$OUT/kernels.txt" 2>&1
+  [ -n "$BASE" ] && timeout 150 bash benches/gpu/profile.sh "$BASE" > "$OUT/kernels-base.txt" 2>&1
 fi
 step "done"
-for f in steps.txt equivalence.txt same.txt fp32/ratios.txt tf32/ratios.txt stock/ours-1.txt train.txt kernels.txt; do
+for f in steps.txt equivalence.txt same.txt fp32/ratios.txt fp32-base/ratios.txt tf32/ratios.txt stock/ours-1.txt train.txt kernels.txt kernels-base.txt; do
   [ -f "$OUT/$f" ] && { echo "---- $f"; tail -25 "$OUT/$f"; }
 done | tee "$FINAL/summary.txt"
 tar czf "$FINAL/results.tgz" -C "$OUT" .

@@ -15,11 +15,12 @@
 //! way, an activation-sized tensor, and candle's zeroing and adding of one
 //! more gradient.
 //!
-//! On CUDA the same formulas run as two kernels (`src/ops/kernels.cu`), the
-//! normalization and the input gradient, with the per-channel sums taken
-//! by candle's reductions outside the autograd graph: 2 GPU kernels and
-//! ~10 small reductions per pass instead of ~45 kernels, a full-size add
-//! for each of them in the backward.
+//! On CUDA the same formulas, the activation too, run as kernels
+//! (`src/ops/kernels.cu`): the statistics (one block per channel), the
+//! normalization, the parameter gradients and the input gradient, the
+//! sums outside the autograd graph: two kernels a pass where candle's
+//! reductions and elementwise ops took ~45, each with a full-size add in
+//! the backward.
 
 use std::sync::{Arc, OnceLock};
 
@@ -47,14 +48,12 @@ pub struct BatchNormTrain {
 
 /// BatchNorm of `x` (N, C, H, W) with batch statistics, `gamma` and `beta`
 /// (C), then LeakyReLU with `slope` (1 for none): the fused op on the CPU
-/// fast path, the BatchNorm kernels and the LeakyReLU op on CUDA, `None`
-/// elsewhere (the caller then uses candle ops).
+/// fast path, its kernels on CUDA, `None` elsewhere (the caller then uses
+/// candle ops).
 pub fn train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64, slope: f64) -> Result<Option<BatchNormTrain>> {
     #[cfg(feature = "cuda")]
     if super::fast_cuda(&[x, gamma, beta]) {
-        let mut bn = on_cuda::train(x, gamma, beta, eps)?;
-        bn.y = super::activation::leaky_relu(&bn.y, slope)?;
-        return Ok(Some(bn));
+        return on_cuda::train(x, gamma, beta, eps, slope).map(Some);
     }
     on_cpu(x, (gamma, beta), (eps, slope), false)
 }
@@ -438,21 +437,24 @@ impl CustomOp3 for BatchNormGrad {
         _: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let mask = if self.slope == 1.0 { None } else { Some(self.mask(x)?) };
+        let mask = if self.slope == 1.0 {
+            None
+        } else {
+            let per_channel = |v: &[f32]| Tensor::from_slice(v, v.len(), x.device());
+            let (scale, shift) = (per_channel(&self.stats.scale)?, per_channel(&self.stats.shift)?);
+            Some(mask(x, &scale, &shift, f64::from(self.slope))?)
+        };
         second_order(self.eps, x, dy, gamma, g, mask.as_ref())
     }
 }
 
-impl BatchNormGrad {
-    /// The activation's gradient at `x` as a constant tensor: 1 where
-    /// `bn(x) > 0`, the slope elsewhere.
-    fn mask(&self, x: &Tensor) -> Result<Tensor> {
-        let per_channel = |v: &[f32]| Tensor::from_slice(v, (1, v.len(), 1, 1), x.device());
-        let (scale, shift) = (per_channel(&self.stats.scale)?, per_channel(&self.stats.shift)?);
-        let z = x.detach().broadcast_mul(&scale)?.broadcast_add(&shift)?;
-        let slope = f64::from(self.slope);
-        z.gt(0.0)?.to_dtype(DType::F32)?.affine(1.0 - slope, slope)
-    }
+/// The activation's gradient at `x` (N, C, H, W) as a constant tensor: 1
+/// where `bn(x) = x * scale + shift` (per channel) is positive, `slope`
+/// elsewhere.
+fn mask(x: &Tensor, scale: &Tensor, shift: &Tensor, slope: f64) -> Result<Tensor> {
+    let per_channel = |t: &Tensor| t.reshape((1, (), 1, 1));
+    let z = x.detach().broadcast_mul(&per_channel(scale)?)?.broadcast_add(&per_channel(shift)?)?;
+    z.gt(0.0)?.to_dtype(DType::F32)?.affine(1.0 - slope, slope)
 }
 
 /// The backward of BatchNorm's input gradient, second order, needed only by
@@ -485,50 +487,45 @@ fn second_order(
     Ok((grads.get(x).cloned(), grads.get(dyv.as_tensor()).cloned(), grads.get(gv.as_tensor()).cloned()))
 }
 
-/// The CUDA op, whose statistics and parameter gradients come from candle
-/// reductions outside the autograd graph.
+/// The CUDA op: the statistics and parameter gradients from our
+/// per-channel reduction kernels, outside the autograd graph; the
+/// normalization and its input gradient (with the activation's mask) from
+/// the elementwise ones.
 #[cfg(feature = "cuda")]
 mod on_cuda {
     use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
     use candle_core::{CpuStorage, CudaStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
-    use super::{BatchNormTrain, planes, second_order, tracked};
-    use crate::ops::cuda::{Kernel, count, output, storage, view, with_views};
+    use super::{BatchNormTrain, mask, planes, second_order, tracked};
+    use crate::ops::cuda::{Kernel, channel_reduce, count, output, storage, view, with_views};
 
-    /// Sums of `t` (N, C, H, W) per channel: over H*W in one contiguous
-    /// reduction, then over N.
-    fn channel_sums(t: &Tensor) -> Result<Tensor> {
-        let (n, c, h, w) = t.dims4()?;
-        t.contiguous()?.reshape((n, c, h * w))?.sum(2)?.sum(0)
-    }
-
-    /// The CUDA pass: statistics from reductions of the detached input (two
-    /// passes, as the CPU's shifted sums, so a large mean does not cancel
+    /// The CUDA pass: the statistics in one kernel (two passes over each
+    /// channel, as the CPU's shifted sums, so a large mean does not cancel
     /// the variance away), then the normalization kernel.
-    pub(super) fn train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<BatchNormTrain> {
-        let (n, c, h, w) = x.dims4()?;
-        let count = (n * h * w) as f64;
-        let xd = x.detach();
-        let mean = channel_sums(&xd)?.affine(1.0 / count, 0.0)?;
-        let centered = xd.broadcast_sub(&mean.reshape((1, c, 1, 1))?)?;
-        let var = channel_sums(&centered.sqr()?)?.affine(1.0 / count, 0.0)?;
-        let op = BatchNormCuda { eps, per_channel: vec![mean.clone(), var.clone()] };
-        let y = x.contiguous()?.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
+    pub(super) fn train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64, slope: f64) -> Result<BatchNormTrain> {
+        let (n, _, h, w) = x.dims4()?;
+        let x = x.contiguous()?;
+        let stats = channel_reduce("ganscope_channel_stats_f32", &x, &[], 2, &[])?;
+        let (mean, var) = (stats.get(0)?, stats.get(1)?);
+        let op = BatchNormCuda { eps, slope, per_channel: vec![mean.clone(), var.clone()] };
+        let y = x.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
         Ok(BatchNormTrain { y, mean, var, count: n * h * w })
     }
 
     /// One kernel of `kernels.cu` over three (N, C, H, W) or (C) arguments
-    /// and per-channel vectors computed beforehand: the normalization
-    /// (x, gamma, beta; mean, var) or its input gradient (x, dy, gamma;
-    /// mean, var, dgamma, dbeta), told apart by the vector count.
+    /// and per-channel vectors computed beforehand: the normalization and
+    /// activation (x, gamma, beta; mean, var) or its input gradient (x, dy,
+    /// gamma; beta, mean, var, dgamma, dbeta), told apart by the vector
+    /// count.
     struct BatchNormCuda {
         eps: f64,
+        slope: f64,
         per_channel: Vec<Tensor>,
     }
 
     impl BatchNormCuda {
         fn is_grad(&self) -> bool {
-            self.per_channel.len() == 4
+            self.per_channel.len() == 5
         }
     }
 
@@ -559,16 +556,19 @@ mod on_cuda {
             l3: &Layout,
         ) -> Result<(CudaStorage, Shape)> {
             let what = self.name();
-            // x and gamma in both passes; beta (C) or dy (N, C, H, W) second.
-            let (n, c, hw) = planes(l1, l3, what)?;
-            if self.is_grad() && l2.dims() != l1.dims() {
-                candle_core::bail!("{what}: dy {:?} does not match x {:?}", l2.dims(), l1.dims());
-            } else if !self.is_grad() {
-                planes(l1, l2, what)?;
-            }
+            // x first in both passes; gamma and beta (C), or dy (N, C, H, W) and gamma.
+            let (n, c, hw) = if self.is_grad() {
+                if l2.dims() != l1.dims() {
+                    candle_core::bail!("{what}: dy {:?} does not match x {:?}", l2.dims(), l1.dims());
+                }
+                planes(l1, l3, what)?
+            } else {
+                planes(l1, l3, what)?;
+                planes(l1, l2, what)?
+            };
             let (a1, a2, a3) = (view(s1, l1, what)?, view(s2, l2, what)?, view(s3, l3, what)?);
             let total = count(l1.shape().elem_count(), what)?;
-            let (c, hw, eps, m) = (c as u32, hw as u32, self.eps as f32, (n * hw) as f32);
+            let (c, hw, eps, slope, m) = (c as u32, hw as u32, self.eps as f32, self.slope as f32, (n * hw) as f32);
             let name = if self.is_grad() { "ganscope_bn_grad_f32" } else { "ganscope_bn_apply_f32" };
             let y = with_views(&self.per_channel.iter().collect::<Vec<_>>(), |v| {
                 let (k, y) = (Kernel::new(&s1.device, name, total)?, output(&s1.device, total)?);
@@ -577,7 +577,10 @@ mod on_cuda {
                 v.iter().for_each(|v| {
                     args.arg(v);
                 });
-                args.arg(&y).arg(&total).arg(&c).arg(&hw).arg(&eps).arg(&m);
+                args.arg(&y).arg(&total).arg(&c).arg(&hw).arg(&eps).arg(&slope);
+                if self.is_grad() {
+                    args.arg(&m);
+                }
                 k.launch(args)?;
                 Ok(storage(y, &s1.device))
             })?;
@@ -592,17 +595,26 @@ mod on_cuda {
             _: &Tensor,
             g: &Tensor,
         ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+            let (eps, slope) = (self.eps, self.slope);
             if self.is_grad() {
-                return second_order(self.eps, x, a2, a3, g, None);
+                let [beta, mean, var, ..] = &self.per_channel[..] else { unreachable!("is_grad: five vectors") };
+                let scale = (a3 * (var + eps)?.sqrt()?.recip()?)?;
+                let shift = (beta - (mean * &scale)?)?;
+                let mask = if slope == 1.0 { None } else { Some(mask(x, &scale, &shift, slope)?) };
+                return second_order(eps, x, a2, a3, g, mask.as_ref());
             }
             let (gamma, beta, dy) = (a2, a3, g.contiguous()?);
             let (mean, var) = (&self.per_channel[0], &self.per_channel[1]);
-            let inv = (var + self.eps)?.sqrt()?.recip()?;
-            let dbeta = channel_sums(&dy)?;
-            // sum(dy * xhat) = (sum(dy * x) - mean * sum(dy)) / sqrt(var + eps)
-            let dgamma = ((channel_sums(&(&dy * x)?)? - (mean * &dbeta)?)? * inv)?;
-            let per_channel = vec![mean.clone(), var.clone(), dgamma.clone(), dbeta.clone()];
-            let dx = tracked(x, || x.apply_op3(&dy, gamma, BatchNormCuda { eps: self.eps, per_channel }))?;
+            let sums = channel_reduce(
+                "ganscope_bn_param_grads_f32",
+                x,
+                &[&dy, gamma, beta, mean, var],
+                2,
+                &[eps as f32, slope as f32],
+            )?;
+            let (dgamma, dbeta) = (sums.get(0)?, sums.get(1)?);
+            let per_channel = vec![beta.clone(), mean.clone(), var.clone(), dgamma.clone(), dbeta.clone()];
+            let dx = tracked(x, || x.apply_op3(&dy, gamma, BatchNormCuda { eps, slope, per_channel }))?;
             Ok((dx, tracked(gamma, || Ok(dgamma))?, tracked(beta, || Ok(dbeta))?))
         }
     }

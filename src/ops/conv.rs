@@ -1113,6 +1113,10 @@ pub fn conv2d(
     kept: Option<&KeptKernel>,
 ) -> Result<Tensor> {
     if fast_cuda(&[x, w, b]) {
+        #[cfg(feature = "cuda")]
+        if super::conv_bn::fusing() {
+            return act.apply(&super::gemm_conv::conv2d(x, w, b, (stride, pad))?);
+        }
         return act.apply(&unfold::conv2d(x, w, b, stride, pad)?);
     }
     if !fast(&[x, w, b]) {
@@ -1257,6 +1261,10 @@ pub fn conv_transpose2d(
     kept: Option<&KeptKernel>,
 ) -> Result<Tensor> {
     if fast_cuda(&[x, w, b]) {
+        #[cfg(feature = "cuda")]
+        if super::conv_bn::fusing() {
+            return act.apply(&super::gemm_conv::conv_transpose2d(x, w, b, (stride, pad))?);
+        }
         return act.apply(&unfold::conv_transpose2d(x, w, b, stride, pad)?);
     }
     if !fast(&[x, w, b]) {

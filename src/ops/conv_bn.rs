@@ -60,7 +60,13 @@ pub fn twice_differentiable<R>(f: impl FnOnce() -> R) -> R {
 /// Whether the fused op runs for these tensors: f32 on the CPU, with the
 /// fast ops on, outside [`twice_differentiable`].
 pub fn applies(ts: &[&Tensor]) -> bool {
-    fast(ts) && !UNFUSED.get()
+    fast(ts) && fusing()
+}
+
+/// Whether layers may be ops whose backward is not differentiable again:
+/// outside [`twice_differentiable`].
+pub fn fusing() -> bool {
+    !UNFUSED.get()
 }
 
 /// `conv` of `x` by `w` plus `b`, normalized by `bn`: the output and the

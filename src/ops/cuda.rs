@@ -3,10 +3,12 @@
 use std::sync::Arc;
 
 use candle_core::cuda_backend::WrapErr;
+use candle_core::cuda_backend::cudarc::cublas::{result::gemm_ex, sys};
 use candle_core::cuda_backend::cudarc::driver::{
-    CudaFunction, CudaSlice, CudaStream, CudaView, CudaViewMut, LaunchArgs, LaunchConfig,
+    CudaFunction, CudaStream, DevicePtr, DevicePtrMut, LaunchArgs, LaunchConfig, PushKernelArg,
 };
-use candle_core::{CudaDevice, CudaStorage, Layout, Result, Storage, Tensor};
+pub(super) use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, CudaViewMut};
+use candle_core::{CpuStorage, CudaDevice, CudaStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor};
 
 /// The kernels, compiled to PTX by build.rs.
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/kernels.ptx"));
@@ -44,8 +46,22 @@ pub(super) fn count(n: usize, what: &str) -> Result<u32> {
     }
 }
 
+/// Pushes `v`, or a null pointer where there is none (the kernels test for
+/// it: an optional bias).
+pub(super) fn arg_or_null<'a, 'c: 'a>(args: &mut LaunchArgs<'a>, v: Option<&'a CudaView<'c, f32>>) {
+    static NULL: u64 = 0;
+    match v {
+        Some(v) => args.arg(v),
+        None => args.arg(&NULL),
+    };
+}
+
 /// Threads per block.
 const BLOCK: u32 = 256;
+
+/// Threads per block of the per-channel reductions: a channel holds up to
+/// N*H*W = 64 * 64 * 64 values here, summed by one block.
+const CHANNEL_BLOCK: u32 = 512;
 
 /// A kernel of [`PTX`], set up for `n` outputs.
 pub(super) struct Kernel {
@@ -64,6 +80,19 @@ impl Kernel {
     /// Where the caller pushes the arguments, in the kernel's order.
     pub(super) fn args(&self) -> LaunchArgs<'_> {
         self.stream.launch_builder(&self.func)
+    }
+
+    /// Launches `args` with a block per channel of `c` (as many as CUDA
+    /// allows; the kernel strides over the rest).
+    fn launch_per_channel(&self, mut args: LaunchArgs<'_>, c: u32) -> Result<()> {
+        let cfg = LaunchConfig {
+            grid_dim: (c.clamp(1, u16::MAX.into()), 1, 1),
+            block_dim: (CHANNEL_BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: as in `launch_rows`.
+        unsafe { args.launch(cfg) }.w()?;
+        Ok(())
     }
 
     /// Launches `args` with one thread per output; the kernels' grid-stride
@@ -96,4 +125,154 @@ pub(super) fn output(dev: &CudaDevice, n: u32) -> Result<CudaSlice<f32>> {
 /// A kernel's output as candle storage.
 pub(super) fn storage(out: CudaSlice<f32>, dev: &CudaDevice) -> CudaStorage {
     CudaStorage::wrap_cuda_slice(out, dev.clone())
+}
+
+/// Per-channel reductions of `x` (N, C, ...) by the kernel `name`, which
+/// reads `with` (contiguous f32 on the GPU) beside `x` and writes `rows`
+/// values per channel, (rows, C), after taking (N, C, P) and `scalars`
+/// (see `kernels.cu`). No gradient flows through it.
+pub(super) fn channel_reduce(
+    name: &'static str,
+    x: &Tensor,
+    with: &[&Tensor],
+    rows: usize,
+    scalars: &[f32],
+) -> Result<Tensor> {
+    let op = ChannelReduce { name, with: with.iter().map(|&t| t.clone()).collect(), rows, scalars: scalars.to_vec() };
+    x.contiguous()?.apply_op1_no_bwd(&op)
+}
+
+/// Sums of `x` (N, C, ...) per channel (C).
+pub(super) fn channel_sums(x: &Tensor) -> Result<Tensor> {
+    channel_reduce("ganscope_channel_sums_f32", x, &[], 1, &[])?.squeeze(0)
+}
+
+/// Sums of `x` (N, C, P) per channel into `sums` (C values).
+pub(super) fn channel_sums_into(
+    dev: &CudaDevice,
+    x: &CudaView<'_, f32>,
+    (n, c, p): (usize, usize, usize),
+    sums: &mut CudaViewMut<'_, f32>,
+) -> Result<()> {
+    launch_reduce(dev, "ganscope_channel_sums_f32", x, &[], sums, (n, c, p), &[])
+}
+
+/// Launches the reduction kernel `name` over `x` (N, C, P), reading `with`
+/// beside it, into `out`, then taking `scalars`.
+fn launch_reduce(
+    dev: &CudaDevice,
+    name: &str,
+    x: &CudaView<'_, f32>,
+    with: &[CudaView<'_, f32>],
+    out: &mut CudaViewMut<'_, f32>,
+    (n, c, p): (usize, usize, usize),
+    scalars: &[f32],
+) -> Result<()> {
+    if x.len() != n * c * p {
+        candle_core::bail!("{name}: {} values are not {n}x{c}x{p}", x.len());
+    }
+    count(x.len(), name)?;
+    let k = Kernel::new(dev, name, count(out.len(), name)?)?;
+    let [n, c, p] = [n, c, p].map(|d| d as u32);
+    let mut args = k.args();
+    args.arg(x);
+    with.iter().for_each(|v| {
+        args.arg(v);
+    });
+    args.arg(out).arg(&n).arg(&c).arg(&p);
+    scalars.iter().for_each(|v| {
+        args.arg(v);
+    });
+    k.launch_per_channel(args, c)
+}
+
+/// [`channel_reduce`] as a candle op.
+struct ChannelReduce {
+    name: &'static str,
+    with: Vec<Tensor>,
+    rows: usize,
+    scalars: Vec<f32>,
+}
+
+impl CustomOp1 for ChannelReduce {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!("{}: CUDA only", self.name)
+    }
+
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        let dims = l.dims();
+        if dims.len() < 2 {
+            candle_core::bail!("{}: expected (N, C, ...), got {dims:?}", self.name);
+        }
+        let (n, c, p) = (dims[0], dims[1], dims[2..].iter().product::<usize>());
+        let x = view(s, l, self.name)?;
+        let mut sums = output(&s.device, count(self.rows * c, self.name)?)?;
+        with_views(&self.with.iter().collect::<Vec<_>>(), |with| {
+            launch_reduce(&s.device, self.name, &x, with, &mut sums.slice_mut(..), (n, c, p), &self.scalars)
+        })?;
+        Ok((storage(sums, &s.device), Shape::from((self.rows, c))))
+    }
+}
+
+/// `c = a b` for row-major f32 matrices, `a` m x k (stored k x m when
+/// `ta`), `b` k x n (stored n x k when `tb`), `c` m x n, by cuBLAS on
+/// candle's stream; on TF32 tensor cores when candle's matmuls are
+/// (`--tf32`).
+pub(super) fn gemm(
+    dev: &CudaDevice,
+    (a, ta): (&CudaView<'_, f32>, bool),
+    (b, tb): (&CudaView<'_, f32>, bool),
+    c: &mut CudaViewMut<'_, f32>,
+    (m, n, k): (usize, usize, usize),
+) -> Result<()> {
+    if a.len() != m * k || b.len() != k * n || c.len() != m * n {
+        candle_core::bail!("gemm: {m}x{k} by {k}x{n} into {m}x{n} got {}, {} and {} values", a.len(), b.len(), c.len());
+    }
+    let int = |v: usize| match i32::try_from(v) {
+        Ok(v) => Ok(v),
+        Err(_) => candle_core::bail!("gemm: a size of {v} is more than cuBLAS indexes"),
+    };
+    let op = |t: bool| if t { sys::cublasOperation_t::CUBLAS_OP_T } else { sys::cublasOperation_t::CUBLAS_OP_N };
+    let compute = if candle_core::cuda_backend::gemm_reduced_precision_f32() {
+        sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32
+    } else {
+        sys::cublasComputeType_t::CUBLAS_COMPUTE_32F
+    };
+    let f32s = sys::cudaDataType_t::CUDA_R_32F;
+    let (alpha, beta) = (1f32, 0f32);
+    let (blas, stream) = (dev.cublas_handle(), dev.cuda_stream());
+    let (pa, _a) = a.device_ptr(&stream);
+    let (pb, _b) = b.device_ptr(&stream);
+    let (pc, _c) = c.device_ptr_mut(&stream);
+    // Row-major c = a b is column-major c' = b' a': cuBLAS takes b first.
+    // SAFETY: the pointers are live views of the sizes checked above, on the
+    // stream the handle runs on; alpha and beta are host scalars.
+    unsafe {
+        gemm_ex(
+            *blas.handle(),
+            op(tb),
+            op(ta),
+            int(n)?,
+            int(m)?,
+            int(k)?,
+            (&alpha as *const f32).cast(),
+            pb as *const _,
+            f32s,
+            int(if tb { k } else { n })?,
+            pa as *const _,
+            f32s,
+            int(if ta { m } else { k })?,
+            (&beta as *const f32).cast(),
+            pc as *mut _,
+            f32s,
+            int(n)?,
+            compute,
+            sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT_TENSOR_OP,
+        )
+    }
+    .w()
 }

@@ -28,16 +28,17 @@ extern "C" __global__ void ganscope_unfold_f32(
 }
 
 // One grid row per (n, c) plane of y, threads along its pixels; each visits
-// only the taps whose stride lines up with its pixel.
+// only the taps whose stride lines up with its pixel, and starts from
+// bias[c] unless bias is null.
 extern "C" __global__ void ganscope_fold_f32(
-    const float *cols, float *y, unsigned n, unsigned c, unsigned h, unsigned w,
+    const float *cols, const float *bias, float *y, unsigned n, unsigned c, unsigned h, unsigned w,
     unsigned k, unsigned s, unsigned p, unsigned hi, unsigned wi) {
   const unsigned planes = n * c;
   for (unsigned plane = blockIdx.y; plane < planes; plane += gridDim.y) {
     const unsigned b = plane / c, ci = plane % c;
     for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < h * w; i += blockDim.x * gridDim.x) {
       const int yp = i / w + p, xp = i % w + p;
-      float acc = 0.0f;
+      float acc = bias ? bias[ci] : 0.0f;
       // kh = yp % s + j*s lands on patch row dh = yp / s - j.
       for (int kh = yp % s, dh = yp / s; kh < (int)k && dh >= 0; kh += s, --dh) {
         if (dh >= (int)hi) continue;
@@ -66,35 +67,123 @@ extern "C" __global__ void ganscope_swap_f32(
   }
 }
 
-// Training-mode BatchNorm over x (N, C, H*W), for src/ops/batch_norm.rs; the
-// per-channel sums come from candle's reductions.
+// Training-mode BatchNorm over x (N, C, H*W) and the LeakyReLU after it
+// (slope 1: none), for src/ops/batch_norm.rs. Both kernels take the op's
+// three arguments, its per-channel vectors, the output, then the sizes (M =
+// N*H*W values per channel); the backward redoes the activation's mask
+// from x.
 
-// Both take three arguments, the per-channel vectors, the output, then the
-// sizes (M = N*H*W values per channel).
+// z = bn(x) = (x - mean) * gamma / sqrt(var + eps) + beta.
+__device__ float bn_value(float x, float gamma, float beta, float mean, float var, float eps) {
+  return (x - mean) * (gamma * rsqrtf(var + eps)) + beta;
+}
 
-// y = (x - mean) * gamma / sqrt(var + eps) + beta
+// y = leaky(z)
 extern "C" __global__ void ganscope_bn_apply_f32(
     const float *x, const float *gamma, const float *beta, const float *mean, const float *var,
-    float *y, unsigned total, unsigned c, unsigned hw, float eps, float m) {
+    float *y, unsigned total, unsigned c, unsigned hw, float eps, float slope) {
   for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
     const unsigned ci = (i / hw) % c;
-    const float scale = gamma[ci] * rsqrtf(var[ci] + eps);
-    y[i] = (x[i] - mean[ci]) * scale + beta[ci];
+    const float z = bn_value(x[i], gamma[ci], beta[ci], mean[ci], var[ci], eps);
+    y[i] = z > 0.0f ? z : z * slope;
   }
 }
 
-// dx = gamma * inv * (dy - sum(dy) / M - xhat * sum(dy * xhat) / M), with
-// inv = 1 / sqrt(var + eps) and xhat = (x - mean) * inv; sum(dy * xhat) is
-// dgamma and sum(dy) dbeta.
+// dx = gamma * inv * (g - sum(g) / M - xhat * sum(g * xhat) / M), with g =
+// dy masked by the activation, inv = 1 / sqrt(var + eps) and xhat = (x -
+// mean) * inv; sum(g * xhat) is dgamma and sum(g) dbeta.
 extern "C" __global__ void ganscope_bn_grad_f32(
-    const float *x, const float *dy, const float *gamma, const float *mean, const float *var,
-    const float *dgamma, const float *dbeta, float *dx, unsigned total, unsigned c, unsigned hw,
-    float eps, float m) {
+    const float *x, const float *dy, const float *gamma, const float *beta, const float *mean,
+    const float *var, const float *dgamma, const float *dbeta, float *dx, unsigned total, unsigned c,
+    unsigned hw, float eps, float slope, float m) {
   for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
     const unsigned ci = (i / hw) % c;
     const float inv = rsqrtf(var[ci] + eps);
     const float xhat = (x[i] - mean[ci]) * inv;
-    dx[i] = gamma[ci] * inv * (dy[i] - dbeta[ci] / m - xhat * dgamma[ci] / m);
+    const float g = bn_value(x[i], gamma[ci], beta[ci], mean[ci], var[ci], eps) > 0.0f ? dy[i] : dy[i] * slope;
+    dx[i] = gamma[ci] * inv * (g - dbeta[ci] / m - xhat * dgamma[ci] / m);
+  }
+}
+
+// Per-channel reductions over x (N, C, P), for BatchNorm's statistics and
+// parameter gradients and the convolutions' bias gradients (candle's took
+// two reductions, and BatchNorm's several elementwise kernels besides).
+// One block per channel (striding over channels), its threads along the
+// channel's N*P values, summed in registers, then across the block. Each
+// writes `rows` x C values; the arguments after x's companions are the
+// output, then n, c, p.
+
+// The sum of v over the block, in every thread; blockDim.x a multiple of
+// 32, at most 1024, and every thread of the block calls it.
+__device__ float block_sum(float v) {
+  __shared__ float warps[32];
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  __syncthreads();  // readers of a previous call are done with warps
+  if (threadIdx.x % 32 == 0) warps[threadIdx.x / 32] = v;
+  __syncthreads();
+  v = threadIdx.x % 32 < blockDim.x / 32 ? warps[threadIdx.x % 32] : 0.0f;
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Index of value j (of N*P) of channel ch.
+__device__ unsigned at(unsigned j, unsigned ch, unsigned c, unsigned p) {
+  return (j / p * c + ch) * p + j % p;
+}
+
+// sums[ch] = sum of channel ch.
+extern "C" __global__ void ganscope_channel_sums_f32(
+    const float *x, float *sums, unsigned n, unsigned c, unsigned p) {
+  for (unsigned ch = blockIdx.x; ch < c; ch += gridDim.x) {
+    float s = 0.0f;
+    for (unsigned j = threadIdx.x; j < n * p; j += blockDim.x) s += x[at(j, ch, c, p)];
+    s = block_sum(s);
+    if (threadIdx.x == 0) sums[ch] = s;
+  }
+}
+
+// stats = [mean; biased variance], the variance from a second pass over the
+// centred values, so that a large mean does not cancel it away.
+extern "C" __global__ void ganscope_channel_stats_f32(
+    const float *x, float *stats, unsigned n, unsigned c, unsigned p) {
+  const float m = (float)(n * p);
+  for (unsigned ch = blockIdx.x; ch < c; ch += gridDim.x) {
+    float s = 0.0f;
+    for (unsigned j = threadIdx.x; j < n * p; j += blockDim.x) s += x[at(j, ch, c, p)];
+    const float mean = block_sum(s) / m;
+    float q = 0.0f;
+    for (unsigned j = threadIdx.x; j < n * p; j += blockDim.x) {
+      const float d = x[at(j, ch, c, p)] - mean;
+      q += d * d;
+    }
+    q = block_sum(q);
+    if (threadIdx.x == 0) {
+      stats[ch] = mean;
+      stats[c + ch] = q / m;
+    }
+  }
+}
+
+// BatchNorm's parameter gradients, sums = [dgamma; dbeta] = [sum(g * xhat);
+// sum(g)], g = dy masked by the activation (as in ganscope_bn_grad_f32).
+extern "C" __global__ void ganscope_bn_param_grads_f32(
+    const float *x, const float *dy, const float *gamma, const float *beta, const float *mean,
+    const float *var, float *sums, unsigned n, unsigned c, unsigned p, float eps, float slope) {
+  for (unsigned ch = blockIdx.x; ch < c; ch += gridDim.x) {
+    const float inv = rsqrtf(var[ch] + eps);
+    float sg = 0.0f, sgx = 0.0f;
+    for (unsigned j = threadIdx.x; j < n * p; j += blockDim.x) {
+      const unsigned i = at(j, ch, c, p);
+      const float g = bn_value(x[i], gamma[ch], beta[ch], mean[ch], var[ch], eps) > 0.0f ? dy[i] : dy[i] * slope;
+      sg += g;
+      sgx += g * (x[i] - mean[ch]);
+    }
+    sg = block_sum(sg);
+    sgx = block_sum(sgx);
+    if (threadIdx.x == 0) {
+      sums[ch] = sgx * inv;
+      sums[c + ch] = sg;
+    }
   }
 }
 

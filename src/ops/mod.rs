@@ -13,9 +13,11 @@
 //! by a kernel read as a convolution's run, on AVX-512, over transforms
 //! packed once (`packed`); one image of a
 //! constant 4x4-pixel layer (a generator's first, in the explorer) runs an
-//! AVX-512 kernel over panels of its weights (`narrow`). On CUDA,
-//! convolutions run as batch-wide patch kernels plus cuBLAS GEMMs
-//! ([`unfold`]) and BatchNorm as two kernels, all in `kernels.cu`. Elsewhere, and for other
+//! AVX-512 kernel over panels of its weights (`narrow`). On CUDA, each
+//! convolution is one op of batch-wide patch kernels and cuBLAS GEMMs
+//! (`gemm_conv`; as candle ops, [`unfold`], for the gradient penalty) and
+//! BatchNorm with its activation two kernels and two per-channel
+//! reductions, all in `kernels.cu`. Elsewhere, and for other
 //! dtypes, candle's own ops run. A training step or a batch runs on the
 //! rayon pool, and one image with the pool's other threads spinning
 //! (`pool`).
@@ -29,6 +31,8 @@ pub mod conv_bn;
 #[cfg(feature = "cuda")]
 mod cuda;
 pub mod dense;
+#[cfg(feature = "cuda")]
+mod gemm_conv;
 mod narrow;
 mod packed;
 mod pool;

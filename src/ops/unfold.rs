@@ -16,6 +16,10 @@
 //! copies and broadcast adds (and their gradients) took several. The ops
 //! also run on the CPU (with the planar copies of `Geom`), so the
 //! formulation is tested where there is no GPU.
+//!
+//! On CUDA, training and sampling run each layer as one op of the same
+//! kernels and GEMMs (`gemm_conv.rs`, `--features cuda`); this formulation,
+//! twice differentiable, serves the gradient penalty.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
@@ -42,18 +46,20 @@ pub fn conv_transpose2d(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, pad: 
     let g = Geom { k, stride, pad };
     let xs = x.contiguous()?.apply_op1(Swap { dims: (n, c, h * wd) })?.reshape((c, n * h * wd))?;
     let cols = w.reshape((c, o * k * k))?.t()?.matmul(&xs)?;
-    let y = cols.apply_op1(Patches { g, image: (n, o, g.conv_t_out(h), g.conv_t_out(wd)), fold: true })?;
-    y.broadcast_add(&b.reshape((1, o, 1, 1))?)
+    cols.apply_op2(
+        &b.contiguous()?,
+        FoldBias(Patches { g, image: (n, o, g.conv_t_out(h), g.conv_t_out(wd)), fold: true }),
+    )
 }
 
 /// The patch matrix of a convolution over images of `image` = (N, C, H,
 /// W): unfold maps the images to their (C*K*K, N*Ho*Wo) patches, fold adds
 /// such patches back into images. Each is the other's adjoint.
 #[derive(Debug, Clone, Copy)]
-struct Patches {
-    g: Geom,
-    image: (usize, usize, usize, usize),
-    fold: bool,
+pub(super) struct Patches {
+    pub(super) g: Geom,
+    pub(super) image: (usize, usize, usize, usize),
+    pub(super) fold: bool,
 }
 
 impl Patches {
@@ -84,14 +90,9 @@ impl Patches {
         }
         Ok(output)
     }
-}
 
-impl CustomOp1 for Patches {
-    fn name(&self) -> &'static str {
-        if self.fold { "ganscope-fold" } else { "ganscope-unfold" }
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+    /// The op on the CPU, a fold starting each plane from `bias[c]` when given.
+    fn cpu(&self, s: &CpuStorage, l: &Layout, bias: Option<&[f32]>) -> Result<(CpuStorage, Shape)> {
         let shape = self.check(l)?;
         let src = super::slice(s, l, self.name())?;
         let (n, c, h, w) = self.image;
@@ -100,7 +101,11 @@ impl CustomOp1 for Patches {
         let mut dst = vec![0f32; shape.elem_count()];
         for i in 0..n {
             if self.fold {
-                self.g.col2im(src, ld, i * ho * wo, (c, h, w), &mut dst[i * img..][..img]);
+                let dst = &mut dst[i * img..][..img];
+                self.g.col2im(src, ld, i * ho * wo, (c, h, w), dst);
+                if let Some(bias) = bias {
+                    dst.chunks_mut(h * w).zip(bias).for_each(|(plane, b)| plane.iter_mut().for_each(|v| *v += b));
+                }
             } else {
                 self.g.im2col(&src[i * img..][..img], (c, h, w), &mut dst, ld, i * ho * wo);
             }
@@ -108,29 +113,68 @@ impl CustomOp1 for Patches {
         Ok((CpuStorage::F32(dst), shape))
     }
 
+    /// The op on CUDA, a fold starting each plane from `bias[c]` when given.
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
-        use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
-
+    fn cuda(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+        bias: Option<&super::cuda::CudaView<'_, f32>>,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
         let shape = self.check(l)?;
         let src = super::cuda::view(s, l, self.name())?;
+        let mut y = super::cuda::output(&s.device, super::cuda::count(shape.elem_count(), self.name())?)?;
+        self.launch(&s.device, &src, bias, &mut y.slice_mut(..))?;
+        Ok((super::cuda::storage(y, &s.device), shape))
+    }
+
+    /// The kernel from `src` into `dst`, sized as [`Patches::check`] says
+    /// (not checked here), a fold starting each plane from `bias[c]` when
+    /// given.
+    #[cfg(feature = "cuda")]
+    pub(super) fn launch(
+        &self,
+        dev: &candle_core::CudaDevice,
+        src: &super::cuda::CudaView<'_, f32>,
+        bias: Option<&super::cuda::CudaView<'_, f32>>,
+        dst: &mut super::cuda::CudaViewMut<'_, f32>,
+    ) -> Result<()> {
+        use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
+
         // The kernels index the input too.
-        super::cuda::count(l.shape().elem_count(), self.name())?;
-        let n_out = super::cuda::count(shape.elem_count(), self.name())?;
+        super::cuda::count(src.len(), self.name())?;
+        let n_out = super::cuda::count(dst.len(), self.name())?;
         let (n, c, h, w) = self.image;
         let (ho, wo) = self.out();
         let dims = [n, c, h, w, self.g.k, self.g.stride, self.g.pad, ho, wo].map(|d| d as u32);
         let kernel = if self.fold { "ganscope_fold_f32" } else { "ganscope_unfold_f32" };
-        let (k, y) = (super::cuda::Kernel::new(&s.device, kernel, n_out)?, super::cuda::output(&s.device, n_out)?);
+        let k = super::cuda::Kernel::new(dev, kernel, n_out)?;
         let mut args = k.args();
-        args.arg(&src).arg(&y);
+        args.arg(src);
+        if self.fold {
+            super::cuda::arg_or_null(&mut args, bias);
+        }
+        args.arg(dst);
         for d in &dims {
             args.arg(d);
         }
         // One grid row per patch row (unfold) or per image plane (fold).
-        k.launch_rows(args, if self.fold { (n * c) as u32 } else { (c * self.g.k * self.g.k) as u32 })?;
-        let y = super::cuda::storage(y, &s.device);
-        Ok((y, shape))
+        k.launch_rows(args, if self.fold { (n * c) as u32 } else { (c * self.g.k * self.g.k) as u32 })
+    }
+}
+
+impl CustomOp1 for Patches {
+    fn name(&self) -> &'static str {
+        if self.fold { "ganscope-fold" } else { "ganscope-unfold" }
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        self.cpu(s, l, None)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        self.cuda(s, l, None)
     }
 
     fn bwd(&self, _: &Tensor, _: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
@@ -138,10 +182,54 @@ impl CustomOp1 for Patches {
     }
 }
 
+/// A fold plus a bias per channel of its images: a transposed
+/// convolution's patches into (N, O, H, W) planes.
+#[derive(Debug, Clone, Copy)]
+struct FoldBias(Patches);
+
+impl FoldBias {
+    fn check(&self, lb: &Layout) -> Result<()> {
+        let o = self.0.image.1;
+        if lb.shape().dims1()? != o || !lb.is_contiguous() {
+            candle_core::bail!("{}: {o} channels but a bias of {:?}", self.name(), lb.dims());
+        }
+        Ok(())
+    }
+}
+
+impl CustomOp2 for FoldBias {
+    fn name(&self) -> &'static str {
+        "ganscope-fold-bias"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout, sb: &CpuStorage, lb: &Layout) -> Result<(CpuStorage, Shape)> {
+        self.check(lb)?;
+        self.0.cpu(s, l, Some(super::slice(sb, lb, self.name())?))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+        sb: &candle_core::CudaStorage,
+        lb: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        self.check(lb)?;
+        self.0.cuda(s, l, Some(&super::cuda::view(sb, lb, self.name())?))
+    }
+
+    fn bwd(&self, _: &Tensor, b: &Tensor, _: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let dcols = dy.apply_op1(self.0.adjoint())?;
+        Ok((Some(dcols), super::tracked(b, || channel_sums(&dy))?))
+    }
+}
+
 /// Swaps the first two axes of contiguous (A, B, P) values.
 #[derive(Debug, Clone, Copy)]
-struct Swap {
-    dims: (usize, usize, usize),
+pub(super) struct Swap {
+    pub(super) dims: (usize, usize, usize),
 }
 
 impl Swap {
@@ -171,35 +259,45 @@ impl Swap {
         y
     }
 
-    /// The kernel, with `bias` a device pointer or null.
+    /// The op on CUDA, plus `bias[a]` when given.
     #[cfg(feature = "cuda")]
     fn cuda(
         &self,
         s: &candle_core::CudaStorage,
         l: &Layout,
-        bias: Option<&candle_core::cuda_backend::cudarc::driver::CudaView<'_, f32>>,
+        bias: Option<&super::cuda::CudaView<'_, f32>>,
         what: &str,
     ) -> Result<candle_core::CudaStorage> {
+        let x = super::cuda::view(s, l, what)?;
+        let mut y = super::cuda::output(&s.device, super::cuda::count(l.shape().elem_count(), what)?)?;
+        self.launch(&s.device, &x, bias, &mut y.slice_mut(..))?;
+        Ok(super::cuda::storage(y, &s.device))
+    }
+
+    /// The kernel from `x` into `y`, both A*B*P values (not checked here),
+    /// plus `bias[a]` when given.
+    #[cfg(feature = "cuda")]
+    pub(super) fn launch(
+        &self,
+        dev: &candle_core::CudaDevice,
+        x: &super::cuda::CudaView<'_, f32>,
+        bias: Option<&super::cuda::CudaView<'_, f32>>,
+        y: &mut super::cuda::CudaViewMut<'_, f32>,
+    ) -> Result<()> {
         use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
 
-        let x = super::cuda::view(s, l, what)?;
-        let n = super::cuda::count(l.shape().elem_count(), what)?;
+        let n = super::cuda::count(y.len(), "ganscope-swap-axes")?;
         let dims = [self.dims.0, self.dims.1, self.dims.2].map(|d| d as u32);
-        let (k, y) = (super::cuda::Kernel::new(&s.device, "ganscope_swap_f32", n)?, super::cuda::output(&s.device, n)?);
+        let k = super::cuda::Kernel::new(dev, "ganscope_swap_f32", n)?;
         let mut args = k.args();
-        args.arg(&x);
-        let null = 0u64;
-        match bias {
-            Some(b) => args.arg(b),
-            None => args.arg(&null),
-        };
-        args.arg(&y);
+        args.arg(x);
+        super::cuda::arg_or_null(&mut args, bias);
+        args.arg(y);
         for d in &dims {
             args.arg(d);
         }
         // One grid row per (b, a) plane of the output.
-        k.launch_rows(args, dims[0] * dims[1])?;
-        Ok(super::cuda::storage(y, &s.device))
+        k.launch_rows(args, dims[0] * dims[1])
     }
 }
 
@@ -266,7 +364,17 @@ impl CustomOp2 for SwapBias {
 
     fn bwd(&self, x: &Tensor, b: &Tensor, _: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dx = dy.contiguous()?.apply_op1(Swap { dims: self.dims }.adjoint())?.reshape(x.shape())?;
-        let db = super::tracked(b, || dy.sum(2)?.sum(0))?;
+        let db = super::tracked(b, || channel_sums(dy))?;
         Ok((Some(dx), db))
     }
+}
+
+/// Sums of `dy` (N, C, ...) per channel, a bias's gradient: one kernel of
+/// ours on CUDA, candle's two reductions elsewhere.
+fn channel_sums(dy: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if dy.device().is_cuda() {
+        return super::cuda::channel_sums(dy);
+    }
+    dy.flatten_from(2)?.sum(2)?.sum(0)
 }
