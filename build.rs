@@ -15,7 +15,11 @@ fn main() {
     }
     let nvcc = std::env::var("NVCC").unwrap_or_else(|_| "nvcc".into());
     let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "90".into());
-    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("kernels.ptx");
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let out = out_dir.join("kernels.ptx");
+    // The source beside its PTX, for src/ops/cuda.rs to check that they match.
+    std::fs::copy("src/ops/kernels.cu", out_dir.join("kernels.cu"))
+        .unwrap_or_else(|e| panic!("copying src/ops/kernels.cu into {}: {e}", out_dir.display()));
     let status = Command::new(&nvcc)
         .args(["--ptx", "-O3", &format!("--gpu-architecture=compute_{cap}"), "src/ops/kernels.cu", "-o"])
         .arg(&out)

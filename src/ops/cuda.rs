@@ -13,6 +13,28 @@ use candle_core::{CpuStorage, CudaDevice, CudaStorage, CustomOp1, Layout, Result
 /// The kernels, compiled to PTX by build.rs.
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/kernels.ptx"));
 
+// The PTX comes from `kernels.cu` as it is now. Why check: cargo once kept
+// an old PTX after `kernels.cu` changed (BENCHMARKS.md, 2026-12-04), and
+// the binary launched kernels with arguments they did not take.
+const _: () = assert!(
+    same_bytes(include_bytes!(concat!(env!("OUT_DIR"), "/kernels.cu")), include_bytes!("kernels.cu")),
+    "the PTX is older than src/ops/kernels.cu: delete target/*/release/build/ganscope-*/out and build again"
+);
+
+const fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// The values of a contiguous f32 argument; `what` names the op in errors.
 pub(super) fn view<'a>(s: &'a CudaStorage, l: &Layout, what: &str) -> Result<CudaView<'a, f32>> {
     Ok(s.as_cuda_slice::<f32>()?.slice(super::contiguous(l, what)?))
