@@ -1113,17 +1113,23 @@ pub fn conv2d(
     kept: Option<&KeptKernel>,
 ) -> Result<Tensor> {
     if fast_cuda(&[x, w, b]) {
-        #[cfg(feature = "cuda")]
-        if super::conv_bn::fusing() {
-            return act.apply(&super::gemm_conv::conv2d(x, w, b, (stride, pad))?);
-        }
-        return act.apply(&unfold::conv2d(x, w, b, stride, pad)?);
+        return act.apply(&on_cuda(x, w, b, (stride, pad), false)?);
     }
     if !fast(&[x, w, b]) {
         return act.apply(&x.conv2d(w, pad, stride, 1, 1)?.broadcast_add(&b.reshape((1, (), 1, 1))?)?);
     }
     let op = WithBias { conv: Conv::new(x.dims4()?, w, (stride, pad), kept)?, act };
     x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, op)
+}
+
+/// A convolution (`transposed` or not) on CUDA: one op (`gemm_conv.rs`)
+/// where no second derivative is wanted, else candle ops ([`unfold`]).
+fn on_cuda(x: &Tensor, w: &Tensor, b: &Tensor, (stride, pad): (usize, usize), transposed: bool) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if super::conv_bn::fusing() {
+        return super::gemm_conv::layer(x, w, b, (stride, pad), transposed);
+    }
+    if transposed { unfold::conv_transpose2d(x, w, b, stride, pad) } else { unfold::conv2d(x, w, b, stride, pad) }
 }
 
 /// A layer of the ops with a BatchNorm: kernel, bias, (stride, padding),
@@ -1261,11 +1267,7 @@ pub fn conv_transpose2d(
     kept: Option<&KeptKernel>,
 ) -> Result<Tensor> {
     if fast_cuda(&[x, w, b]) {
-        #[cfg(feature = "cuda")]
-        if super::conv_bn::fusing() {
-            return act.apply(&super::gemm_conv::conv_transpose2d(x, w, b, (stride, pad))?);
-        }
-        return act.apply(&unfold::conv_transpose2d(x, w, b, stride, pad)?);
+        return act.apply(&on_cuda(x, w, b, (stride, pad), true)?);
     }
     if !fast(&[x, w, b]) {
         return act.apply(&x.conv_transpose2d(w, pad, 0, stride, 1)?.broadcast_add(&b.reshape((1, (), 1, 1))?)?);

@@ -22,19 +22,16 @@ use super::cuda::{CudaSlice, CudaView, channel_sums_into, count, gemm, output, s
 use super::tracked;
 use super::unfold::{Patches, Swap};
 
-/// 2D convolution of `x` (N, C, H, W) with `w` (O, C, K, K) plus bias `b`
-/// (O), with `(stride, pad)`.
-pub(super) fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, geom: (usize, usize)) -> Result<Tensor> {
-    layer(x, w, b, geom, false)
-}
-
-/// Transposed 2D convolution of `x` (N, C, H, W) with `w` (C, O, K, K) plus
-/// bias `b` (O), with `(stride, pad)`, output padding 0.
-pub(super) fn conv_transpose2d(x: &Tensor, w: &Tensor, b: &Tensor, geom: (usize, usize)) -> Result<Tensor> {
-    layer(x, w, b, geom, true)
-}
-
-fn layer(x: &Tensor, w: &Tensor, b: &Tensor, (stride, pad): (usize, usize), transposed: bool) -> Result<Tensor> {
+/// A convolution of `x` (N, C, H, W) with `w` (O, C, K, K), or a transposed
+/// one with `w` (C, O, K, K) (output padding 0), plus bias `b` (O), with
+/// `(stride, pad)`.
+pub(super) fn layer(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    (stride, pad): (usize, usize),
+    transposed: bool,
+) -> Result<Tensor> {
     let (n, c, h, wd) = x.dims4()?;
     let (w0, w1, k, k1) = w.dims4()?;
     let (wc, o) = if transposed { (w0, w1) } else { (w1, w0) };
