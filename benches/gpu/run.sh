@@ -70,6 +70,7 @@ if [ "$QUICK" = 0 ]; then
   bench stock/ours-1.json $BIN bench --stock --resolutions 64
 fi
 for d in fp32 fp32-base tf32; do [ -d "$OUT/$d" ] && python3 benches/ratios.py "$OUT/$d" > "$OUT/$d/ratios.txt" 2>&1; done
+[ -n "$BASE" ] && python3 benches/ratios.py "$OUT/fp32" "$OUT/fp32-base" > "$OUT/fp32/ratios.txt" 2>&1
 
 step "4. training the default recipe on CUDA"
 timeout 90 $BIN train --device cuda --data builtin:emoji --out "$OUT/emoji" --steps 400 \
