@@ -1,5 +1,6 @@
 //! Per-channel maps of (N, C, H, W) activations: the bias gradient and
-//! scale-and-shift, as CPU ops with their backward.
+//! scale-and-shift, as CPU ops with their backward (the bias gradient on
+//! CUDA too).
 //!
 //! Why: candle's `broadcast_add` backward sums the gradient over the batch
 //! and spatial axes with candle's generic strided reduction, which walked
@@ -37,13 +38,25 @@ fn lane_sum(v: &[f32]) -> f64 {
     lanes.iter().map(|&a| f64::from(a)).sum::<f64>() + rest
 }
 
-/// The bias gradient of (N, C, H, W) activations: `g` summed to (C).
+/// The bias gradient of (N, C, ...) activations: `g` summed to (C), on the
+/// CPU or, as one kernel of `kernels.cu`, on CUDA.
 pub(super) fn channel_sum(g: &Tensor) -> Result<Tensor> {
     g.contiguous()?.apply_op1(ChannelSum)
 }
 
-/// The bias gradient: (N, C, H, W) summed to (C), each plane in f64.
+/// The bias gradient: (N, C, ...) summed to (C), each plane in f64 on the
+/// CPU.
 struct ChannelSum;
+
+impl ChannelSum {
+    /// (N, C, values per plane) of the argument.
+    fn planes(l: &Layout) -> Result<(usize, usize, usize)> {
+        match l.dims() {
+            [n, c, rest @ ..] => Ok((*n, *c, rest.iter().product())),
+            dims => candle_core::bail!("ganscope-channel-sum: expected (N, C, ...), got {dims:?}"),
+        }
+    }
+}
 
 impl CustomOp1 for ChannelSum {
     fn name(&self) -> &'static str {
@@ -53,8 +66,7 @@ impl CustomOp1 for ChannelSum {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let _timer = super::profile::Timer::start(self.name(), &[l]);
         let g = slice(s, l, "bias grad")?;
-        let (_, c, h, w) = l.shape().dims4()?;
-        let hw = h * w;
+        let (_, c, hw) = Self::planes(l)?;
         let plane_sums: Vec<f64> =
             if hw == 0 { Vec::new() } else { g.par_chunks(hw).with_min_len(min_chunks(hw)).map(lane_sum).collect() };
         let mut sums = vec![0f64; c];
@@ -64,9 +76,20 @@ impl CustomOp1 for ChannelSum {
         Ok((CpuStorage::F32(sums.into_iter().map(|s| s as f32).collect()), Shape::from(c)))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (n, c, hw) = Self::planes(l)?;
+        let g = super::cuda::view(s, l, self.name())?;
+        let mut sums = super::cuda::output(&s.device, super::cuda::count(c, self.name())?)?;
+        super::cuda::channel_sums_into(&s.device, &g, (n, c, hw), &mut sums.slice_mut(..))?;
+        Ok((super::cuda::storage(sums, &s.device), Shape::from(c)))
+    }
+
     /// Each element of the input fed its channel's sum once.
     fn bwd(&self, arg: &Tensor, _: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(g.reshape((1, (), 1, 1))?.broadcast_as(arg.shape())?.contiguous()?))
+        let mut per_channel = vec![1; arg.rank()];
+        per_channel[1] = g.elem_count();
+        Ok(Some(g.reshape(per_channel)?.broadcast_as(arg.shape())?.contiguous()?))
     }
 }
 

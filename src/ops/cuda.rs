@@ -164,11 +164,6 @@ pub(super) fn channel_reduce(
     x.contiguous()?.apply_op1_no_bwd(&op)
 }
 
-/// Sums of `x` (N, C, ...) per channel (C).
-pub(super) fn channel_sums(x: &Tensor) -> Result<Tensor> {
-    channel_reduce("ganscope_channel_sums_f32", x, &[], 1, &[])?.squeeze(0)
-}
-
 /// Sums of `x` (N, C, P) per channel into `sums` (C values).
 pub(super) fn channel_sums_into(
     dev: &CudaDevice,

@@ -132,12 +132,12 @@ impl CustomOp3 for GemmConv {
         let dev = &s1.device;
         let (n, c, h, wd) = self.x;
         let (_, o, ho, wo) = self.y();
-        let (rows, cols) = self.patch_dims();
+        let ((rows, cols), (nx, _, ny)) = (self.patch_dims(), self.sizes());
         let mut patches = output(dev, count(rows * cols, self.name())?)?;
-        let mut y = output(dev, count(self.sizes().2, self.name())?)?;
+        let mut y = output(dev, count(ny, self.name())?)?;
         if self.transposed {
             // patches (OKK, N Hi Wi) = w' (OKK, C) x (C, N Hi Wi), folded.
-            let mut xs = output(dev, count(n * c * h * wd, self.name())?)?;
+            let mut xs = output(dev, count(nx, self.name())?)?;
             Swap { dims: (n, c, h * wd) }.launch(dev, &x, None, &mut xs.slice_mut(..))?;
             gemm(dev, (&w, true), (&xs.slice(..), false), &mut patches.slice_mut(..), (rows, cols, c))?;
             self.patches(true).launch(dev, &patches.slice(..), Some(&b), &mut y.slice_mut(..))?;

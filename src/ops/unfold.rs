@@ -222,7 +222,7 @@ impl CustomOp2 for FoldBias {
     fn bwd(&self, _: &Tensor, b: &Tensor, _: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
         let dcols = dy.apply_op1(self.0.adjoint())?;
-        Ok((Some(dcols), super::tracked(b, || channel_sums(&dy))?))
+        Ok((Some(dcols), super::tracked(b, || super::bias::channel_sum(&dy))?))
     }
 }
 
@@ -364,17 +364,7 @@ impl CustomOp2 for SwapBias {
 
     fn bwd(&self, x: &Tensor, b: &Tensor, _: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dx = dy.contiguous()?.apply_op1(Swap { dims: self.dims }.adjoint())?.reshape(x.shape())?;
-        let db = super::tracked(b, || channel_sums(dy))?;
+        let db = super::tracked(b, || super::bias::channel_sum(dy))?;
         Ok((Some(dx), db))
     }
-}
-
-/// Sums of `dy` (N, C, ...) per channel, a bias's gradient: one kernel of
-/// ours on CUDA, candle's two reductions elsewhere.
-fn channel_sums(dy: &Tensor) -> Result<Tensor> {
-    #[cfg(feature = "cuda")]
-    if dy.device().is_cuda() {
-        return super::cuda::channel_sums(dy);
-    }
-    dy.flatten_from(2)?.sum(2)?.sum(0)
 }
