@@ -86,7 +86,9 @@ type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
 // ones, run as nine shifted GEMMs over padded planes.
 // Batches of 4+ images (and one per thread) copy patches channels-last
 // when they make 16+ channels, as do their input gradients from 16+
-// channels: (6, 8, 8, 6, ...) and (4, 6, 5, 3, ...). From 32+ into 64+
+// channels: (6, 8, 8, 6, ...) and (4, 6, 5, 3, ...), but not stride-2
+// ones from fewer than 8 (D's first layer): (6, 3, 10, 8, ...) stays
+// planar, its patches copied by phases. From 32+ into 64+
 // channels, 3x3 stride-1 and 4x4 stride-2 ones and their input and weight
 // gradients run by Winograd instead: (6, 64, 8, 6, ...), (4, 64, 5, 3,
 // ...) and the odd-sized (5, 64, 9, 7, ...) and (5, 40, 9, 7, ...), whose
@@ -105,7 +107,7 @@ type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
 // here, 7x7 pixels in exactly 16 tiles, and two images of 11 x 9 pixels
 // in a whole block and a part of one, into 40 and 48 channels (parts of
 // panels; split between threads, whole panels per part).
-const CONV_CASES: [Case; 23] = [
+const CONV_CASES: [Case; 24] = [
     (2, 3, 8, 8, 4, 4, 2, 1),
     (3, 5, 7, 9, 2, 3, 1, 1),
     (1, 1, 5, 5, 3, 3, 2, 0),
@@ -116,6 +118,7 @@ const CONV_CASES: [Case; 23] = [
     (5, 6, 4, 4, 1, 4, 1, 0),
     (5, 2, 9, 7, 3, 3, 2, 1),
     (6, 8, 8, 6, 18, 4, 2, 1),
+    (6, 3, 10, 8, 24, 4, 2, 1),
     (4, 6, 5, 3, 20, 3, 1, 1),
     (6, 64, 8, 6, 65, 4, 2, 1),
     (4, 64, 5, 3, 66, 3, 1, 1),
@@ -133,8 +136,9 @@ const CONV_CASES: [Case; 23] = [
 
 // As [`CONV_CASES`], for transposed convolutions: the grouped cases read
 // 1x1 to 3x3 inputs, the next two are single images whose channels split
-// between threads; then batches that copy patches channels-last (into 7
-// channels, as G's RGB layer) and, from 32+ into 64+ channels, batches
+// between threads; then a batch into 7 channels, as G's RGB layer, which
+// stays planar (stride 2 into fewer than 8), one into 9 that copies
+// patches channels-last and, from 32+ into 64+ channels, batches
 // that run by Winograd (weight gradients too), the last with tiles
 // overhanging both edges, then two wider ones. Stride-1 batches into
 // 16+ channels that do not run by Winograd run as the convolution by the
@@ -145,7 +149,7 @@ const CONV_CASES: [Case; 23] = [
 // multiplies from its panels (`narrow`), as (1, 3, 4, 4, ...) above; split
 // between three threads its parts start 27 and 54 rows in, off the panels'
 // 16, and those parts take the GEMM instead.
-const CONV_T_CASES: [Case; 20] = [
+const CONV_T_CASES: [Case; 21] = [
     (2, 4, 4, 4, 3, 4, 2, 1),
     (3, 3, 5, 7, 2, 4, 2, 1),
     (1, 2, 7, 7, 1, 3, 1, 1),
@@ -158,6 +162,7 @@ const CONV_T_CASES: [Case; 20] = [
     (1, 3, 4, 4, 5, 4, 2, 1),
     (1, 6, 3, 5, 8, 3, 1, 1),
     (6, 18, 3, 4, 7, 4, 2, 1),
+    (6, 18, 3, 4, 9, 4, 2, 1),
     (6, 64, 3, 4, 65, 4, 2, 1),
     (5, 64, 4, 2, 64, 3, 1, 1),
     (6, 64, 7, 11, 64, 3, 1, 1),

@@ -27,8 +27,9 @@
 //! Batches copy their patches channels-last (see `Geom`): one copy per
 //! kernel row of hundreds of values, against runs of 4-8 pixels for planar
 //! im2col in the deep layers, which made the copies a quarter of a training
-//! step. Small batches and few output channels keep the planar layout (see
-//! `channels_last`); there, a convolution over fewer images than threads
+//! step. Small batches, few output channels and the stride-2 RGB layers
+//! keep the planar layout (see `channels_last`, `PLANAR_BELOW`); there, a
+//! convolution over fewer images than threads
 //! (the explorer's batch of one) splits each image's output channels
 //! between the threads: always for a transposed convolution, from
 //! `SPLIT_MIN_MACS` on for a convolution.
@@ -81,6 +82,23 @@ const CHANNELS_LAST_MIN_IMAGES: usize = 4;
 /// (the RGB layer) leaves the gemm crate in its narrow edge kernels, while
 /// such layers sit at full resolution where planar runs are long.
 const CHANNELS_LAST_MIN_OUT: usize = 16;
+
+/// Fewer channels than this on the image side of a 4x4 stride-2 layer (a
+/// convolution's input, a transposed convolution's output: D's first
+/// layer and the transposed-conv generators' RGB layer) keep planar
+/// patches, copied by [`Phases`], in a batch too: channels-last, each
+/// patch row of such a layer is 4 copies of 4 C values, and the products
+/// came out channels-last to be transposed. At 32 px, batch 64, one
+/// thread, the five ops of those two layers a step (`bench --ops`,
+/// alternating with the channels-last build) took 15.3-16.3 ms before
+/// and 11.7-12.7 ms after.
+const PLANAR_BELOW: usize = 8;
+
+/// Whether a layer of `g` with `c` channels on its image side keeps
+/// planar patches whatever the batch (see [`PLANAR_BELOW`]).
+fn planar_rgb(g: Geom, c: usize) -> bool {
+    g.phases() && c < PLANAR_BELOW
+}
 
 /// The fewest multiply-adds per image for which a convolution over fewer
 /// images than threads splits its output channels between them: a split
@@ -278,9 +296,22 @@ impl Geom {
 
     /// Copies the patches of `x` (C x H x W) into columns `col0..col0 +
     /// Ho*Wo` of `cols` (C*K*K rows, `ld` apart), so that a group of images
-    /// can sit side by side in one GEMM operand.
+    /// can sit side by side in one GEMM operand; a 4x4 stride-2 layer's
+    /// from [`Phases`].
     pub(super) fn im2col(&self, x: &[f32], (c, h, w): (usize, usize, usize), cols: &mut [f32], ld: usize, col0: usize) {
         let (ho, wo) = (self.conv_out(h), self.conv_out(w));
+        if let Some(mut phases) = Phases::of(*self, (h, w)) {
+            for (ci, plane) in x.chunks_exact(h * w).take(c).enumerate() {
+                phases.split(plane);
+                for tap in 0..16 {
+                    let row = &mut cols[(ci * 16 + tap) * ld + col0..][..ho * wo];
+                    for (oh, out) in row.chunks_exact_mut(wo).enumerate() {
+                        out.copy_from_slice(phases.run(tap, oh));
+                    }
+                }
+            }
+            return;
+        }
         let (k, s) = (self.k, self.stride);
         for ci in 0..c {
             let plane = &x[ci * h * w..(ci + 1) * h * w];
@@ -316,10 +347,23 @@ impl Geom {
 
     /// Adds columns `col0..col0 + Hi*Wi` of `cols` (C*K*K rows, `ld` apart:
     /// the patches a conv over `y` would see) into `y` (C x H x W): the
-    /// adjoint of `im2col`. `y` is not cleared first: the caller hands in
+    /// adjoint of `im2col` (through [`Phases`] for a 4x4 stride-2 layer). `y` is not cleared first: the caller hands in
     /// what the columns add onto (zeros, or a transposed convolution's bias).
     pub(super) fn col2im(&self, cols: &[f32], ld: usize, col0: usize, (c, h, w): (usize, usize, usize), y: &mut [f32]) {
         let (hi, wi) = (self.conv_out(h), self.conv_out(w));
+        if let Some(mut phases) = Phases::of(*self, (h, w)) {
+            for (ci, plane) in y.chunks_exact_mut(h * w).take(c).enumerate() {
+                phases.clear();
+                for tap in 0..16 {
+                    let row = &cols[(ci * 16 + tap) * ld + col0..][..hi * wi];
+                    for (ih, src) in row.chunks_exact(wi).enumerate() {
+                        phases.run_mut(tap, ih).iter_mut().zip(src).for_each(|(d, v)| *d += v);
+                    }
+                }
+                phases.add_merged(plane);
+            }
+            return;
+        }
         let (k, s) = (self.k, self.stride);
         for ci in 0..c {
             let plane = &mut y[ci * h * w..(ci + 1) * h * w];
@@ -398,6 +442,92 @@ impl Geom {
                     let at = ((oh * s + kh) * wp + ow * s) * c;
                     f(at..at + span, r + kh * span);
                 }
+            }
+        }
+    }
+}
+
+/// One channel of a 4x4 stride-2 convolution's input (padding 1, even
+/// sides), zero-padded and split by the parity of its rows and columns
+/// into four planes of (H/2 + 1) x (W/2 + 1): tap (kh, kw) of output pixel
+/// (oh, ow) is value (oh + kh/2, ow + kw/2) of plane (kh % 2, kw % 2), so
+/// each kernel tap reads runs of consecutive values, a whole output row
+/// long. The same planes collect a transposed convolution's columns.
+///
+/// Why: the planar patches of a stride-2 layer are every other value of
+/// the input, which copied value by value (and added back so in the
+/// transposed convolution) took longer than their GEMM in the RGB layers,
+/// which run planar (D's first layer, 3 into 64 channels; the transposed
+/// convolution's RGB layer, 64 into 3).
+struct Phases {
+    planes: Vec<f32>,
+    /// Sides of one plane, and of the output (or input) the taps run over.
+    hp: usize,
+    wp: usize,
+    wo: usize,
+}
+
+impl Phases {
+    /// The planes for one channel of `h` x `w` under `g`, if `g` is a 4x4
+    /// stride-2 convolution with padding 1 over even sides.
+    fn of(g: Geom, (h, w): (usize, usize)) -> Option<Self> {
+        let fits = g.phases() && h.is_multiple_of(2) && w.is_multiple_of(2) && h * w > 0;
+        fits.then(|| {
+            let (hp, wp) = (h / 2 + 1, w / 2 + 1);
+            Self { planes: vec![0.0; 4 * hp * wp], hp, wp, wo: w / 2 }
+        })
+    }
+
+    /// The (row, column) parity plane `p` (0..4), starting at its row `i`.
+    fn at(&self, p: usize, i: usize) -> usize {
+        (p * self.hp + i) * self.wp
+    }
+
+    /// Padded row `r` of the input, as (plane of its row parity, row).
+    fn row(r: usize) -> (usize, usize) {
+        (2 * (r % 2), r / 2)
+    }
+
+    /// Splits `plane` (H x W) into the four planes; their borders stay zero.
+    fn split(&mut self, plane: &[f32]) {
+        for (y, src) in plane.chunks_exact(2 * (self.wp - 1)).enumerate() {
+            // Padded column s = x + 1: even x at odd s (plane parity 1,
+            // column x / 2), odd x at even s (parity 0, column x / 2 + 1).
+            let (p, i) = Self::row(y + 1);
+            let (odd, even) = (self.at(p + 1, i), self.at(p, i) + 1);
+            for (j, pair) in src.chunks_exact(2).enumerate() {
+                self.planes[odd + j] = pair[0];
+                self.planes[even + j] = pair[1];
+            }
+        }
+    }
+
+    /// Kernel tap `tap` (kh * 4 + kw) of output row `oh`: `wo` values.
+    fn run(&self, tap: usize, oh: usize) -> &[f32] {
+        let (kh, kw) = (tap / 4, tap % 4);
+        &self.planes[self.at(2 * (kh % 2) + kw % 2, oh + kh / 2) + kw / 2..][..self.wo]
+    }
+
+    /// [`Self::run`], to add into.
+    fn run_mut(&mut self, tap: usize, oh: usize) -> &mut [f32] {
+        let (kh, kw) = (tap / 4, tap % 4);
+        let at = self.at(2 * (kh % 2) + kw % 2, oh + kh / 2) + kw / 2;
+        &mut self.planes[at..][..self.wo]
+    }
+
+    fn clear(&mut self) {
+        self.planes.fill(0.0);
+    }
+
+    /// Adds the planes' interior back into `plane` (H x W): the adjoint of
+    /// [`Self::split`].
+    fn add_merged(&self, plane: &mut [f32]) {
+        for (y, dst) in plane.chunks_exact_mut(2 * (self.wp - 1)).enumerate() {
+            let (p, i) = Self::row(y + 1);
+            let (odd, even) = (self.at(p + 1, i), self.at(p, i) + 1);
+            for (j, pair) in dst.chunks_exact_mut(2).enumerate() {
+                pair[0] += self.planes[odd + j];
+                pair[1] += self.planes[even + j];
             }
         }
     }
@@ -533,7 +663,7 @@ impl Convolution for Conv {
             let y = shifted_taps(&batch);
             return Ok((CpuStorage::F32(y), Shape::from((n, o, ho, wo))));
         }
-        if channels_last(n) && o >= CHANNELS_LAST_MIN_OUT {
+        if channels_last(n) && o >= CHANNELS_LAST_MIN_OUT && !planar_rgb(self.0, c) {
             // The kernel as O x (kh, kw, c): the order of a patch row.
             let wt = transpose_blocks(w, (c, k * k));
             let y = patch_rows(&Batch { wt: &wt, ..batch }, self.0);
@@ -549,14 +679,22 @@ impl Convolution for Conv {
         // image goes through a product buffer.
         let lens = |ld| [0, ckk * ld, if ld > hw { o * ld } else { 0 }];
         let y = batch.by_groups((hw, hw), lens, |images, out, ld, [_, cols, prod]| {
-            let (out, filled) = out.zeroed();
             let gi = ld / hw;
+            // A group of one multiplies straight into the output, which
+            // then starts at the bias.
+            let (out, filled) = match bias {
+                Some(b) if gi == 1 => out.starting_at(b, hw),
+                _ => out.zeroed(),
+            };
             for (t, img) in images.chunks_exact(c * h * wd).enumerate() {
                 self.0.im2col(img, (c, h, wd), cols, ld, t * hw);
             }
-            // A group of one multiplies straight into the output.
-            let dst = if gi == 1 { &mut *out } else { &mut *prod };
-            let add = fill_rows(dst, ld, bias);
+            let (dst, add) = if gi == 1 {
+                (&mut *out, bias.is_some())
+            } else {
+                let add = fill_rows(prod, ld, bias);
+                (&mut *prod, add)
+            };
             match &self.2 {
                 Some(panels) if panels.serves(0, ld) => panels.product(0, cols, dst, add),
                 _ => matmul(o, ld, ckk, dst, add, Operand::plain(w, ckk), Operand::plain(cols, ld)),
@@ -936,7 +1074,7 @@ impl Convolution for ConvT {
         }
         let (kk, hw, plane) = (k * k, hi * wi, h * wd);
         // Channels-last, the kernel as C x (kh, kw, o): the order of a patch row.
-        let wt = channels_last(n).then(|| transpose_blocks(w, (o, kk)));
+        let wt = (channels_last(n) && !planar_rgb(self.g, o)).then(|| transpose_blocks(w, (o, kk)));
         let padded = if wt.is_some() { self.g.padded_len((o, h, wd)) } else { 0 };
         let g = group_size(n, hw);
         // With fewer images than threads (the explorer's batch of one), each
@@ -1054,7 +1192,10 @@ impl CustomOp2 for WeightGrad {
             }
         }
         let (kka, hw) = (k * k * ca, ho * wo);
-        let padded = self.0.padded_len((ca, h, w));
+        // D's first layer copies planar patches (see `PLANAR_BELOW`),
+        // others channels-last ones.
+        let planar = planar_rgb(self.0, ca);
+        let padded = if planar { 0 } else { self.0.padded_len((ca, h, w)) };
         let g = group_size(n, hw);
         let threads = rayon::current_num_threads().max(1);
         // Whole groups per thread, each thread summing into its own partial.
@@ -1068,9 +1209,14 @@ impl CustomOp2 for WeightGrad {
                     let gi = g.min(end - i0);
                     let ld = gi * hw;
                     with_scratch([padded, ld * kka, if gi > 1 { cb * ld } else { 0 }], |[ap, rows, bg]| {
-                        for (u, rows) in rows.chunks_exact_mut(hw * kka).enumerate() {
-                            self.0.pad_hwc(&a[(i0 + u) * ca * h * w..][..ca * h * w], (ca, h, w), ap);
-                            self.0.im2row(ap, (ca, h, w), rows);
+                        for u in 0..gi {
+                            let img = &a[(i0 + u) * ca * h * w..][..ca * h * w];
+                            if planar {
+                                self.0.im2col(img, (ca, h, w), rows, ld, u * hw);
+                            } else {
+                                self.0.pad_hwc(img, (ca, h, w), ap);
+                                self.0.im2row(ap, (ca, h, w), &mut rows[u * hw * kka..][..hw * kka]);
+                            }
                         }
                         let bs = &b[i0 * cb * hw..][..gi * cb * hw];
                         let bm = if gi == 1 {
@@ -1079,7 +1225,8 @@ impl CustomOp2 for WeightGrad {
                             gather(bs, gi, cb, hw, bg);
                             &*bg
                         };
-                        matmul(cb, kka, ld, &mut acc, true, Operand::plain(bm, ld), Operand::plain(rows, kka));
+                        let patches = if planar { Operand::transposed(rows, ld) } else { Operand::plain(rows, kka) };
+                        matmul(cb, kka, ld, &mut acc, true, Operand::plain(bm, ld), patches);
                     });
                 }
                 acc
@@ -1093,7 +1240,7 @@ impl CustomOp2 for WeightGrad {
             chunks.for_each(|(d, p)| d.iter_mut().zip(p).for_each(|(d, v)| *d += v));
         }
         // From B x (kh, kw, a), the order of a patch row, to B x A x K x K.
-        let dw = transpose_blocks(&sum, (k * k, ca));
+        let dw = if planar { sum } else { transpose_blocks(&sum, (k * k, ca)) };
         Ok((CpuStorage::F32(dw), Shape::from((cb, ca, k, k))))
     }
 }

@@ -275,6 +275,23 @@ impl<'a> Planes<'a> {
         (zeroed(self.0), Filled(()))
     }
 
+    /// Each plane (`plane` values) set to its channel's value in `values`
+    /// (one per channel), for a body that adds the rest: [`Self::zeroed`]
+    /// without a pass of zeros first.
+    pub(in crate::ops) fn starting_at(self, values: &[f32], plane: usize) -> (&'a mut [f32], Filled) {
+        assert!(
+            plane > 0 && self.0.len().is_multiple_of(plane),
+            "planes: {} values are not whole planes",
+            self.0.len()
+        );
+        for (p, slots) in self.0.chunks_exact_mut(plane).enumerate() {
+            slots.fill(MaybeUninit::new(values[p % values.len()]));
+        }
+        // SAFETY: every slot was just written (whole planes, asserted); a
+        // `MaybeUninit<f32>` has the layout of an `f32`.
+        (unsafe { &mut *(self.0 as *mut [MaybeUninit<f32>] as *mut [f32]) }, Filled(()))
+    }
+
     /// Sets each image from `px`, the group's images one after another,
     /// each channels-last (`plane` x O).
     pub(in crate::ops) fn set_from(self, px: &[f32], (o, plane): (usize, usize)) -> Filled {
