@@ -35,7 +35,7 @@
 //! `SPLIT_MIN_MACS` on for a convolution.
 
 use std::array;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::iter::repeat_n;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -467,6 +467,24 @@ struct Phases {
     wo: usize,
 }
 
+thread_local! {
+    /// This thread's [`Phases`] buffer between uses.
+    ///
+    /// Why not a fresh one per image: those small allocations, a few per
+    /// image and op, made the pixel-shuffle nets' whole training steps
+    /// (whose own ops never use `Phases`) 3-9% slower on one thread, in
+    /// alternating runs, while the ops' `bench --ops` times stayed level;
+    /// most likely the allocator's state moved where the large buffers
+    /// of later ops land.
+    static PHASE_PLANES: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+impl Drop for Phases {
+    fn drop(&mut self) {
+        PHASE_PLANES.set(std::mem::take(&mut self.planes));
+    }
+}
+
 impl Phases {
     /// The planes for one channel of `h` x `w` under `g`, if `g` is a 4x4
     /// stride-2 convolution with padding 1 over even sides.
@@ -474,7 +492,10 @@ impl Phases {
         let fits = g.phases() && h.is_multiple_of(2) && w.is_multiple_of(2) && h * w > 0;
         fits.then(|| {
             let (hp, wp) = (h / 2 + 1, w / 2 + 1);
-            Self { planes: vec![0.0; 4 * hp * wp], hp, wp, wo: w / 2 }
+            let mut planes = PHASE_PLANES.take();
+            planes.clear();
+            planes.resize(4 * hp * wp, 0.0);
+            Self { planes, hp, wp, wo: w / 2 }
         })
     }
 
