@@ -35,7 +35,7 @@
 //! `SPLIT_MIN_MACS` on for a convolution.
 
 use std::array;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::iter::repeat_n;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -50,7 +50,7 @@ use super::dense::Dense;
 use super::narrow::{self, Panels};
 use super::transpose::{Store, transpose};
 use super::winograd::{self, Batch, Kernel, Single, Transformed};
-use super::{CHUNK, bias, fast, fast_cuda, kept, min_chunks, par_chunked, slice, tracked, unfold};
+use super::{CHUNK, bias, fast, fast_cuda, kept, min_chunks, par_chunked, slice, tracked, unfold, with_spare};
 
 /// The fewest GEMM columns per group worth aiming for: below this the gemm
 /// crate's edge microkernels and per-call overhead dominate. Above it,
@@ -300,17 +300,19 @@ impl Geom {
     /// from [`Phases`].
     pub(super) fn im2col(&self, x: &[f32], (c, h, w): (usize, usize, usize), cols: &mut [f32], ld: usize, col0: usize) {
         let (ho, wo) = (self.conv_out(h), self.conv_out(w));
-        if let Some(mut phases) = Phases::of(*self, (h, w)) {
-            for (ci, plane) in x.chunks_exact(h * w).take(c).enumerate() {
-                phases.split(plane);
-                for tap in 0..16 {
-                    let row = &mut cols[(ci * 16 + tap) * ld + col0..][..ho * wo];
-                    for (oh, out) in row.chunks_exact_mut(wo).enumerate() {
-                        out.copy_from_slice(phases.run(tap, oh));
+        if let Some(shape) = Phases::of(*self, (h, w)) {
+            return with_spare(shape.len(), |planes| {
+                let mut phases = shape.on(planes);
+                for (ci, plane) in x.chunks_exact(h * w).take(c).enumerate() {
+                    phases.split(plane);
+                    for tap in 0..16 {
+                        let row = &mut cols[(ci * 16 + tap) * ld + col0..][..ho * wo];
+                        for (oh, out) in row.chunks_exact_mut(wo).enumerate() {
+                            out.copy_from_slice(phases.run(tap, oh));
+                        }
                     }
                 }
-            }
-            return;
+            });
         }
         let (k, s) = (self.k, self.stride);
         for ci in 0..c {
@@ -347,22 +349,25 @@ impl Geom {
 
     /// Adds columns `col0..col0 + Hi*Wi` of `cols` (C*K*K rows, `ld` apart:
     /// the patches a conv over `y` would see) into `y` (C x H x W): the
-    /// adjoint of `im2col` (through [`Phases`] for a 4x4 stride-2 layer). `y` is not cleared first: the caller hands in
-    /// what the columns add onto (zeros, or a transposed convolution's bias).
+    /// adjoint of `im2col` (through [`Phases`] for a 4x4 stride-2 layer).
+    /// `y` is not cleared first: the caller hands in what the columns add
+    /// onto (zeros, or a transposed convolution's bias).
     pub(super) fn col2im(&self, cols: &[f32], ld: usize, col0: usize, (c, h, w): (usize, usize, usize), y: &mut [f32]) {
         let (hi, wi) = (self.conv_out(h), self.conv_out(w));
-        if let Some(mut phases) = Phases::of(*self, (h, w)) {
-            for (ci, plane) in y.chunks_exact_mut(h * w).take(c).enumerate() {
-                phases.clear();
-                for tap in 0..16 {
-                    let row = &cols[(ci * 16 + tap) * ld + col0..][..hi * wi];
-                    for (ih, src) in row.chunks_exact(wi).enumerate() {
-                        phases.run_mut(tap, ih).iter_mut().zip(src).for_each(|(d, v)| *d += v);
+        if let Some(shape) = Phases::of(*self, (h, w)) {
+            return with_spare(shape.len(), |planes| {
+                let mut phases = shape.on(planes);
+                for (ci, plane) in y.chunks_exact_mut(h * w).take(c).enumerate() {
+                    phases.clear();
+                    for tap in 0..16 {
+                        let row = &cols[(ci * 16 + tap) * ld + col0..][..hi * wi];
+                        for (ih, src) in row.chunks_exact(wi).enumerate() {
+                            phases.run_mut(tap, ih).iter_mut().zip(src).for_each(|(d, v)| *d += v);
+                        }
                     }
+                    phases.add_merged(plane);
                 }
-                phases.add_merged(plane);
-            }
-            return;
+            });
         }
         let (k, s) = (self.k, self.stride);
         for ci in 0..c {
@@ -459,49 +464,45 @@ impl Geom {
 /// transposed convolution) took longer than their GEMM in the RGB layers,
 /// which run planar (D's first layer, 3 into 64 channels; the transposed
 /// convolution's RGB layer, 64 into 3).
-struct Phases {
-    planes: Vec<f32>,
-    /// Sides of one plane, and of the output (or input) the taps run over.
+struct Phases<'a> {
+    planes: &'a mut [f32],
+    shape: PhaseShape,
+}
+
+/// The sides of [`Phases`]: of one plane, and of the output (or input)
+/// the taps run over.
+#[derive(Clone, Copy)]
+struct PhaseShape {
     hp: usize,
     wp: usize,
     wo: usize,
 }
 
-thread_local! {
-    /// This thread's [`Phases`] buffer between uses.
-    ///
-    /// Why not a fresh one per image: those small allocations, a few per
-    /// image and op, made the pixel-shuffle nets' whole training steps
-    /// (whose own ops never use `Phases`) 3-9% slower on one thread, in
-    /// alternating runs, while the ops' `bench --ops` times stayed level;
-    /// most likely the allocator's state moved where the large buffers
-    /// of later ops land.
-    static PHASE_PLANES: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-}
+impl PhaseShape {
+    /// The values of the four planes.
+    fn len(self) -> usize {
+        4 * self.hp * self.wp
+    }
 
-impl Drop for Phases {
-    fn drop(&mut self) {
-        PHASE_PLANES.set(std::mem::take(&mut self.planes));
+    /// The planes in `planes` (at least [`Self::len`] values), zeroed.
+    fn on(self, planes: &mut [f32]) -> Phases<'_> {
+        let planes = &mut planes[..self.len()];
+        planes.fill(0.0);
+        Phases { planes, shape: self }
     }
 }
 
-impl Phases {
-    /// The planes for one channel of `h` x `w` under `g`, if `g` is a 4x4
-    /// stride-2 convolution with padding 1 over even sides.
-    fn of(g: Geom, (h, w): (usize, usize)) -> Option<Self> {
+impl Phases<'_> {
+    /// The shape of the planes for one channel of `h` x `w` under `g`, if
+    /// `g` is a 4x4 stride-2 convolution with padding 1 over even sides.
+    fn of(g: Geom, (h, w): (usize, usize)) -> Option<PhaseShape> {
         let fits = g.phases() && h.is_multiple_of(2) && w.is_multiple_of(2) && h * w > 0;
-        fits.then(|| {
-            let (hp, wp) = (h / 2 + 1, w / 2 + 1);
-            let mut planes = PHASE_PLANES.take();
-            planes.clear();
-            planes.resize(4 * hp * wp, 0.0);
-            Self { planes, hp, wp, wo: w / 2 }
-        })
+        fits.then_some(PhaseShape { hp: h / 2 + 1, wp: w / 2 + 1, wo: w / 2 })
     }
 
     /// The (row, column) parity plane `p` (0..4), starting at its row `i`.
     fn at(&self, p: usize, i: usize) -> usize {
-        (p * self.hp + i) * self.wp
+        (p * self.shape.hp + i) * self.shape.wp
     }
 
     /// Padded row `r` of the input, as (plane of its row parity, row).
@@ -511,7 +512,7 @@ impl Phases {
 
     /// Splits `plane` (H x W) into the four planes; their borders stay zero.
     fn split(&mut self, plane: &[f32]) {
-        for (y, src) in plane.chunks_exact(2 * (self.wp - 1)).enumerate() {
+        for (y, src) in plane.chunks_exact(2 * (self.shape.wp - 1)).enumerate() {
             // Padded column s = x + 1: even x at odd s (plane parity 1,
             // column x / 2), odd x at even s (parity 0, column x / 2 + 1).
             let (p, i) = Self::row(y + 1);
@@ -526,14 +527,14 @@ impl Phases {
     /// Kernel tap `tap` (kh * 4 + kw) of output row `oh`: `wo` values.
     fn run(&self, tap: usize, oh: usize) -> &[f32] {
         let (kh, kw) = (tap / 4, tap % 4);
-        &self.planes[self.at(2 * (kh % 2) + kw % 2, oh + kh / 2) + kw / 2..][..self.wo]
+        &self.planes[self.at(2 * (kh % 2) + kw % 2, oh + kh / 2) + kw / 2..][..self.shape.wo]
     }
 
     /// [`Self::run`], to add into.
     fn run_mut(&mut self, tap: usize, oh: usize) -> &mut [f32] {
         let (kh, kw) = (tap / 4, tap % 4);
         let at = self.at(2 * (kh % 2) + kw % 2, oh + kh / 2) + kw / 2;
-        &mut self.planes[at..][..self.wo]
+        &mut self.planes[at..][..self.shape.wo]
     }
 
     fn clear(&mut self) {
@@ -543,7 +544,7 @@ impl Phases {
     /// Adds the planes' interior back into `plane` (H x W): the adjoint of
     /// [`Self::split`].
     fn add_merged(&self, plane: &mut [f32]) {
-        for (y, dst) in plane.chunks_exact_mut(2 * (self.wp - 1)).enumerate() {
+        for (y, dst) in plane.chunks_exact_mut(2 * (self.shape.wp - 1)).enumerate() {
             let (p, i) = Self::row(y + 1);
             let (odd, even) = (self.at(p + 1, i), self.at(p, i) + 1);
             for (j, pair) in dst.chunks_exact_mut(2).enumerate() {

@@ -42,7 +42,7 @@ use wide::f32x8;
 use super::conv::{Dims, Operand, group_size, matmul, with_scratch, with_shared};
 use super::packed::{ALIASED, Packed};
 use super::transpose::{Store, transpose};
-use super::{par_written, zeroed};
+use super::{par_written, with_spare, zeroed};
 
 mod recent;
 mod single;
@@ -318,11 +318,13 @@ impl<'a> Planes<'a> {
             "winograd: {} values are not whole images",
             self.0.len()
         );
-        let (mut px, mut tile) = (vec![0f32; image], vec![0f32; 12 * o]);
-        for (i, img) in self.0.chunks_exact_mut(image).enumerate() {
-            fill(i, &mut tile, &mut px);
-            transpose(&px, o, img, plane, (plane, o), Store::Set);
-        }
+        with_spare(image + 12 * o, |buf| {
+            let (px, tile) = buf.split_at_mut(image);
+            for (i, img) in self.0.chunks_exact_mut(image).enumerate() {
+                fill(i, tile, px);
+                transpose(px, o, img, plane, (plane, o), Store::Set);
+            }
+        });
         Filled(())
     }
 }
