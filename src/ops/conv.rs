@@ -35,7 +35,7 @@
 //! `SPLIT_MIN_MACS` on for a convolution.
 
 use std::array;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::iter::repeat_n;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -50,7 +50,7 @@ use super::dense::Dense;
 use super::narrow::{self, Panels};
 use super::transpose::{Store, transpose};
 use super::winograd::{self, Batch, Kernel, Single, Transformed};
-use super::{CHUNK, bias, fast, fast_cuda, kept, min_chunks, par_chunked, slice, tracked, unfold, with_spare};
+use super::{CHUNK, bias, fast, fast_cuda, kept, min_chunks, par_chunked, slice, tracked, unfold};
 
 /// The fewest GEMM columns per group worth aiming for: below this the gemm
 /// crate's edge microkernels and per-call overhead dominate. Above it,
@@ -149,6 +149,35 @@ fn prefixes<const K: usize>(bufs: &mut [Vec<f32>; K], lens: [usize; K]) -> [&mut
         }
         &mut buf[..len]
     })
+}
+
+thread_local! {
+    /// This thread's buffer for [`with_spare`] between uses.
+    static SPARE: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// Runs `f` with `len` values of this thread's spare buffer, kept between
+/// calls; stale, so `f` writes before it reads. Unlike [`with_scratch`]'s,
+/// it serves code that runs inside a `with_scratch` body (patch copies,
+/// a group's output): a nested call gets a buffer of its own (fresh, then
+/// kept in place of the outer one's).
+///
+/// Why not fresh vectors per call: small buffers per image or group of
+/// images cost more than their allocation. Fresh per image, the stride-2
+/// RGB layers' `Phases` made the pixel-shuffle nets' training steps 3-9%
+/// slower on one thread (alternating runs), though no op of those nets
+/// uses `Phases` and the ops' own `bench --ops` times stayed level: most
+/// likely the allocator's state moved where later ops' large buffers
+/// land. Taking a Winograd group's pixel and tile buffers from here too
+/// (`Planes::fill`) then made 32 px pixel-shuffle steps 2-4% faster on
+/// one thread and 1-6% on two, transposed conv 0-4% on one.
+pub(super) fn with_spare<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = [SPARE.take()];
+    let [spare] = prefixes(&mut buf, [len]);
+    let r = f(spare);
+    let [buf] = buf;
+    SPARE.set(buf);
+    r
 }
 
 /// Buffers that rayon jobs share, kept between calls (see [`with_shared`]).
@@ -300,7 +329,7 @@ impl Geom {
     /// from [`Phases`].
     pub(super) fn im2col(&self, x: &[f32], (c, h, w): (usize, usize, usize), cols: &mut [f32], ld: usize, col0: usize) {
         let (ho, wo) = (self.conv_out(h), self.conv_out(w));
-        if let Some(shape) = Phases::of(*self, (h, w)) {
+        if let Some(shape) = PhaseShape::of(*self, (h, w)) {
             return with_spare(shape.len(), |planes| {
                 let mut phases = shape.on(planes);
                 for (ci, plane) in x.chunks_exact(h * w).take(c).enumerate() {
@@ -354,7 +383,7 @@ impl Geom {
     /// onto (zeros, or a transposed convolution's bias).
     pub(super) fn col2im(&self, cols: &[f32], ld: usize, col0: usize, (c, h, w): (usize, usize, usize), y: &mut [f32]) {
         let (hi, wi) = (self.conv_out(h), self.conv_out(w));
-        if let Some(shape) = Phases::of(*self, (h, w)) {
+        if let Some(shape) = PhaseShape::of(*self, (h, w)) {
             return with_spare(shape.len(), |planes| {
                 let mut phases = shape.on(planes);
                 for (ci, plane) in y.chunks_exact_mut(h * w).take(c).enumerate() {
@@ -479,6 +508,13 @@ struct PhaseShape {
 }
 
 impl PhaseShape {
+    /// The shape of the planes for one channel of `h` x `w` under `g`, if
+    /// `g` is a 4x4 stride-2 convolution with padding 1 over even sides.
+    fn of(g: Geom, (h, w): (usize, usize)) -> Option<Self> {
+        let fits = g.phases() && h.is_multiple_of(2) && w.is_multiple_of(2) && h * w > 0;
+        fits.then_some(Self { hp: h / 2 + 1, wp: w / 2 + 1, wo: w / 2 })
+    }
+
     /// The values of the four planes.
     fn len(self) -> usize {
         4 * self.hp * self.wp
@@ -493,13 +529,6 @@ impl PhaseShape {
 }
 
 impl Phases<'_> {
-    /// The shape of the planes for one channel of `h` x `w` under `g`, if
-    /// `g` is a 4x4 stride-2 convolution with padding 1 over even sides.
-    fn of(g: Geom, (h, w): (usize, usize)) -> Option<PhaseShape> {
-        let fits = g.phases() && h.is_multiple_of(2) && w.is_multiple_of(2) && h * w > 0;
-        fits.then_some(PhaseShape { hp: h / 2 + 1, wp: w / 2 + 1, wo: w / 2 })
-    }
-
     /// The (row, column) parity plane `p` (0..4), starting at its row `i`.
     fn at(&self, p: usize, i: usize) -> usize {
         (p * self.shape.hp + i) * self.shape.wp

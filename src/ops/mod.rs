@@ -46,7 +46,6 @@ mod winograd;
 
 pub use pool::{on_cpu_pool, on_cpu_pool_awake, on_this_thread};
 
-use std::cell::Cell;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::OnceLock;
@@ -177,34 +176,6 @@ where
             });
         })
     }
-}
-
-thread_local! {
-    /// This thread's buffer for [`with_spare`] between uses.
-    static SPARE: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-}
-
-/// Runs `f` with `len` values of this thread's spare buffer, kept between
-/// calls; stale, so `f` writes before it reads. A nested call gets a
-/// buffer of its own (fresh, then kept in place of the outer one's).
-///
-/// Why not fresh vectors per call: small buffers per image or group of
-/// images cost more than their allocation. Fresh per image, the stride-2
-/// RGB layers' `Phases` made the pixel-shuffle nets' training steps 3-9%
-/// slower on one thread (alternating runs), though no op of those nets
-/// uses `Phases` and the ops' own `bench --ops` times stayed level: most
-/// likely the allocator's state moved where later ops' large buffers
-/// land. Taking a Winograd group's pixel and tile buffers from here too
-/// (`Planes::fill`) then made 32 px pixel-shuffle steps 2-4% faster on
-/// one thread and 1-6% on two, transposed conv 0-4% on one.
-fn with_spare<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    let mut buf = SPARE.take();
-    if buf.len() < len {
-        buf.resize(len, 0.0);
-    }
-    let r = f(&mut buf[..len]);
-    SPARE.set(buf);
-    r
 }
 
 /// `slots` set to zero, as the initialized values they then are.

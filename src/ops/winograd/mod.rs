@@ -39,10 +39,10 @@ use std::sync::{Arc, OnceLock};
 use rayon::prelude::*;
 use wide::f32x8;
 
-use super::conv::{Dims, Operand, group_size, matmul, with_scratch, with_shared};
+use super::conv::{Dims, Operand, group_size, matmul, with_scratch, with_shared, with_spare};
 use super::packed::{ALIASED, Packed};
 use super::transpose::{Store, transpose};
-use super::{par_written, with_spare, zeroed};
+use super::{par_written, zeroed};
 
 mod recent;
 mod single;
