@@ -23,7 +23,7 @@
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use ganscope::ops::activation::Act;
-use ganscope::ops::{activation, adam, batch_norm, bias, conv, conv_bn, dense, shuffle, unfold, upsample};
+use ganscope::ops::{activation, adam, batch_norm, bias, conv, conv_bn, dense, reduce, shuffle, unfold, upsample};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::ThreadPoolBuilder;
@@ -148,8 +148,10 @@ const CONV_CASES: [Case; 24] = [
 // image of 4x4 input pixels, which a kept kernel on an AVX-512 CPU
 // multiplies from its panels (`narrow`), as (1, 3, 4, 4, ...) above; split
 // between three threads its parts start 27 and 54 rows in, off the panels'
-// 16, and those parts take the GEMM instead.
-const CONV_T_CASES: [Case; 21] = [
+// 16, and those parts take the GEMM instead. Last, G's RGB layer at
+// 64 px on a batch of 8: 3 channels of 32K values, whose bias gradient
+// CUDA sums in parts.
+const CONV_T_CASES: [Case; 22] = [
     (2, 4, 4, 4, 3, 4, 2, 1),
     (3, 3, 5, 7, 2, 4, 2, 1),
     (1, 2, 7, 7, 1, 3, 1, 1),
@@ -171,6 +173,7 @@ const CONV_T_CASES: [Case; 21] = [
     (5, 12, 6, 5, 20, 3, 1, 1),
     (4, 1, 1, 1, 24, 4, 1, 0),
     (1, 6, 4, 4, 7, 3, 1, 1),
+    (8, 16, 32, 32, 3, 4, 2, 1),
 ];
 
 /// Runs `body` in rayon's default pool, in a one-thread pool, where each
@@ -391,6 +394,8 @@ fn cuda_ops_match_cpu() -> Result<()> {
     check_batch_norm(&gpu)?;
     check_batch_norm_second_order(&gpu)?;
     check_adam(&gpu)?;
+    check_frozen_weights(&gpu)?;
+    check_sum_of_squares(&gpu)?;
     check_leaky_relu(&gpu)?;
     check_upsample_conv(&gpu, 20, false)
 }
@@ -925,31 +930,59 @@ fn batch_norm_of_a_shuffle_second_order_matches_finite_differences() -> Result<(
 /// A frozen D in a G step: the weights are plain tensors and only the input
 /// wants a gradient. The fast ops return none for the weights (candle's
 /// would spend a full weight gradient there) and the same input gradient.
+/// And the other way round, D's first layer on real images: only the
+/// weights want gradients.
 #[test]
 fn frozen_weights_get_no_gradient() -> Result<()> {
+    check_frozen_weights(&Device::Cpu)
+}
+
+/// [`frozen_weights_get_no_gradient`] with the fast ops on `device`.
+fn check_frozen_weights(device: &Device) -> Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(17);
-    let x = Var::from_tensor(&rand_tensor(&mut rng, &[3, 4, 8, 8])?)?;
+    let x = rand_tensor(&mut rng, &[3, 4, 8, 8])?;
     let (w, wt) = (rand_tensor(&mut rng, &[5, 4, 4, 4])?, rand_tensor(&mut rng, &[5, 4, 4, 4])?);
     let (b, bt) = (rand_tensor(&mut rng, &[5])?, rand_tensor(&mut rng, &[4])?);
     let (gamma, beta) = ((rand_tensor(&mut rng, &[5])? + 1.0)?, rand_tensor(&mut rng, &[5])?);
-    let xt = x.as_tensor();
-    let fast = {
-        let y = conv::conv2d(xt, &w, &b, 2, 1, Act::Identity, None)?;
-        let y = batch_norm::train(&y, &gamma, &beta, 1e-5, 0.2)?.expect("fast path on the CPU").y;
-        conv::conv_transpose2d(&y, &wt, &bt, 2, 1, Act::Identity, None)?
+    let fast = |t: &[Tensor]| -> Result<Tensor> {
+        // The activation lets the bias reach past BatchNorm's mean.
+        let y = conv::conv2d(&t[0], &t[1], &t[2], 2, 1, Act::Leaky(0.2), None)?;
+        let y = batch_norm::train(&y, &t[5], &t[6], 1e-5, 0.2)?.expect("a fast path").y;
+        conv::conv_transpose2d(&y, &t[3], &t[4], 2, 1, Act::Identity, None)
     };
-    let reference = {
-        let y = add_bias(xt.conv2d(&w, 1, 2, 1, 1)?, &b)?;
-        let y = activated(&batch_norm_reference(&y, &gamma, &beta)?.0, 0.2)?;
-        add_bias(y.conv_transpose2d(&wt, 1, 0, 2, 1)?, &bt)?
+    let reference = |t: &[Tensor]| -> Result<Tensor> {
+        let y = activated(&add_bias(t[0].conv2d(&t[1], 1, 2, 1, 1)?, &t[2])?, 0.2)?;
+        let y = activated(&batch_norm_reference(&y, &t[5], &t[6])?.0, 0.2)?;
+        add_bias(y.conv_transpose2d(&t[3], 1, 0, 2, 1)?, &t[4])
     };
-    let up = rand_tensor(&mut rng, reference.dims())?;
-    let gf = (fast * &up)?.sum_all()?.backward()?;
-    let gr = (reference * &up)?.sum_all()?.backward()?;
-    for (name, t) in [("w", &w), ("wt", &wt), ("b", &b), ("bt", &bt), ("gamma", &gamma), ("beta", &beta)] {
-        assert!(gf.get(t).is_none(), "frozen {name} got a gradient");
+    let names = ["x", "w", "b", "wt", "bt", "gamma", "beta"];
+    let values = [x, w, b, wt, bt, gamma, beta];
+    let up = rand_tensor(&mut rng, &[3, 4, 8, 8])?;
+    // Which arguments take gradients: the input alone, then all but it.
+    for learns in [&[0][..], &[1, 2, 3, 4, 5, 6]] {
+        let args = |on: &Device| -> Result<Vec<Tensor>> {
+            let on_device = values.iter().map(|v| v.to_device(on)).collect::<Result<Vec<_>>>()?;
+            let as_var = |(i, v): (usize, Tensor)| {
+                if learns.contains(&i) { Ok(Var::from_tensor(&v)?.as_tensor().clone()) } else { Ok(v) }
+            };
+            on_device.into_iter().enumerate().map(as_var).collect()
+        };
+        let (fa, ra) = (args(device)?, args(&Device::Cpu)?);
+        let gf = (fast(&fa)? * up.to_device(device)?)?.sum_all()?.backward()?;
+        let gr = (reference(&ra)? * &up)?.sum_all()?.backward()?;
+        for (i, name) in names.iter().enumerate() {
+            let what = format!("frozen stack on {device:?}, learning {learns:?}: d{name}");
+            match (learns.contains(&i), gf.get(&fa[i])) {
+                (true, Some(got)) => {
+                    assert_close(&what, &got.to_device(&Device::Cpu)?, gr.get(&ra[i]).expect("reference grad"))?
+                }
+                (learns, got) => {
+                    assert!(!learns && got.is_none(), "{what}: learns {learns}, gradient {}", got.is_some())
+                }
+            }
+        }
     }
-    assert_close("frozen stack dx", gf.get(xt).expect("fast grad"), gr.get(xt).expect("reference grad"))
+    Ok(())
 }
 
 /// Scale and shift, alone (slope 1) and with the activation it fuses; its
@@ -1131,6 +1164,24 @@ fn check_adam(device: &Device) -> Result<()> {
         assert_close(&format!("adam {name} on {device:?}"), &got.to_device(&Device::Cpu)?, want)?;
     }
     Ok(())
+}
+
+/// The gradient norm's sum of squares on `device` against candle's on the
+/// CPU: a tensor of one value, one of more values than its parts take
+/// blocks, and a strided view.
+fn check_sum_of_squares(device: &Device) -> Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(19);
+    let ts = [rand_tensor(&mut rng, &[1])?, rand_tensor(&mut rng, &[3_000_007])?, rand_tensor(&mut rng, &[5, 6])?.t()?];
+    let on_device = ts.iter().map(|t| t.to_device(device)).collect::<Result<Vec<_>>>()?;
+    let got = reduce::sum_of_squares(&on_device.iter().collect::<Vec<_>>())?.expect("a fast path");
+    let want: f32 = ts.iter().map(|t| t.sqr()?.sum_all()?.to_scalar::<f32>()).sum::<Result<f32>>()?;
+    assert!((got - f64::from(want)).abs() <= 1e-4 * got, "sum of squares on {device:?}: {got} vs {want}");
+    Ok(())
+}
+
+#[test]
+fn sum_of_squares_matches_candle() -> Result<()> {
+    check_sum_of_squares(&Device::Cpu)
 }
 
 #[test]

@@ -106,9 +106,9 @@ impl Kernel {
 
     /// Launches `args` with a block per channel of `c` (as many as CUDA
     /// allows; the kernel strides over the rest).
-    fn launch_per_channel(&self, mut args: LaunchArgs<'_>, c: u32) -> Result<()> {
+    fn launch_per_channel(&self, mut args: LaunchArgs<'_>, c: u32, parts: u32) -> Result<()> {
         let cfg = LaunchConfig {
-            grid_dim: (c.clamp(1, u16::MAX.into()), 1, 1),
+            grid_dim: (c.clamp(1, u16::MAX.into()), parts.clamp(1, u16::MAX.into()), 1),
             block_dim: (CHANNEL_BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
@@ -165,25 +165,87 @@ pub(super) fn channel_reduce(
 }
 
 /// Sums of `x` (N, C, P) per channel into `sums` (C values).
+///
+/// Why in parts: with a block per channel, an RGB layer's bias gradient
+/// (3 channels of 128 x 64 x 64 values) ran on 3 of an H200's 132
+/// multiprocessors. A channel of many values is split into up to
+/// [`PARTS_PER_GPU`] / C parts of at least [`PART_VALUES`] each, summed
+/// by a block each, and the parts' sums are added by a second launch (in a
+/// fixed order: the result is the same on every run).
 pub(super) fn channel_sums_into(
     dev: &CudaDevice,
     x: &CudaView<'_, f32>,
     (n, c, p): (usize, usize, usize),
     sums: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
-    launch_reduce(dev, "ganscope_channel_sums_f32", x, &[], sums, (n, c, p), &[])
+    const NAME: &str = "ganscope_channel_sums_f32";
+    let parts = PARTS_PER_GPU.div_ceil(c.max(1)).min((n * p).div_ceil(PART_VALUES)).max(1);
+    if parts == 1 {
+        return launch_reduce(dev, NAME, (x, &[]), sums, (n, c, p), &[], 1);
+    }
+    let mut partial = output(dev, count(c * parts, NAME)?)?;
+    launch_reduce(dev, NAME, (x, &[]), &mut partial.slice_mut(..), (n, c, p), &[], parts as u32)?;
+    launch_reduce(dev, NAME, (&partial.slice(..), &[]), sums, (1, c, parts), &[], 1)
 }
 
+/// Σ x² over every value of `ts` (f32 on one CUDA device): each tensor's
+/// squares summed in parts (as [`channel_sums_into`]'s) into one buffer,
+/// the parts added by one more launch, one copy to the host.
+///
+/// Why: candle's `sqr()?.sum_all()` per gradient wrote a squared copy of
+/// it and summed that in one block: 7.6% of a 64 px training step's GPU
+/// time on an H200 (BENCHMARKS.md), for the trainer's gradient norms.
+pub(super) fn sum_of_squares(ts: &[&Tensor]) -> Result<f64> {
+    const NAME: &str = "ganscope_square_sums_f32";
+    let Some(first) = ts.first() else { return Ok(0.0) };
+    let candle_core::Device::Cuda(dev) = first.device() else {
+        candle_core::bail!("{NAME}: a tensor is not on the GPU")
+    };
+    let ts = ts.iter().map(|t| t.contiguous()).collect::<Result<Vec<_>>>()?;
+    let parts: Vec<usize> = ts.iter().map(|t| t.elem_count().div_ceil(PART_VALUES).clamp(1, PARTS_PER_GPU)).collect();
+    let mut partial = output(dev, count(parts.iter().sum(), NAME)?)?;
+    let mut at = 0;
+    for (t, &parts) in ts.iter().zip(&parts) {
+        let (s, l) = t.storage_and_layout();
+        let Storage::Cuda(s) = &*s else { candle_core::bail!("{NAME}: a tensor is not on the GPU") };
+        let x = view(s, l, NAME)?;
+        let n = count(x.len(), NAME)?;
+        let k = Kernel::new(dev, NAME, n)?;
+        let mut dst = partial.slice_mut(at..at + parts);
+        let mut args = k.args();
+        args.arg(&x).arg(&mut dst).arg(&n);
+        k.launch_per_channel(args, 1, parts as u32)?;
+        at += parts;
+    }
+    let mut total = output(dev, 1)?;
+    launch_reduce(
+        dev,
+        "ganscope_channel_sums_f32",
+        (&partial.slice(..), &[]),
+        &mut total.slice_mut(..),
+        (1, 1, at),
+        &[],
+        1,
+    )?;
+    Ok(f64::from(dev.clone_dtoh(&total)?[0]))
+}
+
+/// Blocks that keep an H100 or H200 busy in a reduction (two per
+/// multiprocessor), and the fewest values worth a block of their own.
+const PARTS_PER_GPU: usize = 264;
+const PART_VALUES: usize = 8192;
+
 /// Launches the reduction kernel `name` over `x` (N, C, P), reading `with`
-/// beside it, into `out`, then taking `scalars`.
+/// beside it, into `out`, then taking `scalars`, with `parts` blocks per
+/// channel (a kernel that sums in parts).
 fn launch_reduce(
     dev: &CudaDevice,
     name: &str,
-    x: &CudaView<'_, f32>,
-    with: &[CudaView<'_, f32>],
+    (x, with): (&CudaView<'_, f32>, &[CudaView<'_, f32>]),
     out: &mut CudaViewMut<'_, f32>,
     (n, c, p): (usize, usize, usize),
     scalars: &[f32],
+    parts: u32,
 ) -> Result<()> {
     if x.len() != n * c * p {
         candle_core::bail!("{name}: {} values are not {n}x{c}x{p}", x.len());
@@ -200,7 +262,7 @@ fn launch_reduce(
     scalars.iter().for_each(|v| {
         args.arg(v);
     });
-    k.launch_per_channel(args, c)
+    k.launch_per_channel(args, c, parts)
 }
 
 /// [`channel_reduce`] as a candle op.
@@ -229,7 +291,7 @@ impl CustomOp1 for ChannelReduce {
         let x = view(s, l, self.name)?;
         let mut sums = output(&s.device, count(self.rows * c, self.name)?)?;
         with_views(&self.with.iter().collect::<Vec<_>>(), |with| {
-            launch_reduce(&s.device, self.name, &x, with, &mut sums.slice_mut(..), (n, c, p), &self.scalars)
+            launch_reduce(&s.device, self.name, (&x, with), &mut sums.slice_mut(..), (n, c, p), &self.scalars, 1)
         })?;
         Ok((storage(sums, &s.device), Shape::from((self.rows, c))))
     }

@@ -8,17 +8,22 @@
 //! candle's backward zeroes a gradient for each and adds into it, the
 //! patch matrix's K*K times the size of the input: such adds were 19% of a
 //! 64 px training step's GPU time on an H200 (BENCHMARKS.md). Here a layer
-//! is one node. Its backward recomputes the patch matrix (or the swapped
-//! input) rather than keeping it, and writes the gradients into one buffer.
+//! is one node. Its forward keeps the operand the kernel's gradient needs
+//! (the patch matrix, or the swapped input), which it made anyway, when the
+//! kernel takes a gradient; its backward writes the gradients it is asked
+//! for into one buffer and skips the rest (a frozen D's kernels in a G step).
 //!
 //! The backward is not differentiable again: inside
 //! [`super::conv_bn::twice_differentiable`] (the gradient penalty) layers
 //! take the formulation of candle ops.
 
+use std::ops::Range;
+use std::sync::{Mutex, PoisonError};
+
 use candle_core::{CpuStorage, CudaDevice, CudaStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::conv::Geom;
-use super::cuda::{CudaSlice, CudaView, channel_sums_into, count, gemm, output, storage, view};
+use super::cuda::{CudaSlice, CudaView, CudaViewMut, channel_sums_into, count, gemm, output, storage, view};
 use super::tracked;
 use super::unfold::{Patches, Swap};
 
@@ -38,7 +43,8 @@ pub(super) fn layer(
     if wc != c || k != k1 || b.dims1()? != o {
         candle_core::bail!("gemm conv: input {:?}, kernel {:?} and bias {:?} do not fit", x.dims(), w.dims(), b.dims());
     }
-    let op = GemmConv { x: (n, c, h, wd), o, g: Geom { k, stride, pad }, transposed };
+    let conv = GemmConv { x: (n, c, h, wd), o, g: Geom { k, stride, pad }, transposed };
+    let op = LayerOp { conv, kept: w.track_op().then(Mutex::default) };
     x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, op)
 }
 
@@ -102,7 +108,30 @@ impl GemmConv {
     }
 }
 
-impl CustomOp3 for GemmConv {
+/// A [`GemmConv`] as a candle op, with room for the operand of its
+/// kernel's gradient (`Some` when the kernel takes one) between the forward
+/// and the backward.
+struct LayerOp {
+    conv: GemmConv,
+    kept: Option<Mutex<Option<CudaSlice<f32>>>>,
+}
+
+impl LayerOp {
+    /// Keeps `operand` for the backward, if it will need it.
+    fn keep(&self, operand: CudaSlice<f32>) {
+        if let Some(kept) = &self.kept {
+            *kept.lock().unwrap_or_else(PoisonError::into_inner) = Some(operand);
+        }
+    }
+
+    /// The kept operand, once; `None` when nothing was kept (a second
+    /// backward of the same graph then computes it again).
+    fn take(&self) -> Option<CudaSlice<f32>> {
+        self.kept.as_ref()?.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+impl CustomOp3 for LayerOp {
     fn name(&self) -> &'static str {
         "ganscope-gemm-conv"
     }
@@ -128,27 +157,29 @@ impl CustomOp3 for GemmConv {
         s3: &CudaStorage,
         l3: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        let [x, w, b] = self.views(self.name(), [(s1, l1), (s2, l2), (s3, l3)], self.o)?;
-        let dev = &s1.device;
-        let (n, c, h, wd) = self.x;
-        let (_, o, ho, wo) = self.y();
-        let ((rows, cols), (nx, _, ny)) = (self.patch_dims(), self.sizes());
+        let (l, dev) = (&self.conv, &s1.device);
+        let [x, w, b] = l.views(self.name(), [(s1, l1), (s2, l2), (s3, l3)], l.o)?;
+        let (n, c, h, wd) = l.x;
+        let (_, o, ho, wo) = l.y();
+        let ((rows, cols), (nx, _, ny)) = (l.patch_dims(), l.sizes());
         let mut patches = output(dev, count(rows * cols, self.name())?)?;
         let mut y = output(dev, count(ny, self.name())?)?;
-        if self.transposed {
+        if l.transposed {
             // patches (OKK, N Hi Wi) = w' (OKK, C) x (C, N Hi Wi), folded.
             let mut xs = output(dev, count(nx, self.name())?)?;
             Swap { dims: (n, c, h * wd) }.launch(dev, &x, None, &mut xs.slice_mut(..))?;
             gemm(dev, (&w, true), (&xs.slice(..), false), &mut patches.slice_mut(..), (rows, cols, c))?;
-            self.patches(true).launch(dev, &patches.slice(..), Some(&b), &mut y.slice_mut(..))?;
+            l.patches(true).launch(dev, &patches.slice(..), Some(&b), &mut y.slice_mut(..))?;
+            self.keep(xs);
         } else {
             // (O, N Ho Wo) = w (O, CKK) x patches (CKK, N Ho Wo), as images.
-            self.patches(false).launch(dev, &x, None, &mut patches.slice_mut(..))?;
+            l.patches(false).launch(dev, &x, None, &mut patches.slice_mut(..))?;
             let mut product = output(dev, count(o * cols, self.name())?)?;
             gemm(dev, (&w, false), (&patches.slice(..), false), &mut product.slice_mut(..), (o, cols, rows))?;
             Swap { dims: (o, n, ho * wo) }.launch(dev, &product.slice(..), Some(&b), &mut y.slice_mut(..))?;
+            self.keep(patches);
         }
-        Ok((storage(y, dev), Shape::from(self.y())))
+        Ok((storage(y, dev), Shape::from(l.y())))
     }
 
     fn bwd(
@@ -159,40 +190,73 @@ impl CustomOp3 for GemmConv {
         _: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (nx, nw, _) = self.sizes();
-        let op = GemmConvGrad { conv: *self, input: x.track_op() };
-        // [dw | db | dx], dx only where the input takes a gradient.
+        let op = GemmConvGrad {
+            conv: self.conv,
+            wants: [x.track_op(), w.track_op(), b.track_op()],
+            kept: Mutex::new(self.take()),
+        };
         let grads = x.apply_op3_no_bwd(w, &dy.contiguous()?, &op)?;
-        let dw = tracked(w, || grads.narrow(0, 0, nw)?.reshape(w.shape()))?;
-        let db = tracked(b, || grads.narrow(0, nw, self.o))?;
-        let dx = tracked(x, || grads.narrow(0, nw + self.o, nx)?.reshape(x.shape()))?;
+        let [dx, dw, db] = op.zones();
+        let part = |r: Range<usize>| grads.narrow(0, r.start, r.len());
+        let dw = tracked(w, || part(dw)?.reshape(w.shape()))?;
+        let db = tracked(b, || part(db))?;
+        let dx = tracked(x, || part(dx)?.reshape(x.shape()))?;
         Ok((dx, dw, db))
     }
 }
 
-/// The gradients of a [`GemmConv`] from (x, kernel, dy), as one buffer
-/// [dw | db | dx]; dx only when `input`.
+/// The gradients of a [`GemmConv`] from (x, kernel, dy) that `wants`
+/// names (x, kernel, bias), as one buffer [dw | db | dx], each part empty
+/// when not wanted; `kept` holds the forward's operand for dw, if any.
 struct GemmConvGrad {
     conv: GemmConv,
-    input: bool,
+    wants: [bool; 3],
+    kept: Mutex<Option<CudaSlice<f32>>>,
 }
 
 impl GemmConvGrad {
+    /// Where dx, dw and db lie in the buffer.
+    fn zones(&self) -> [Range<usize>; 3] {
+        let (nx, nw, _) = self.conv.sizes();
+        let [x, w, b] = self.wants.map(usize::from);
+        let (dw, db) = (w * nw, b * self.conv.o);
+        [dw + db..dw + db + x * nx, 0..dw, dw..dw + db]
+    }
+
+    /// The forward's operand for dw if it was kept; else `len` values,
+    /// written by `make` when dw is wanted (else scratch for dx).
+    fn operand(
+        &self,
+        dev: &CudaDevice,
+        len: usize,
+        make: impl FnOnce(&mut CudaViewMut<'_, f32>) -> Result<()>,
+    ) -> Result<CudaSlice<f32>> {
+        if let Some(kept) = self.kept.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            return Ok(kept);
+        }
+        let mut operand = output(dev, count(len, "ganscope-gemm-conv-grad")?)?;
+        if self.wants[1] {
+            make(&mut operand.slice_mut(..))?;
+        }
+        Ok(operand)
+    }
+
     /// A convolution's: dw = dy (O, N Ho Wo) x patches', dx = fold(w' x dy).
     fn conv(&self, dev: &CudaDevice, [x, w, dy]: &[CudaView<'_, f32>; 3], out: &mut CudaSlice<f32>) -> Result<()> {
         let (l, what) = (&self.conv, "ganscope-gemm-conv-grad");
         let (n, o, ho, wo) = l.y();
         let (rows, cols) = l.patch_dims();
-        let (_, nw, _) = l.sizes();
+        let [dx, dw, _] = self.zones();
         let mut dys = output(dev, count(o * cols, what)?)?;
         Swap { dims: (n, o, ho * wo) }.launch(dev, dy, None, &mut dys.slice_mut(..))?;
-        let mut patches = output(dev, count(rows * cols, what)?)?;
-        l.patches(false).launch(dev, x, None, &mut patches.slice_mut(..))?;
-        gemm(dev, (&dys.slice(..), false), (&patches.slice(..), true), &mut out.slice_mut(..nw), (o, rows, cols))?;
-        if self.input {
+        let mut patches = self.operand(dev, rows * cols, |p| l.patches(false).launch(dev, x, None, p))?;
+        if !dw.is_empty() {
+            gemm(dev, (&dys.slice(..), false), (&patches.slice(..), true), &mut out.slice_mut(dw), (o, rows, cols))?;
+        }
+        if !dx.is_empty() {
             // The patch matrix's buffer takes its gradient.
             gemm(dev, (w, true), (&dys.slice(..), false), &mut patches.slice_mut(..), (rows, cols, o))?;
-            l.patches(true).launch(dev, &patches.slice(..), None, &mut out.slice_mut(nw + o..))?;
+            l.patches(true).launch(dev, &patches.slice(..), None, &mut out.slice_mut(dx))?;
         }
         Ok(())
     }
@@ -208,16 +272,18 @@ impl GemmConvGrad {
         let (l, what) = (&self.conv, "ganscope-gemm-conv-grad");
         let (n, c, h, wd) = l.x;
         let (rows, cols) = l.patch_dims();
-        let (nx, nw, _) = l.sizes();
+        let (nx, _, _) = l.sizes();
+        let [dx, dw, _] = self.zones();
         let mut patches = output(dev, count(rows * cols, what)?)?;
         l.patches(false).launch(dev, dy, None, &mut patches.slice_mut(..))?;
-        let mut xs = output(dev, count(nx, what)?)?;
-        Swap { dims: (n, c, h * wd) }.launch(dev, x, None, &mut xs.slice_mut(..))?;
-        gemm(dev, (&xs.slice(..), false), (&patches.slice(..), true), &mut out.slice_mut(..nw), (c, rows, cols))?;
-        if self.input {
+        let mut xs = self.operand(dev, nx, |xs| Swap { dims: (n, c, h * wd) }.launch(dev, x, None, xs))?;
+        if !dw.is_empty() {
+            gemm(dev, (&xs.slice(..), false), (&patches.slice(..), true), &mut out.slice_mut(dw), (c, rows, cols))?;
+        }
+        if !dx.is_empty() {
             // The swapped input's buffer takes its gradient.
             gemm(dev, (w, false), (&patches.slice(..), false), &mut xs.slice_mut(..), (c, cols, rows))?;
-            Swap { dims: (c, n, h * wd) }.launch(dev, &xs.slice(..), None, &mut out.slice_mut(nw + l.o..))?;
+            Swap { dims: (c, n, h * wd) }.launch(dev, &xs.slice(..), None, &mut out.slice_mut(dx))?;
         }
         Ok(())
     }
@@ -250,17 +316,19 @@ impl CustomOp3 for GemmConvGrad {
         l3: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
         let (l, dev) = (&self.conv, &s1.device);
-        let (nx, nw, ny) = l.sizes();
+        let (_, _, ny) = l.sizes();
         let args = l.views(self.name(), [(s1, l1), (s2, l2), (s3, l3)], ny)?;
-        let len = nw + l.o + if self.input { nx } else { 0 };
-        let mut out = output(dev, count(len, self.name())?)?;
-        let (n, o, ho, wo) = l.y();
-        channel_sums_into(dev, &args[2], (n, o, ho * wo), &mut out.slice_mut(nw..nw + o))?;
+        let [dx, _, db] = self.zones();
+        let mut out = output(dev, count(dx.end, self.name())?)?;
+        if !db.is_empty() {
+            let (n, o, ho, wo) = l.y();
+            channel_sums_into(dev, &args[2], (n, o, ho * wo), &mut out.slice_mut(db))?;
+        }
         if l.transposed {
             self.transposed(dev, &args, &mut out)?
         } else {
             self.conv(dev, &args, &mut out)?
         }
-        Ok((storage(out, dev), Shape::from(len)))
+        Ok((storage(out, dev), Shape::from(dx.end)))
     }
 }

@@ -131,15 +131,28 @@ __device__ unsigned at(unsigned j, unsigned ch, unsigned c, unsigned p) {
   return (j / p * c + ch) * p + j % p;
 }
 
-// sums[ch] = sum of channel ch.
+// sums[ch * parts + part] = the sum of part blockIdx.y of channel ch's
+// values (every gridDim.y-th run of blockDim.x of them): with one part the
+// channel's sum; with more, partial sums that a second launch adds up.
 extern "C" __global__ void ganscope_channel_sums_f32(
     const float *x, float *sums, unsigned n, unsigned c, unsigned p) {
+  const unsigned stride = blockDim.x * gridDim.y;
   for (unsigned ch = blockIdx.x; ch < c; ch += gridDim.x) {
     float s = 0.0f;
-    for (unsigned j = threadIdx.x; j < n * p; j += blockDim.x) s += x[at(j, ch, c, p)];
+    for (unsigned j = blockIdx.y * blockDim.x + threadIdx.x; j < n * p; j += stride) s += x[at(j, ch, c, p)];
     s = block_sum(s);
-    if (threadIdx.x == 0) sums[ch] = s;
+    if (threadIdx.x == 0) sums[ch * gridDim.y + blockIdx.y] = s;
   }
+}
+
+// parts[blockIdx.y] = the sum of squares of the block's share of x's n
+// values (every gridDim.y-th run of blockDim.x): the trainer's gradient
+// norm, whose parts ganscope_channel_sums_f32 then adds up.
+extern "C" __global__ void ganscope_square_sums_f32(const float *x, float *parts, unsigned n) {
+  float s = 0.0f;
+  for (unsigned i = blockIdx.y * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.y) s += x[i] * x[i];
+  s = block_sum(s);
+  if (threadIdx.x == 0) parts[blockIdx.y] = s;
 }
 
 // stats = [mean; biased variance], the variance from a second pass over the

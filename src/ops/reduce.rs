@@ -7,8 +7,9 @@ use wide::f32x8;
 
 use super::{CHUNK, fast, slice};
 
-/// Σ x² over every value of `ts`, when all are f32 on the CPU; None
-/// otherwise (the caller then uses candle's ops).
+/// Σ x² over every value of `ts`, when all are f32 on the CPU or all on
+/// a CUDA device (`cuda::sum_of_squares`); None otherwise (the caller then
+/// uses candle's ops).
 ///
 /// Why: `sqr()?.sum_all()` per gradient wrote a full squared copy of it
 /// and summed that on one thread while the pool's others waited, 0.5-0.8
@@ -17,6 +18,10 @@ use super::{CHUNK, fast, slice};
 /// chunks' sums added in order in f64, so the result does not depend on
 /// the thread count.
 pub fn sum_of_squares(ts: &[&Tensor]) -> Result<Option<f64>> {
+    #[cfg(feature = "cuda")]
+    if !ts.is_empty() && super::fast_cuda(ts) {
+        return super::cuda::sum_of_squares(ts).map(Some);
+    }
     if !fast(ts) {
         return Ok(None);
     }
