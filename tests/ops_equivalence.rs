@@ -396,41 +396,36 @@ fn cuda_ops_match_cpu() -> Result<()> {
     check_adam(&gpu)?;
     check_frozen_weights(&gpu)?;
     check_sum_of_squares(&gpu)?;
+    check_pixel_shuffle(&gpu)?;
     check_leaky_relu(&gpu)?;
     check_upsample_conv(&gpu, 20, false)
 }
 
-/// `fast` and `reference` agree on random tensors of each (N, C, H, W) in
-/// `cases`, in each pool.
-fn check_each(
-    what: &str,
-    seed: u64,
-    cases: &[(usize, usize, usize, usize)],
-    fast: impl Fn(&Tensor) -> Result<Tensor> + Sync,
-    reference: impl Fn(&Tensor) -> Result<Tensor> + Sync,
-) -> Result<()> {
-    in_each_pool(|| {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        for &(n, c, h, w) in cases {
-            let x = rand_tensor(&mut rng, &[n, c, h, w])?;
-            check(
-                &Device::Cpu,
-                &format!("{what} {n}x{c}x{h}x{w}"),
-                &[("x", x)],
-                &mut rng,
-                |t| fast(t[0]),
-                |t| reference(t[0]),
-            )?;
-        }
-        Ok(())
-    })
-}
+/// Odd sizes, one plane per image, and batches with many planes per rayon job.
+const SHUFFLE_CASES: [(usize, usize, usize, usize); 4] = [(2, 8, 3, 5), (1, 4, 1, 1), (3, 12, 4, 7), (64, 16, 2, 2)];
 
 #[test]
 fn pixel_shuffle_matches_candle() -> Result<()> {
-    // Odd sizes, one plane per image, and batches with many planes per rayon job.
-    let cases = [(2, 8, 3, 5), (1, 4, 1, 1), (3, 12, 4, 7), (64, 16, 2, 2)];
-    check_each("pixel shuffle", 14, &cases, shuffle::pixel_shuffle, pixel_shuffle_reference)
+    in_each_pool(|| check_pixel_shuffle(&Device::Cpu))
+}
+
+/// [`pixel_shuffle_matches_candle`] on `device` (its backward, the
+/// unshuffle, through the gradient).
+fn check_pixel_shuffle(device: &Device) -> Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    for (n, c, h, w) in SHUFFLE_CASES {
+        let x = rand_tensor(&mut rng, &[n, c, h, w])?;
+        let what = format!("pixel shuffle {n}x{c}x{h}x{w} on {device:?}");
+        check(
+            device,
+            &what,
+            &[("x", x)],
+            &mut rng,
+            |t| shuffle::pixel_shuffle(t[0]),
+            |t| pixel_shuffle_reference(t[0]),
+        )?;
+    }
+    Ok(())
 }
 
 /// Nearest 2x upsampling then candle's 3x3 convolution, the formulation

@@ -229,6 +229,19 @@ trait LinearMap: Copy + Send + Sync + 'static {
 
     /// The image of `x` (its four dims given), and its shape.
     fn run(self, x: &[f32], dims: (usize, usize, usize, usize)) -> Result<(Vec<f32>, Shape)>;
+
+    /// [`Self::run`] on CUDA, for maps with a kernel there (pixel shuffle;
+    /// the kernel fold's callers take other ops on a GPU).
+    #[cfg(feature = "cuda")]
+    fn run_cuda(
+        self,
+        dev: &candle_core::CudaDevice,
+        x: &cuda::CudaView<'_, f32>,
+        dims: (usize, usize, usize, usize),
+    ) -> Result<(cuda::CudaSlice<f32>, Shape)> {
+        let _ = (dev, x, dims);
+        candle_core::bail!("{}: no CUDA kernel", self.name())
+    }
 }
 
 /// A [`LinearMap`] as a candle op.
@@ -243,6 +256,13 @@ impl<M: LinearMap> CustomOp1 for MapOp<M> {
         let _timer = profile::Timer::start(self.name(), &[l]);
         let (y, shape) = self.0.run(slice(s, l, self.0.name())?, l.shape().dims4()?)?;
         Ok((CpuStorage::F32(y), shape))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        let x = cuda::view(s, l, self.0.name())?;
+        let (y, shape) = self.0.run_cuda(&s.device, &x, l.shape().dims4()?)?;
+        Ok((cuda::storage(y, &s.device), shape))
     }
 
     fn bwd(&self, _: &Tensor, _: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {

@@ -1,10 +1,12 @@
-//! Pixel shuffle (depth to space, Shi et al. 2016) as one CPU op, with its
-//! inverse as the backward.
+//! Pixel shuffle (depth to space, Shi et al. 2016) as one op (CPU and
+//! CUDA), with its inverse as the backward.
 //!
 //! Why: with candle ops it is a reshape, a six-axis permute and a copy that
 //! candle's generic strided copy walks index by index, 5-7% of the
-//! pixel-shuffle generator's time; its gradient is another such copy. Here
-//! each output row interleaves two input rows.
+//! pixel-shuffle generator's time; its gradient is another such copy, and
+//! each of the three graph nodes gets its gradient zeroed and added. Here
+//! each output row interleaves two input rows (on CUDA, a thread per output
+//! value).
 
 use std::mem::MaybeUninit;
 
@@ -19,7 +21,7 @@ pub fn pixel_shuffle(x: &Tensor) -> Result<Tensor> {
     if c4 % 4 != 0 {
         candle_core::bail!("pixel shuffle: {c4} channels are not a multiple of 4");
     }
-    if !fast(&[x]) {
+    if !fast(&[x]) && !super::fast_cuda(&[x]) {
         let c = c4 / 4;
         return x.reshape((n, c, 2, 2, h, w))?.permute((0, 1, 4, 2, 5, 3))?.reshape((n, c, 2 * h, 2 * w));
     }
@@ -27,7 +29,7 @@ pub fn pixel_shuffle(x: &Tensor) -> Result<Tensor> {
 }
 
 /// (N, C, 2H, 2W) -> (N, 4C, H, W), the inverse of [`pixel_shuffle`] (its
-/// backward), for f32 on the CPU.
+/// backward), for f32 on the CPU or CUDA.
 pub(super) fn pixel_unshuffle(y: &Tensor) -> Result<Tensor> {
     y.contiguous()?.apply_op1(MapOp(Shuffle::Down))
 }
@@ -70,9 +72,44 @@ impl LinearMap for Shuffle {
     fn run(self, x: &[f32], dims: (usize, usize, usize, usize)) -> Result<(Vec<f32>, Shape)> {
         self.run_mapped(x, dims, |_| |v| v)
     }
+
+    #[cfg(feature = "cuda")]
+    fn run_cuda(
+        self,
+        dev: &candle_core::CudaDevice,
+        x: &super::cuda::CudaView<'_, f32>,
+        (n, c, h, w): (usize, usize, usize, usize),
+    ) -> Result<(super::cuda::CudaSlice<f32>, Shape)> {
+        use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
+
+        let shape = self.shape((n, c, h, w))?;
+        let total = super::cuda::count(x.len(), self.name())?;
+        // The small planes' sizes, and whether x has them.
+        let ((hs, ws), up) = match self {
+            Shuffle::Up => ((h, w), 1u32),
+            Shuffle::Down => ((h / 2, w / 2), 0),
+        };
+        let (hs, ws) = (hs as u32, ws as u32);
+        let mut y = super::cuda::output(dev, total)?;
+        let k = super::cuda::Kernel::new(dev, "ganscope_shuffle_f32", total)?;
+        let mut dst = y.slice_mut(..);
+        let mut args = k.args();
+        args.arg(x).arg(&mut dst).arg(&total).arg(&hs).arg(&ws).arg(&up);
+        k.launch(args)?;
+        Ok((y, shape))
+    }
 }
 
 impl Shuffle {
+    /// The output's shape for an input (N, C, H, W).
+    fn shape(self, (n, c, h, w): (usize, usize, usize, usize)) -> Result<Shape> {
+        Ok(match self {
+            Shuffle::Up => Shape::from((n, c / 4, 2 * h, 2 * w)),
+            Shuffle::Down if h % 2 == 0 && w % 2 == 0 => Shape::from((n, 4 * c, h / 2, w / 2)),
+            Shuffle::Down => candle_core::bail!("pixel unshuffle: odd size {h}x{w}"),
+        })
+    }
+
     /// The output of `x` (N, C, H, W), each value of group `i` through
     /// `map(i)`: every output plane comes from four input planes (`Up`; a
     /// group is an output plane), or every input plane gives four (`Down`;
@@ -85,11 +122,7 @@ impl Shuffle {
         map: impl Fn(usize) -> F + Sync,
     ) -> Result<(Vec<f32>, Shape)> {
         let quad = if let Shuffle::Up = self { 4 * h * w } else { h * w };
-        let shape = match self {
-            Shuffle::Up => Shape::from((n, c / 4, 2 * h, 2 * w)),
-            Shuffle::Down if h % 2 == 0 && w % 2 == 0 => Shape::from((n, 4 * c, h / 2, w / 2)),
-            Shuffle::Down => candle_core::bail!("pixel unshuffle: odd size {h}x{w}"),
-        };
+        let shape = self.shape((n, c, h, w))?;
         if x.is_empty() {
             return Ok((Vec::new(), shape));
         }

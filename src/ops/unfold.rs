@@ -148,7 +148,12 @@ impl Patches {
         let (ho, wo) = self.out();
         let dims = [n, c, h, w, self.g.k, self.g.stride, self.g.pad, ho, wo].map(|d| d as u32);
         let kernel = if self.fold { "ganscope_fold_f32" } else { "ganscope_unfold_f32" };
-        let k = super::cuda::Kernel::new(dev, kernel, n_out)?;
+        // A thread per output pixel and one grid row per image plane
+        // (fold), or a thread per patch column and one grid row per input
+        // channel (unfold).
+        let kk = (self.g.k * self.g.k) as u32;
+        let (threads, rows) = if self.fold { (n_out, (n * c) as u32) } else { (n_out / kk.max(1), c as u32) };
+        let k = super::cuda::Kernel::new(dev, kernel, threads)?;
         let mut args = k.args();
         args.arg(src);
         if self.fold {
@@ -158,8 +163,7 @@ impl Patches {
         for d in &dims {
             args.arg(d);
         }
-        // One grid row per patch row (unfold) or per image plane (fold).
-        k.launch_rows(args, if self.fold { (n * c) as u32 } else { (c * self.g.k * self.g.k) as u32 })
+        k.launch_rows(args, rows)
     }
 }
 
