@@ -104,8 +104,8 @@ impl Kernel {
         self.stream.launch_builder(&self.func)
     }
 
-    /// Launches `args` with a block per channel of `c` (as many as CUDA
-    /// allows; the kernel strides over the rest).
+    /// Launches `args` with `parts` blocks per channel of `c` (as many as
+    /// CUDA allows; the kernel strides over the rest).
     fn launch_per_channel(&self, mut args: LaunchArgs<'_>, c: u32, parts: u32) -> Result<()> {
         let cfg = LaunchConfig {
             grid_dim: (c.clamp(1, u16::MAX.into()), parts.clamp(1, u16::MAX.into()), 1),
@@ -178,14 +178,27 @@ pub(super) fn channel_sums_into(
     (n, c, p): (usize, usize, usize),
     sums: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
-    const NAME: &str = "ganscope_channel_sums_f32";
     let parts = PARTS_PER_GPU.div_ceil(c.max(1)).min((n * p).div_ceil(PART_VALUES)).max(1);
     if parts == 1 {
-        return launch_reduce(dev, NAME, (x, &[]), sums, (n, c, p), &[], 1);
+        return launch_reduce(dev, CHANNEL_SUMS, (x, &[]), sums, (n, c, p), &[], 1);
     }
-    let mut partial = output(dev, count(c * parts, NAME)?)?;
-    launch_reduce(dev, NAME, (x, &[]), &mut partial.slice_mut(..), (n, c, p), &[], parts as u32)?;
-    launch_reduce(dev, NAME, (&partial.slice(..), &[]), sums, (1, c, parts), &[], 1)
+    let mut partial = output(dev, count(c * parts, CHANNEL_SUMS)?)?;
+    launch_reduce(dev, CHANNEL_SUMS, (x, &[]), &mut partial.slice_mut(..), (n, c, p), &[], parts as u32)?;
+    add_parts(dev, &partial, (c, parts), sums)
+}
+
+/// The kernel that sums channels, or parts of them.
+const CHANNEL_SUMS: &str = "ganscope_channel_sums_f32";
+
+/// `sums` (C values) = the sums of `partial`'s `parts` partial sums per
+/// channel, laid out (C, parts), by one launch.
+fn add_parts(
+    dev: &CudaDevice,
+    partial: &CudaSlice<f32>,
+    (c, parts): (usize, usize),
+    sums: &mut CudaViewMut<'_, f32>,
+) -> Result<()> {
+    launch_reduce(dev, CHANNEL_SUMS, (&partial.slice(..), &[]), sums, (1, c, parts), &[], 1)
 }
 
 /// Σ x² over every value of `ts` (f32 on one CUDA device): each tensor's
@@ -218,15 +231,7 @@ pub(super) fn sum_of_squares(ts: &[&Tensor]) -> Result<f64> {
         at += parts;
     }
     let mut total = output(dev, 1)?;
-    launch_reduce(
-        dev,
-        "ganscope_channel_sums_f32",
-        (&partial.slice(..), &[]),
-        &mut total.slice_mut(..),
-        (1, 1, at),
-        &[],
-        1,
-    )?;
+    add_parts(dev, &partial, (1, at), &mut total.slice_mut(..))?;
     Ok(f64::from(dev.clone_dtoh(&total)?[0]))
 }
 

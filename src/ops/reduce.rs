@@ -19,7 +19,7 @@ use super::{CHUNK, fast, slice};
 /// the thread count.
 pub fn sum_of_squares(ts: &[&Tensor]) -> Result<Option<f64>> {
     #[cfg(feature = "cuda")]
-    if !ts.is_empty() && super::fast_cuda(ts) {
+    if super::fast_cuda(ts) {
         return super::cuda::sum_of_squares(ts).map(Some);
     }
     if !fast(ts) {
