@@ -52,6 +52,7 @@ mod taps;
 pub use recent::RecentTransforms;
 pub(in crate::ops) use single::Single;
 pub(super) use strided::{conv_t4x4s2, conv4x4s2, conv4x4s2_weight_grad};
+use taps::sandwich;
 
 /// How a 3x3 kernel is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,20 +64,64 @@ pub(super) enum Kernel {
     Transposed,
 }
 
-/// G of F(2x2, 3x3): a 3-tap kernel to its 4 transformed values.
-const G: [[f32; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
+/// G of F(2x2, 3x3) times a column of 3 taps: G = [1 0 0; ½ ½ ½; ½ -½ ½;
+/// 0 0 1].
+#[inline(always)]
+fn g_rows([a, b, c]: [f32x8; 3]) -> [f32x8; 4] {
+    let half = f32x8::splat(0.5);
+    [a, (a + b + c) * half, (a - b + c) * half, c]
+}
+
+/// Gᵀ times a column of 4 values: a transform's gradient back to taps.
+#[inline(always)]
+fn g_t_rows([p, q, r, s]: [f32x8; 4]) -> [f32x8; 3] {
+    let half = f32x8::splat(0.5);
+    [p + (q + r) * half, (q - r) * half, (q + r) * half + s]
+}
 
 /// Where each of G's rows goes when the kernel is reversed: the first and
 /// last trade places ([`Transformed::transposed`]).
 const FLIP_3: [usize; 4] = [3, 1, 2, 0];
 
-/// G ⊗ G (16 x 9): position p of `G g Gᵀ` from tap t of the kernel `g`,
-/// which is read in reverse when `flipped`.
-fn g_kron(flipped: bool) -> [f32; 144] {
-    array::from_fn(|e| {
-        let (p, t) = (e / 9, if flipped { 8 - e % 9 } else { e % 9 });
-        G[p / 4][t / 3] * G[p % 4][t % 3]
-    })
+/// A 3x3 kernel's 9 taps (row by row) to its 16 positions, `G g Gᵀ`.
+struct Positions;
+
+impl Lanes<9, 16> for Positions {
+    #[inline(always)]
+    fn apply(&self, t: [f32x8; 9]) -> [f32x8; 16] {
+        let u = sandwich(g_rows, &[[t[0], t[1], t[2]], [t[3], t[4], t[5]], [t[6], t[7], t[8]]]);
+        u.as_flattened().try_into().expect("4 x 4 positions")
+    }
+}
+
+/// [`Positions`] of the kernel read in reverse, as a transposed
+/// convolution's (C, O) kernel is the convolution's with each (c, o)
+/// kernel flipped.
+struct FlippedPositions;
+
+impl Lanes<9, 16> for FlippedPositions {
+    #[inline(always)]
+    fn apply(&self, mut taps: [f32x8; 9]) -> [f32x8; 16] {
+        taps.reverse();
+        Positions.apply(taps)
+    }
+}
+
+/// A transform's gradient at its 16 positions back to the kernel's 9
+/// taps, `Gᵀ du G`: the transpose of [`Positions`].
+struct Taps;
+
+impl Lanes<16, 9> for Taps {
+    #[inline(always)]
+    fn apply(&self, d: [f32x8; 16]) -> [f32x8; 9] {
+        let grid = [
+            [d[0], d[1], d[2], d[3]],
+            [d[4], d[5], d[6], d[7]],
+            [d[8], d[9], d[10], d[11]],
+            [d[12], d[13], d[14], d[15]],
+        ];
+        sandwich(g_t_rows, &grid).as_flattened().try_into().expect("3 x 3 taps")
+    }
 }
 
 /// Row i of Bᵀ is `e_x + s e_y` for (x, y, s) = `B_ROWS[i]`: Bᵀ = [1 0 -1
@@ -94,6 +139,25 @@ fn output_rows<T: Copy + Add<Output = T> + Sub<Output = T>>([a, b, c, d]: [T; 4]
     [a + b + c, b - c - d]
 }
 
+/// A map of S vectors to R, lane by lane: what [`apply_across`] applies.
+/// Closures are such maps, and so are the kernel transforms' unit structs.
+///
+/// Why structs for those: their bodies are large, and LLVM did not inline
+/// them into [`apply_across`]'s loop when they came as a function item's
+/// or closure's call (a call per 8 values, its arrays through memory: the
+/// maps ran slower than the sparse sums they replaced); a method marked
+/// `#[inline(always)]` is inlined.
+pub(super) trait Lanes<const S: usize, const R: usize> {
+    fn apply(&self, x: [f32x8; S]) -> [f32x8; R];
+}
+
+impl<const S: usize, const R: usize, F: Fn([f32x8; S]) -> [f32x8; R]> Lanes<S, R> for F {
+    #[inline(always)]
+    fn apply(&self, x: [f32x8; S]) -> [f32x8; R] {
+        self(x)
+    }
+}
+
 /// `dst[r][q] = l(src[..][q])[r] (+ bias[q])` for each value q of the
 /// vectors: `l` (a column's product with L, R x S) applied across S
 /// vectors, eight values at a time.
@@ -109,7 +173,7 @@ fn apply_across<const S: usize, const R: usize>(
     src: [&[f32]; S],
     dst: [&mut [f32]; R],
     bias: Option<&[f32]>,
-    l: &impl Fn([f32x8; S]) -> [f32x8; R],
+    l: &impl Lanes<S, R>,
 ) {
     let n = dst[0].len();
     let whole = n - n % 8;
@@ -119,7 +183,7 @@ fn apply_across<const S: usize, const R: usize>(
     let bias = bias.map(|b| &b[..n]);
     for q in (0..n / 8).map(|c| 8 * c) {
         let eight = |v: &[f32]| f32x8::new(v[q..q + 8].try_into().expect("8 values"));
-        let ys = l(array::from_fn(|i| eight(src[i])));
+        let ys = l.apply(array::from_fn(|i| eight(src[i])));
         let b = bias.map(eight);
         for (d, y) in dst.iter_mut().zip(ys) {
             d[q..q + 8].copy_from_slice(&b.map_or(y, |b| y + b).to_array());
@@ -132,7 +196,7 @@ fn apply_across<const S: usize, const R: usize>(
             eight[..n - whole].copy_from_slice(&v[whole..n]);
             f32x8::new(eight)
         };
-        let ys = l(array::from_fn(|i| padded(src[i])));
+        let ys = l.apply(array::from_fn(|i| padded(src[i])));
         let b = bias.map(padded);
         for (d, y) in dst.iter_mut().zip(ys) {
             d[whole..].copy_from_slice(&b.map_or(y, |b| y + b).to_array()[..n - whole]);
@@ -373,8 +437,10 @@ impl Batch<'_> {
 /// says; `kept` holds the kernel's transform once made.
 pub(super) fn conv3x3(batch: &Batch, kernel: Kernel, kept: &OnceLock<Transformed>) -> Vec<f32> {
     let ((c, h, w), o) = (batch.dims, batch.o);
-    let coefs = g_kron(matches!(kernel, Kernel::Transposed));
-    let u = Transformed::kept_or_new(kept, batch.wt, kernel, (c, o), &coefs);
+    let u = match kernel {
+        Kernel::Conv => Transformed::kept_or_new(kept, batch.wt, kernel, (c, o), &Positions),
+        Kernel::Transposed => Transformed::kept_or_new(kept, batch.wt, kernel, (c, o), &FlippedPositions),
+    };
     u.packed(); // here, by both threads, before the groups need it
     let tiles = Tiles::new(h, w);
     let (count, plane) = (tiles.count(), h * w);
@@ -400,13 +466,13 @@ pub(super) fn conv3x3(batch: &Batch, kernel: Kernel, kept: &OnceLock<Transformed
 /// transform in `cell` (made there unless a batch's call made it); None
 /// where `narrow`'s kernel does not run.
 pub(in crate::ops) fn single(cell: &OnceLock<Transformed>, wt: &[f32], (c, o): (usize, usize)) -> Option<Single> {
-    Single::new(Transformed::kept_or_new(cell, wt, Kernel::Conv, (c, o), &g_kron(false)))
+    Single::new(Transformed::kept_or_new(cell, wt, Kernel::Conv, (c, o), &Positions))
 }
 
-/// Each (c, o) kernel's transform, `G g Gᵀ` at each position: `coefs`
-/// (positions x taps, e.g. G ⊗ G) times the kernel read as taps x (outer
-/// times inner), where (outer, inner) is (O, C) or (C, O) as the kernel
-/// is stored, by [`taps`] over blocks of pairs.
+/// Each (c, o) kernel's transform, `G g Gᵀ` at each position: a map of
+/// each pair's taps to its positions applied to the kernel read as taps x
+/// (outer times inner), where (outer, inner) is (O, C) or (C, O) as the
+/// kernel is stored, by [`taps`] over blocks of pairs.
 #[derive(Clone)]
 pub(in crate::ops) struct Transformed {
     u: Arc<[f32]>,
@@ -420,10 +486,14 @@ pub(in crate::ops) struct Transformed {
 }
 
 impl Transformed {
-    fn new(wt: &[f32], kernel: Kernel, (c, o): (usize, usize), coefs: &[f32]) -> Self {
-        let taps = wt.len() / (c * o).max(1);
-        let mut u = Arc::new_uninit_slice(coefs.len() / taps.max(1) * c * o);
-        taps::to_positions(coefs, taps, wt, Arc::get_mut(&mut u).expect("a new Arc is unique"));
+    fn new<const T: usize, const P: usize>(
+        wt: &[f32],
+        kernel: Kernel,
+        (c, o): (usize, usize),
+        map: &(impl Lanes<T, P> + Sync),
+    ) -> Self {
+        let mut u = Arc::new_uninit_slice(P * c * o);
+        taps::to_positions(map, wt, Arc::get_mut(&mut u).expect("a new Arc is unique"));
         // SAFETY: `to_positions` set every value.
         let u = unsafe { u.assume_init() };
         Self { u, kernel, c, o, flipped: false, packed: Arc::default() }
@@ -456,20 +526,23 @@ impl Transformed {
 
     /// The transform in `cell`, put there unless an earlier call did (a
     /// constant kernel's, or the forward's for its input gradient): of
-    /// `wt`, a `kernel` from `c` to `o` channels, by `coefs` ([`Self::new`]),
+    /// `wt`, a `kernel` from `c` to `o` channels, by `map` ([`Self::new`]),
     /// or the same one [`recent`] kept.
-    fn kept_or_new<'a>(
+    fn kept_or_new<'a, const T: usize, const P: usize>(
         cell: &'a OnceLock<Self>,
         wt: &[f32],
         kernel: Kernel,
         (c, o): (usize, usize),
-        coefs: &[f32],
+        map: &(impl Lanes<T, P> + Sync),
     ) -> &'a Self {
-        let positions = coefs.len() * c * o / wt.len().max(1);
-        let u = cell
-            .get_or_init(|| recent::transform(wt, kernel, (c, o, positions), || Self::new(wt, kernel, (c, o), coefs)));
         assert!(
-            (u.kernel, u.c, u.o, u.u.len()) == (kernel, c, o, positions * c * o),
+            wt.len() == T * c * o,
+            "winograd: {} weights for a kernel of {T} taps from {c} to {o} channels",
+            wt.len()
+        );
+        let u = cell.get_or_init(|| recent::transform(wt, kernel, (c, o, P), || Self::new(wt, kernel, (c, o), map)));
+        assert!(
+            (u.kernel, u.c, u.o, u.u.len()) == (kernel, c, o, P * c * o),
             "winograd: a kept transform of another kernel"
         );
         u
@@ -560,7 +633,7 @@ pub(super) fn conv3x3_weight_grad(x: &[f32], n: usize, (c, h, w): Dims, dy: &[f3
         })
     };
     let place = |t, a, b| tiles.place(t, a, b);
-    weight_grad(&layer, (16, |p| p), input, (place, &a_g_a), &g_kron(false))
+    weight_grad(&layer, |p| p, input, (place, &a_g_a), &Taps)
 }
 
 /// Where rows of `len` values go in a GEMM operand: a cache line (16
@@ -613,11 +686,12 @@ const MIN_MACS_PER_VALUE: usize = 32;
 /// differentiated: `Gᵀ [Σ_tiles (A dy Aᵀ) ⊙ (Bᵀ d B)] G`.
 ///
 /// `input(image, v)` writes an image's `Bᵀ d B` as the forward makes it,
-/// tiles x `pairs` x C; `(place, a_g_a)` make its `A dy Aᵀ`, tiles x P x
-/// O: output (a, b) of tile t is pixel `place(t, a, b)` of the plane, if
+/// tiles x E x C; `(place, a_g_a)` make its `A dy Aᵀ`, tiles x P x O:
+/// output (a, b) of tile t is pixel `place(t, a, b)` of the plane, if
 /// inside it, and `a_g_a` maps a tile's 4 output values to its P
 /// positions. Pair e of `v` meets position `position(e)` of the gradient;
-/// `coefs` (pairs x taps) maps a kernel to its pairs (`G g Gᵀ`). None
+/// `taps_of` maps an (o, c) kernel's gradient at its E transformed values
+/// to its T taps (the transpose of `G g Gᵀ`). None
 /// when the layer is too narrow to gain (see [`MIN_MACS_PER_VALUE`]) or
 /// empty.
 ///
@@ -629,14 +703,15 @@ const MIN_MACS_PER_VALUE: usize = 32;
 /// size), and lost to the patch GEMM (BENCHMARKS.md); here a group is as
 /// large as those accumulators or larger, which it then reads and writes
 /// once, and the operands stay allocated between calls.
-fn weight_grad<const P: usize>(
+fn weight_grad<const P: usize, const E: usize, const T: usize>(
     layer: &Layer,
-    (pairs, position): (usize, impl Fn(usize) -> usize + Sync),
+    position: impl Fn(usize) -> usize + Sync,
     input: impl Fn(&[f32], &mut [f32]) + Sync,
     (place, a_g_a): (impl Fn(usize, usize, usize) -> Option<usize> + Sync, &(impl Fn([f32x8; 4]) -> [f32x8; P] + Sync)),
-    coefs: &[f32],
+    taps_of: &(impl Lanes<E, T> + Sync),
 ) -> Option<Vec<f32>> {
     let &Layer { x, n, dims: (c, h, w), dy, o, plane, count } = layer;
+    let pairs = E;
     // Transformed values per tile: its input's and its output gradient's.
     let per_tile = pairs * c + P * o;
     if count * c * o == 0 || pairs * c * o < MIN_MACS_PER_VALUE * per_tile {
@@ -648,7 +723,6 @@ fn weight_grad<const P: usize>(
         x.len(),
         dy.len()
     );
-    let taps = coefs.len() / pairs;
     // Images per group: their transforms about as large as the
     // accumulators they add into, and at least MIN_TILES tiles.
     let group = (pairs * o * c).div_ceil(count * per_tile).max(MIN_TILES.div_ceil(count)).clamp(1, n.max(1));
@@ -678,7 +752,7 @@ fn weight_grad<const P: usize>(
                 matmul(o, c, tiles, du, i0 > 0, g, Operand::plain(&v[e * c..], pairs * c));
             });
         }
-        // dW (O*C x taps) = dU read as (O*C x pairs) times `coefs`.
-        taps::to_taps(coefs, taps, du)
+        // dW (O*C x T): each (o, c) kernel's E values of dU to its taps.
+        taps::to_taps(taps_of, du)
     }))
 }

@@ -17,10 +17,20 @@ use std::sync::OnceLock;
 use wide::f32x8;
 
 use super::super::conv::{Dims, with_scratch};
-use super::{Batch, Kernel, Layer, Tiles, Transformed, apply_across, pad, transform_output, weight_grad};
+use super::taps::sandwich;
+use super::{Batch, Kernel, Lanes, Layer, Tiles, Transformed, apply_across, pad, transform_output, weight_grad};
 
-/// G of F(2x2, 2x2).
-const G2: [[f32; 2]; 3] = [[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]];
+/// G of F(2x2, 2x2) times a column of 2 taps: G = [1 0; 1 1; 0 1].
+#[inline(always)]
+fn g_rows([a, b]: [f32x8; 2]) -> [f32x8; 3] {
+    [a, a + b, b]
+}
+
+/// Gᵀ times a column of 3 values: a transform's gradient back to taps.
+#[inline(always)]
+fn g_t_rows([p, q, r]: [f32x8; 3]) -> [f32x8; 2] {
+    [p + q, q + r]
+}
 
 /// Aᵀ of F(2x2, 2x2) times a column of 3 products.
 #[inline(always)]
@@ -28,19 +38,75 @@ fn output_rows([a, b, c]: [f32x8; 3]) -> [f32x8; 2] {
     [a + b, b + c]
 }
 
-/// (G ⊗ G) of each phase's 2x2 sub-kernel, as (9 positions x 4 phases) x
-/// 16 taps of the 4x4 kernel, where `tap(phase, a, b)` is the (row,
-/// column) of the tap the phase's sub-kernel has at (a, b).
-fn phase_coefs(tap: impl Fn(usize, usize, usize) -> (usize, usize)) -> Vec<f32> {
-    let mut k = vec![0f32; 36 * 16];
-    for (e, coef) in k.chunks_exact_mut(16).enumerate() {
-        let (pos, phase) = (e / 4, e % 4);
+/// A 4x4 kernel's 16 taps (row by row) to its 36 positions: each phase's
+/// 2x2 sub-kernel `G g Gᵀ`, where `tap(phase, a, b)` is the (row, column)
+/// of the tap the phase's sub-kernel has at (a, b); position (i, j) of
+/// phase (p, q) is the e-th of 36 with e = 4 (3i + j) + 2p + q.
+#[inline(always)]
+fn phase_positions(taps: [f32x8; 16], tap: impl Fn(usize, usize, usize) -> (usize, usize)) -> [f32x8; 36] {
+    let mut u = [f32x8::ZERO; 36];
+    for phase in 0..4 {
+        let mut sub = [[f32x8::ZERO; 2]; 2];
         for (a, b) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
             let (r, c) = tap(phase, a, b);
-            coef[r * 4 + c] = G2[pos / 3][a] * G2[pos % 3][b];
+            sub[a][b] = taps[4 * r + c];
+        }
+        let v = sandwich(g_rows, &sub);
+        for pos in 0..9 {
+            u[4 * pos + phase] = v[pos / 3][pos % 3];
         }
     }
-    k
+    u
+}
+
+/// Phase (p, q) of a convolution's kernel has taps (2a + p, 2b + q).
+#[inline(always)]
+fn conv_tap(phase: usize, a: usize, b: usize) -> (usize, usize) {
+    (2 * a + phase / 2, 2 * b + phase % 2)
+}
+
+/// [`phase_positions`] of a convolution's kernel.
+struct ConvPositions;
+
+impl Lanes<16, 36> for ConvPositions {
+    #[inline(always)]
+    fn apply(&self, taps: [f32x8; 16]) -> [f32x8; 36] {
+        phase_positions(taps, conv_tap)
+    }
+}
+
+/// [`phase_positions`] of a transposed convolution's kernel: its output
+/// phase (p, q) reads taps (3 - p - 2a, 3 - q - 2b).
+struct ConvTPositions;
+
+impl Lanes<16, 36> for ConvTPositions {
+    #[inline(always)]
+    fn apply(&self, taps: [f32x8; 16]) -> [f32x8; 36] {
+        phase_positions(taps, |phase, a, b| (3 - phase / 2 - 2 * a, 3 - phase % 2 - 2 * b))
+    }
+}
+
+/// A convolution kernel's gradient at its 36 positions back to its 16
+/// taps: the transpose of [`ConvPositions`], `Gᵀ du G` per phase.
+struct ConvTaps;
+
+impl Lanes<36, 16> for ConvTaps {
+    #[inline(always)]
+    fn apply(&self, du: [f32x8; 36]) -> [f32x8; 16] {
+        let mut w = [f32x8::ZERO; 16];
+        for phase in 0..4 {
+            let mut d = [[f32x8::ZERO; 3]; 3];
+            for pos in 0..9 {
+                d[pos / 3][pos % 3] = du[4 * pos + phase];
+            }
+            let sub = sandwich(g_t_rows, &d);
+            for (a, b) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                let (r, c) = conv_tap(phase, a, b);
+                w[4 * r + c] = sub[a][b];
+            }
+        }
+        w
+    }
 }
 
 /// Bᵀ of F(2x2, 2x2) times a column of 3 values.
@@ -131,12 +197,6 @@ impl Strided {
         let (y, x) = (2 * (t / self.tw) + a, 2 * (t % self.tw) + b);
         (y < self.ho && x < self.wo).then_some(y * self.wo + x)
     }
-
-    /// (G ⊗ G) per phase for a convolution's kernel: phase (p, q) has taps
-    /// (2a + p, 2b + q).
-    fn coefs() -> Vec<f32> {
-        phase_coefs(|ph, a, b| (2 * a + ph / 2, 2 * b + ph % 2))
-    }
 }
 
 /// The stride-2 convolution of a batch (kernel (O, C, 4, 4)): phase (p,
@@ -147,7 +207,7 @@ pub(in crate::ops) fn conv4x4s2(batch: &Batch, kept: &OnceLock<Transformed>) -> 
     let ((c, h, w), o) = (batch.dims, batch.o);
     let geom = Strided::new(h, w);
     let (count, plane) = (geom.count(), geom.ho * geom.wo);
-    let u = Transformed::kept_or_new(kept, batch.wt, Kernel::Conv, (c, o), &Strided::coefs());
+    let u = Transformed::kept_or_new(kept, batch.wt, Kernel::Conv, (c, o), &ConvPositions);
     u.packed(); // here, by both threads, before the groups need it
     let lens = |t| [geom.padded_len(c), 36 * t * c, 9 * t * o];
     batch.by_groups((count, plane), lens, |images, out, t, [xp, v, m]| {
@@ -175,8 +235,7 @@ pub(in crate::ops) fn conv_t4x4s2(batch: &Batch, kept: &OnceLock<Transformed>) -
     let ((c, h, w), o) = (batch.dims, batch.o);
     let tiles = Tiles::new(h, w);
     let (count, plane, cols) = (tiles.count(), 4 * h * w, 2 * tiles.tw + 2);
-    let taps = |ph: usize, a: usize, b: usize| (3 - ph / 2 - 2 * a, 3 - ph % 2 - 2 * b);
-    let u = Transformed::kept_or_new(kept, batch.wt, Kernel::Transposed, (c, o), &phase_coefs(taps));
+    let u = Transformed::kept_or_new(kept, batch.wt, Kernel::Transposed, (c, o), &ConvTPositions);
     u.packed(); // here, by both threads, before the groups need it
     let lens = |t| [tiles.padded_len(c), 36 * t * c, 36 * t * o];
     batch.by_groups((count, plane), lens, |images, out, t, [xp, v, m]| {
@@ -226,5 +285,5 @@ pub(in crate::ops) fn conv4x4s2_weight_grad(
     };
     let place = |t, a, b| geom.place(t, a, b);
     // Pair e is position e / 4 of phase e % 4.
-    weight_grad(&layer, (36, |e| e / 4), input, (place, &a_g_a), &Strided::coefs())
+    weight_grad(&layer, |e| e / 4, input, (place, &a_g_a), &ConvTaps)
 }

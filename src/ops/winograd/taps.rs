@@ -1,28 +1,33 @@
 //! A kernel's taps to its transform's positions, and a transform's
-//! gradient back to taps: the products by the small constant maps (G ⊗ G,
-//! 16 positions x 9 taps; the phases' 36 x 16) over every (c, o) pair of a
-//! layer at once.
+//! gradient back to taps: small constant maps (`G g Gᵀ` of F(2x2, 3x3),
+//! 9 taps to 16 positions; the stride-2 phases' 16 to 36) applied to every
+//! (c, o) pair of a layer at once, and their transposes.
 //!
-//! Why not a GEMM: these maps move a few values per pair through memory
-//! (9 or 16 taps in, 16 or 36 positions out), and most of each map is
-//! zero (64 of G ⊗ G's 144 values are not, 64 of the phases' 576). The
-//! gemm crate took each as a dense GEMM of 9 to 36 columns and, on one
-//! thread, 4.3 ms to transform the 32 px generator's largest kernel
-//! (131072 pairs); here 2.2 ms, and all of a 32 px pixel-shuffle step's
-//! maps 7.8 instead of 11.2 ms (steps alternating, BENCHMARKS.md,
-//! 2026-12-03; on two threads level, both bound by memory). Each block of
-//! pairs is transposed once into a small buffer, and each nonzero
-//! coefficient is one multiply-add over the block.
+//! Why not a GEMM: these maps move a few values per pair through memory,
+//! and most of each map as a matrix is zero. The gemm crate took G ⊗ G as
+//! a dense GEMM of 9 columns: 4.3 ms on one thread for the 32 px
+//! generator's largest kernel (131072 pairs).
+//!
+//! Why separable maps on vectors: applied as sparse sums (each nonzero
+//! coefficient a multiply-add pass over a block of 64 pairs in memory),
+//! the same kernel still took 2.0-3.4 ms each way, where a copy of its
+//! 2.1 M positions takes 0.24 (a one-thread probe, BENCHMARKS.md,
+//! 2026-12-04 evening). Now eight pairs at a time sit in vector registers
+//! and [`sandwich`] applies G along one axis, then the other, with G's
+//! zeros and ones resolved at compile time.
 
+use std::array;
 use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
+use wide::f32x8;
 
 use super::super::par_written;
 use super::super::transpose::{Store, transpose};
+use super::{Lanes, apply_across};
 
-/// Pairs per block: a block's taps (at most 16 x 64 values, 4 KiB) stay
-/// in L1.
+/// Pairs per block: a block's taps and positions (at most 36 x 64 values,
+/// 9 KiB) stay in L1.
 const BLOCK: usize = 64;
 
 /// The fewest pairs a rayon job maps: below, handing work to the pool
@@ -33,22 +38,37 @@ const MIN_JOB: usize = 16 * BLOCK;
 const MAX_TAPS: usize = 16;
 const MAX_POSITIONS: usize = 36;
 
-/// The nonzero (index, value) of each row of `m`, `cols` values a row, or
-/// of each column when `by_columns`.
-fn nonzeros(m: &[f32], cols: usize, by_columns: bool) -> Vec<Vec<(usize, f32)>> {
-    let rows = m.len() / cols.max(1);
-    let (outer, inner) = if by_columns { (cols, rows) } else { (rows, cols) };
-    let at = |i: usize, j: usize| if by_columns { m[j * cols + i] } else { m[i * cols + j] };
-    (0..outer).map(|i| (0..inner).map(|j| (j, at(i, j))).filter(|&(_, v)| v != 0.0).collect()).collect()
-}
-
-/// `dst = Σ coef · row(index)` over `terms`, value by value.
+/// `m g mᵀ` of a K x K grid `g`, where `m` multiplies a column of K
+/// values by an R x K matrix: the 2-D transforms of Winograd's algorithm
+/// (`G g Gᵀ`, and `Gᵀ d G` for a gradient), K + R products by the matrix
+/// instead of one by its Kronecker square.
+///
+/// Why loops with `m` written out, not `array::from_fn` over a matrix of
+/// constants: that version's loops were not unrolled, so the matrix's
+/// zeros and ones were tested at run time, and its arrays lived on the
+/// stack (the maps ran no faster than the sparse sums they replaced).
 #[inline(always)]
-fn combine<'a>(terms: &[(usize, f32)], row: impl Fn(usize) -> &'a [f32], dst: &mut [f32]) {
-    dst.fill(0.0);
-    for &(j, coef) in terms {
-        dst.iter_mut().zip(row(j)).for_each(|(d, &s)| *d += coef * s);
+pub(super) fn sandwich<const R: usize, const K: usize>(
+    m: impl Fn([f32x8; K]) -> [f32x8; R],
+    g: &[[f32x8; K]; K],
+) -> [[f32x8; R]; R] {
+    let mut cols = [[f32x8::ZERO; R]; K];
+    for b in 0..K {
+        let mut col = [f32x8::ZERO; K];
+        for a in 0..K {
+            col[a] = g[a][b];
+        }
+        cols[b] = m(col);
     }
+    let mut y = [[f32x8::ZERO; R]; R];
+    for i in 0..R {
+        let mut row = [f32x8::ZERO; K];
+        for b in 0..K {
+            row[b] = cols[b][i];
+        }
+        y[i] = m(row);
+    }
+    y
 }
 
 /// Rayon jobs of whole blocks for `pairs` pairs: at least [`MIN_JOB`]
@@ -58,26 +78,23 @@ fn job_size(pairs: usize) -> usize {
     pairs.div_ceil(4 * threads).next_multiple_of(BLOCK).max(MIN_JOB)
 }
 
-/// Sets every value of `u` (positions x pairs) to `coefs` (positions x
-/// taps) times the kernel `wt` read as taps x pairs (it is stored pairs x
-/// taps, each pair's taps side by side).
-pub(super) fn to_positions(coefs: &[f32], taps: usize, wt: &[f32], u: &mut [MaybeUninit<f32>]) {
-    let pairs = wt.len() / taps.max(1);
-    let positions = coefs.len() / taps.max(1);
+/// Sets every value of `u` (P positions x pairs) to `map` of each pair's
+/// T taps in `wt` (stored pairs x taps, each pair's taps side by side).
+pub(super) fn to_positions<const T: usize, const P: usize>(
+    map: &(impl Lanes<T, P> + Sync),
+    wt: &[f32],
+    u: &mut [MaybeUninit<f32>],
+) {
+    let pairs = wt.len() / T;
     assert!(
-        (1..=MAX_TAPS).contains(&taps)
-            && wt.len() == pairs * taps
-            && coefs.len() == positions * taps
-            && u.len() == positions * pairs,
-        "winograd taps: {} weights, {} coefficients and {} positions for {taps} taps",
+        T <= MAX_TAPS && P <= MAX_POSITIONS && wt.len() == pairs * T && u.len() == P * pairs,
+        "winograd taps: {} weights and {} positions for {T} taps and {P} positions a pair",
         wt.len(),
-        coefs.len(),
         u.len()
     );
     if pairs == 0 {
         return;
     }
-    let rows = nonzeros(coefs, taps, false);
     let job = job_size(pairs);
     // Each job's piece of every position's row: jobs write disjoint columns.
     let mut parts: Vec<Vec<&mut [MaybeUninit<f32>]>> = (0..pairs.div_ceil(job)).map(|_| Vec::new()).collect();
@@ -85,55 +102,52 @@ pub(super) fn to_positions(coefs: &[f32], taps: usize, wt: &[f32], u: &mut [Mayb
         parts.iter_mut().zip(row.chunks_mut(job)).for_each(|(part, piece)| part.push(piece));
     }
     parts.into_par_iter().enumerate().for_each(|(i, mut part)| {
-        let wt = &wt[i * job * taps..];
-        let (mut xt, mut y) = ([0f32; MAX_TAPS * BLOCK], [0f32; BLOCK]);
+        let wt = &wt[i * job * T..];
+        let (mut xt, mut y) = ([0f32; MAX_TAPS * BLOCK], [0f32; MAX_POSITIONS * BLOCK]);
         let width = part.first().map_or(0, |p| p.len());
         for j in (0..width).step_by(BLOCK) {
             let w = BLOCK.min(width - j);
             // The block's taps, each a row of BLOCK pairs.
-            transpose(&wt[j * taps..], taps, &mut xt[..], BLOCK, (w, taps), Store::Set);
-            for (terms, row) in rows.iter().zip(part.iter_mut()) {
-                combine(terms, |t| &xt[t * BLOCK..][..w], &mut y[..w]);
+            transpose(&wt[j * T..], T, &mut xt[..], BLOCK, (w, T), Store::Set);
+            let mut taps = xt.chunks_exact(BLOCK);
+            let mut rows = y.chunks_exact_mut(BLOCK);
+            let src = array::from_fn(|_| &taps.next().expect("T taps")[..w]);
+            apply_across(src, array::from_fn(|_| &mut rows.next().expect("P positions")[..w]), None, map);
+            for (row, y) in part.iter_mut().zip(y.chunks_exact(BLOCK)) {
                 row[j..j + w].write_copy_of_slice(&y[..w]);
             }
         }
     });
 }
 
-/// `dw` (pairs x taps, each pair's taps side by side) = `du` read as pairs
-/// x positions (it is stored positions x pairs) times `coefs` (positions x
-/// taps).
-pub(super) fn to_taps(coefs: &[f32], taps: usize, du: &[f32]) -> Vec<f32> {
-    let positions = coefs.len() / taps.max(1);
-    let pairs = du.len() / positions.max(1);
+/// `dw` (pairs x T, each pair's taps side by side) = `map` of each pair's
+/// P positions in `du` (stored positions x pairs).
+pub(super) fn to_taps<const P: usize, const T: usize>(map: &(impl Lanes<P, T> + Sync), du: &[f32]) -> Vec<f32> {
+    let pairs = du.len() / P;
     assert!(
-        (1..=MAX_TAPS).contains(&taps)
-            && (1..=MAX_POSITIONS).contains(&positions)
-            && du.len() == positions * pairs
-            && coefs.len() == positions * taps,
-        "winograd taps: {} gradient values and {} coefficients for {taps} taps",
-        du.len(),
-        coefs.len()
+        T <= MAX_TAPS && P <= MAX_POSITIONS && du.len() == P * pairs,
+        "winograd taps: {} gradient values for {P} positions a pair",
+        du.len()
     );
-    let columns = nonzeros(coefs, taps, true);
     let job = job_size(pairs);
     // Block by block: each block's positions copied side by side first
     // (rows `pairs` apart, often a multiple of 4 KiB, would share their L1
     // sets), mapped to taps, then transposed into place.
-    // SAFETY: each block's transpose sets all of its w x taps values, and
+    // SAFETY: each block's transpose sets all of its w x T values, and
     // the blocks cover every chunk.
     unsafe {
-        par_written(pairs * taps, (job * taps, 1), |i, out| {
+        par_written(pairs * T, (job * T, 1), |i, out| {
             let (mut g, mut t) = ([0f32; MAX_POSITIONS * BLOCK], [0f32; MAX_TAPS * BLOCK]);
-            for (j, out) in (i * job..).step_by(BLOCK).zip(out.chunks_mut(BLOCK * taps)) {
-                let w = out.len() / taps;
-                for (p, g) in g.chunks_exact_mut(BLOCK).take(positions).enumerate() {
+            for (j, out) in (i * job..).step_by(BLOCK).zip(out.chunks_mut(BLOCK * T)) {
+                let w = out.len() / T;
+                for (p, g) in g.chunks_exact_mut(BLOCK).take(P).enumerate() {
                     g[..w].copy_from_slice(&du[p * pairs + j..][..w]);
                 }
-                for (terms, t) in columns.iter().zip(t.chunks_exact_mut(BLOCK)) {
-                    combine(terms, |p| &g[p * BLOCK..][..w], &mut t[..w]);
-                }
-                transpose(&t, BLOCK, out, taps, (taps, w), Store::Set);
+                let mut positions = g.chunks_exact(BLOCK);
+                let mut taps = t.chunks_exact_mut(BLOCK);
+                let src = array::from_fn(|_| &positions.next().expect("P positions")[..w]);
+                apply_across(src, array::from_fn(|_| &mut taps.next().expect("T taps")[..w]), None, map);
+                transpose(&t, BLOCK, out, T, (T, w), Store::Set);
             }
         })
     }
@@ -148,29 +162,50 @@ mod tests {
         (i.wrapping_mul(2_654_435_761) % 2001) as f32 / 1000.0 - 1.0
     }
 
-    /// A positions x taps map with zeros among its values, as the real ones have.
-    fn map(positions: usize, taps: usize) -> Vec<f32> {
-        (0..positions * taps).map(|i| if i % 3 == 1 { 0.0 } else { value(i + 11) }).collect()
-    }
-
     fn close(got: f32, want: f32) -> bool {
         (got - want).abs() <= 1e-5 * (1.0 + want.abs())
     }
 
+    /// A 5 x 3 map with zeros, ones, minus ones and other values, as the
+    /// real ones have.
+    const M: [[f32; 3]; 5] = [[1.0, 0.0, 0.0], [0.5, -0.5, 0.5], [0.0, -1.0, 2.0], [0.0, 0.0, 0.0], [-1.0, 0.25, 1.0]];
+
+    /// `M x`, and `Mᵀ x`.
+    fn m(x: [f32x8; 3]) -> [f32x8; 5] {
+        array::from_fn(|i| (0..3).map(|j| x[j] * M[i][j]).fold(f32x8::ZERO, |s, t| s + t))
+    }
+
+    fn m_t(x: [f32x8; 5]) -> [f32x8; 3] {
+        array::from_fn(|j| (0..5).map(|i| x[i] * M[i][j]).fold(f32x8::ZERO, |s, t| s + t))
+    }
+
     #[test]
-    fn positions_are_the_map_times_the_taps() {
+    fn sandwich_is_the_map_along_both_axes() {
+        let g: [[f32; 3]; 3] = array::from_fn(|a| array::from_fn(|b| value(3 * a + b)));
+        let vectors = g.map(|row| row.map(|v| f32x8::new(array::from_fn(|l| v + l as f32))));
+        let got = sandwich(m, &vectors);
+        for (i, j) in (0..5).flat_map(|i| (0..5).map(move |j| (i, j))) {
+            for lane in 0..8 {
+                let want: f32 = (0..9).map(|t| M[i][t / 3] * M[j][t % 3] * (g[t / 3][t % 3] + lane as f32)).sum();
+                let got = got[i][j].to_array()[lane];
+                assert!(close(got, want), "({i}, {j}) lane {lane}: {got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn positions_are_the_map_of_each_pairs_taps() {
         // A partial block (pairs not a multiple of 64) and, at 2100 pairs,
         // more than one job's worth.
-        for (positions, taps, pairs) in [(16, 9, 37), (36, 16, 2100), (16, 9, 1100)] {
-            let coefs = map(positions, taps);
-            let wt: Vec<f32> = (0..pairs * taps).map(value).collect();
-            let mut u = vec![MaybeUninit::new(f32::NAN); positions * pairs];
-            to_positions(&coefs, taps, &wt, &mut u);
+        for pairs in [37, 2100, 1100] {
+            let wt: Vec<f32> = (0..pairs * 3).map(value).collect();
+            let mut u = vec![MaybeUninit::new(f32::NAN); 5 * pairs];
+            to_positions(&m, &wt, &mut u);
             // SAFETY: a `MaybeUninit<f32>` made from a value is that value.
             let u: Vec<f32> = u.iter().map(|v| unsafe { v.assume_init() }).collect();
-            for p in 0..positions {
+            for p in 0..5 {
                 for e in 0..pairs {
-                    let want: f32 = (0..taps).map(|t| coefs[p * taps + t] * wt[e * taps + t]).sum();
+                    let want: f32 = (0..3).map(|t| M[p][t] * wt[e * 3 + t]).sum();
                     assert!(close(u[p * pairs + e], want), "position {p}, pair {e}: {} vs {want}", u[p * pairs + e]);
                 }
             }
@@ -178,16 +213,15 @@ mod tests {
     }
 
     #[test]
-    fn taps_are_the_gradient_times_the_map() {
-        for (positions, taps, pairs) in [(16, 9, 37), (36, 16, 2100), (16, 9, 1100)] {
-            let coefs = map(positions, taps);
-            let du: Vec<f32> = (0..positions * pairs).map(|i| value(i + 5)).collect();
-            let dw = to_taps(&coefs, taps, &du);
-            assert_eq!(dw.len(), pairs * taps);
+    fn taps_are_the_map_of_each_pairs_positions() {
+        for pairs in [37, 2100, 1100] {
+            let du: Vec<f32> = (0..5 * pairs).map(|i| value(i + 5)).collect();
+            let dw = to_taps(&m_t, &du);
+            assert_eq!(dw.len(), pairs * 3);
             for e in 0..pairs {
-                for t in 0..taps {
-                    let want: f32 = (0..positions).map(|p| du[p * pairs + e] * coefs[p * taps + t]).sum();
-                    assert!(close(dw[e * taps + t], want), "pair {e}, tap {t}: {} vs {want}", dw[e * taps + t]);
+                for t in 0..3 {
+                    let want: f32 = (0..5).map(|p| du[p * pairs + e] * M[p][t]).sum();
+                    assert!(close(dw[e * 3 + t], want), "pair {e}, tap {t}: {} vs {want}", dw[e * 3 + t]);
                 }
             }
         }
