@@ -42,10 +42,12 @@ pub(super) trait Slot: Sized {
 impl Slot for f32 {
     const INIT: bool = true;
 
+    #[inline(always)]
     fn set(&mut self, v: f32) {
         *self = v;
     }
 
+    #[inline(always)]
     fn add(&mut self, v: f32) {
         *self += v;
     }
@@ -54,6 +56,7 @@ impl Slot for f32 {
 impl Slot for MaybeUninit<f32> {
     const INIT: bool = false;
 
+    #[inline(always)]
     fn set(&mut self, v: f32) {
         self.write(v);
     }

@@ -41,7 +41,7 @@ use wide::f32x8;
 
 use super::conv::{Dims, Operand, group_size, matmul, with_scratch, with_shared, with_spare};
 use super::packed::{ALIASED, Packed};
-use super::transpose::{Store, transpose};
+use super::transpose::{Slot, Store, transpose};
 use super::{par_written, zeroed};
 
 mod recent;
@@ -160,7 +160,7 @@ impl<const S: usize, const R: usize, F: Fn([f32x8; S]) -> [f32x8; R]> Lanes<S, R
 
 /// `dst[r][q] = l(src[..][q])[r] (+ bias[q])` for each value q of the
 /// vectors: `l` (a column's product with L, R x S) applied across S
-/// vectors, eight values at a time.
+/// vectors, eight values at a time, into values or uninitialized slots.
 ///
 /// Why explicit vectors: as a loop over values indexing S + R slices, it
 /// vectorized only where LLVM could check at run time that the slices do
@@ -169,9 +169,9 @@ impl<const S: usize, const R: usize, F: Fn([f32x8; S]) -> [f32x8; R]> Lanes<S, R
 /// 32 px pixel-shuffle step in `perf`), and the 3x3 kernel gradients' 4
 /// into 16 took 2-3x as long as now.
 #[inline(always)]
-fn apply_across<const S: usize, const R: usize>(
+fn apply_across<const S: usize, const R: usize, T: Slot>(
     src: [&[f32]; S],
-    dst: [&mut [f32]; R],
+    dst: [&mut [T]; R],
     bias: Option<&[f32]>,
     l: &impl Lanes<S, R>,
 ) {
@@ -186,7 +186,7 @@ fn apply_across<const S: usize, const R: usize>(
         let ys = l.apply(array::from_fn(|i| eight(src[i])));
         let b = bias.map(eight);
         for (d, y) in dst.iter_mut().zip(ys) {
-            d[q..q + 8].copy_from_slice(&b.map_or(y, |b| y + b).to_array());
+            d[q..q + 8].iter_mut().zip(b.map_or(y, |b| y + b).to_array()).for_each(|(d, y)| d.set(y));
         }
     }
     // The last n % 8 values, padded with zeros.
@@ -199,7 +199,7 @@ fn apply_across<const S: usize, const R: usize>(
         let ys = l.apply(array::from_fn(|i| padded(src[i])));
         let b = bias.map(padded);
         for (d, y) in dst.iter_mut().zip(ys) {
-            d[whole..].copy_from_slice(&b.map_or(y, |b| y + b).to_array()[..n - whole]);
+            d[whole..].iter_mut().zip(b.map_or(y, |b| y + b).to_array()).for_each(|(d, y)| d.set(y));
         }
     }
 }

@@ -103,19 +103,16 @@ pub(super) fn to_positions<const T: usize, const P: usize>(
     }
     parts.into_par_iter().enumerate().for_each(|(i, mut part)| {
         let wt = &wt[i * job * T..];
-        let (mut xt, mut y) = ([0f32; MAX_TAPS * BLOCK], [0f32; MAX_POSITIONS * BLOCK]);
+        let mut xt = [0f32; MAX_TAPS * BLOCK];
         let width = part.first().map_or(0, |p| p.len());
         for j in (0..width).step_by(BLOCK) {
             let w = BLOCK.min(width - j);
             // The block's taps, each a row of BLOCK pairs.
             transpose(&wt[j * T..], T, &mut xt[..], BLOCK, (w, T), Store::Set);
             let mut taps = xt.chunks_exact(BLOCK);
-            let mut rows = y.chunks_exact_mut(BLOCK);
+            let mut rows = part.iter_mut();
             let src = array::from_fn(|_| &taps.next().expect("T taps")[..w]);
-            apply_across(src, array::from_fn(|_| &mut rows.next().expect("P positions")[..w]), None, map);
-            for (row, y) in part.iter_mut().zip(y.chunks_exact(BLOCK)) {
-                row[j..j + w].write_copy_of_slice(&y[..w]);
-            }
+            apply_across(src, array::from_fn(|_| &mut rows.next().expect("P positions")[j..j + w]), None, map);
         }
     });
 }
