@@ -40,7 +40,8 @@ impl Single {
         );
         let (c, o) = (u.c, u.o);
         // Position p of a convolution's transform is its (O x C) matrix, row-major.
-        let positions = u.u.chunks_exact(c * o).map(|a| Panels::new(a, o, c)).collect::<Option<Vec<_>>>()?;
+        let positions =
+            u.u.chunks_exact(u.stride()).map(|a| Panels::new(&a[..c * o], o, c)).collect::<Option<Vec<_>>>()?;
         Some(Self { positions, c, o })
     }
 

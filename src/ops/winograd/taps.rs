@@ -78,27 +78,31 @@ fn job_size(pairs: usize) -> usize {
     pairs.div_ceil(4 * threads).next_multiple_of(BLOCK).max(MIN_JOB)
 }
 
-/// Sets every value of `u` (P positions x pairs) to `map` of each pair's
-/// T taps in `wt` (stored pairs x taps, each pair's taps side by side).
+/// Sets every value of `u` (P rows of the pairs' positions, each row
+/// followed by zeros up to the next) to `map` of each pair's T taps in
+/// `wt` (stored pairs x taps, each pair's taps side by side).
 pub(super) fn to_positions<const T: usize, const P: usize>(
     map: &(impl Lanes<T, P> + Sync),
     wt: &[f32],
     u: &mut [MaybeUninit<f32>],
 ) {
-    let pairs = wt.len() / T;
+    let (pairs, stride) = (wt.len() / T, u.len() / P);
     assert!(
-        T <= MAX_TAPS && P <= MAX_POSITIONS && wt.len() == pairs * T && u.len() == P * pairs,
+        T <= MAX_TAPS && P <= MAX_POSITIONS && wt.len() == pairs * T && u.len() == P * stride && stride >= pairs,
         "winograd taps: {} weights and {} positions for {T} taps and {P} positions a pair",
         wt.len(),
         u.len()
     );
     if pairs == 0 {
+        u.fill(MaybeUninit::new(0.0));
         return;
     }
     let job = job_size(pairs);
     // Each job's piece of every position's row: jobs write disjoint columns.
     let mut parts: Vec<Vec<&mut [MaybeUninit<f32>]>> = (0..pairs.div_ceil(job)).map(|_| Vec::new()).collect();
-    for row in u.chunks_exact_mut(pairs) {
+    for row in u.chunks_exact_mut(stride) {
+        let (row, padding) = row.split_at_mut(pairs);
+        padding.fill(MaybeUninit::new(0.0));
         parts.iter_mut().zip(row.chunks_mut(job)).for_each(|(part, piece)| part.push(piece));
     }
     parts.into_par_iter().enumerate().for_each(|(i, mut part)| {
@@ -192,19 +196,20 @@ mod tests {
 
     #[test]
     fn positions_are_the_map_of_each_pairs_taps() {
-        // A partial block (pairs not a multiple of 64) and, at 2100 pairs,
-        // more than one job's worth.
-        for pairs in [37, 2100, 1100] {
+        // A partial block (pairs not a multiple of 64), more than one job's
+        // worth at 2100 pairs, and rows padded apart.
+        for (pairs, stride) in [(37, 37), (2100, 2100), (1100, 1116)] {
             let wt: Vec<f32> = (0..pairs * 3).map(value).collect();
-            let mut u = vec![MaybeUninit::new(f32::NAN); 5 * pairs];
+            let mut u = vec![MaybeUninit::new(f32::NAN); 5 * stride];
             to_positions(&m, &wt, &mut u);
             // SAFETY: a `MaybeUninit<f32>` made from a value is that value.
             let u: Vec<f32> = u.iter().map(|v| unsafe { v.assume_init() }).collect();
             for p in 0..5 {
                 for e in 0..pairs {
                     let want: f32 = (0..3).map(|t| M[p][t] * wt[e * 3 + t]).sum();
-                    assert!(close(u[p * pairs + e], want), "position {p}, pair {e}: {} vs {want}", u[p * pairs + e]);
+                    assert!(close(u[p * stride + e], want), "position {p}, pair {e}: {} vs {want}", u[p * stride + e]);
                 }
+                assert!(u[p * stride + pairs..][..stride - pairs].iter().all(|&v| v == 0.0), "padding after row {p}");
             }
         }
     }
