@@ -142,11 +142,11 @@ fn output_rows<T: Copy + Add<Output = T> + Sub<Output = T>>([a, b, c, d]: [T; 4]
 /// A map of S vectors to R, lane by lane: what [`apply_across`] applies.
 /// Closures are such maps, and so are the kernel transforms' unit structs.
 ///
-/// Why structs for those: their bodies are large, and LLVM did not inline
-/// them into [`apply_across`]'s loop when they came as a function item's
-/// or closure's call (a call per 8 values, its arrays through memory: the
-/// maps ran slower than the sparse sums they replaced); a method marked
-/// `#[inline(always)]` is inlined.
+/// Why structs for those: their bodies are large, and passed as function
+/// items they were not inlined into [`apply_across`]'s loop (the item's
+/// `Fn::call` took a call per 8 values, its arrays through memory, and
+/// the maps ran slower than the sparse sums they replaced); a method
+/// marked `#[inline(always)]` is inlined.
 pub(super) trait Lanes<const S: usize, const R: usize> {
     fn apply(&self, x: [f32x8; S]) -> [f32x8; R];
 }
