@@ -560,9 +560,14 @@ impl Transformed {
         unaliased(self.c * self.o)
     }
 
+    /// How many positions the transform has (16, or 36 for the stride-2 phases).
+    fn positions(&self) -> usize {
+        self.u.len() / self.stride().max(1)
+    }
+
     /// Where position `p`'s (C x O) matrix starts in `u`.
     fn stored(&self, p: usize) -> usize {
-        let positions = self.u.len() / self.stride().max(1);
+        let positions = self.positions();
         let p = match (self.flipped, positions) {
             (false, _) => p,
             (true, 16) => 4 * FLIP_3[p / 4] + FLIP_3[p % 4],
@@ -597,9 +602,9 @@ impl Transformed {
             return None;
         }
         let pair = self.c * self.o;
-        let packed = self.packed.get_or_init(|| {
-            Packed::new(self.u.len() / self.stride().max(1), (self.c, self.o), |p| &self.u[self.stored(p)..][..pair])
-        });
+        let packed = self
+            .packed
+            .get_or_init(|| Packed::new(self.positions(), (self.c, self.o), |p| &self.u[self.stored(p)..][..pair]));
         packed.as_ref()
     }
 
