@@ -106,8 +106,10 @@ type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
 // (`winograd::single`): (1, 32, 48, 47, ...) in 36 blocks and the last two
 // here, 7x7 pixels in exactly 16 tiles, and two images of 11 x 9 pixels
 // in a whole block and a part of one, into 40 and 48 channels (parts of
-// panels; split between threads, whole panels per part).
-const CONV_CASES: [Case; 24] = [
+// panels; split between threads, whole panels per part). Last, two
+// batches whose sides are multiples of 4, which run by F(4x4, 3x3): 8x12
+// pixels in 6 tiles each, and 4x4 as the generators' first 3x3 layer.
+const CONV_CASES: [Case; 26] = [
     (2, 3, 8, 8, 4, 4, 2, 1),
     (3, 5, 7, 9, 2, 3, 1, 1),
     (1, 1, 5, 5, 3, 3, 2, 0),
@@ -132,6 +134,8 @@ const CONV_CASES: [Case; 24] = [
     (1, 64, 4, 4, 1000, 3, 1, 1),
     (1, 128, 7, 7, 40, 3, 1, 1),
     (2, 24, 11, 9, 48, 3, 1, 1),
+    (3, 64, 8, 12, 64, 3, 1, 1),
+    (4, 96, 4, 4, 128, 3, 1, 1),
 ];
 
 // As [`CONV_CASES`], for transposed convolutions: the grouped cases read
@@ -150,8 +154,8 @@ const CONV_CASES: [Case; 24] = [
 // between three threads its parts start 27 and 54 rows in, off the panels'
 // 16, and those parts take the GEMM instead. Last, G's RGB layer at
 // 64 px on a batch of 8: 3 channels of 32K values, whose bias gradient
-// CUDA sums in parts.
-const CONV_T_CASES: [Case; 22] = [
+// CUDA sums in parts; and a batch of 8x4 pixels by F(4x4, 3x3).
+const CONV_T_CASES: [Case; 23] = [
     (2, 4, 4, 4, 3, 4, 2, 1),
     (3, 3, 5, 7, 2, 4, 2, 1),
     (1, 2, 7, 7, 1, 3, 1, 1),
@@ -174,6 +178,7 @@ const CONV_T_CASES: [Case; 22] = [
     (4, 1, 1, 1, 24, 4, 1, 0),
     (1, 6, 4, 4, 7, 3, 1, 1),
     (8, 16, 32, 32, 3, 4, 2, 1),
+    (3, 80, 8, 4, 64, 3, 1, 1),
 ];
 
 /// Runs `body` in rayon's default pool, in a one-thread pool, where each

@@ -25,11 +25,13 @@
 //! runs by [`single`], its tiles as GEMM columns.
 //!
 //! Larger tiles, F(4x4, 3x3) and F(4x4, 2x2) (1.78x and 1.44x fewer
-//! products again), made training 25-30% slower here (BENCHMARKS.md):
-//! with 4x fewer tiles per GEMM and more positions, each position's
-//! transformed kernel (36 or 100 values per (c, o) pair, rewritten every
-//! call) is packed for a quarter of the rows, and the 6x6 and 5x5
-//! transforms cost more per pixel than the GEMMs saved.
+//! products again), first made training 25-30% slower (BENCHMARKS.md,
+//! 2026-11): each call transformed its kernel afresh (36 or 100 values
+//! per (c, o) pair) and the gemm crate packed it again, and the 6x6 and
+//! 5x5 transforms spilled out of registers. With kernels transformed once
+//! per step and packed once, and transforms as maps on vectors,
+//! F(4x4, 3x3) now shortens a 32 px pixel-shuffle step by ~7% on one
+//! thread (BENCHMARKS.md, 2026-12-04, night).
 
 use std::array;
 use std::mem::MaybeUninit;
@@ -44,6 +46,7 @@ use super::packed::{ALIASED, Packed};
 use super::transpose::{Slot, Store, transpose};
 use super::{par_written, zeroed};
 
+mod large;
 mod recent;
 mod single;
 mod strided;
@@ -218,18 +221,25 @@ fn pad(x: &[f32], (c, h, w): Dims, xp: &mut [f32], cols: usize) {
     }
 }
 
-/// How an image of H x W pixels divides into 2x2 output tiles.
+/// How an image of H x W pixels divides into M x M output tiles (M is 2,
+/// or 4 for [`large`]).
 #[derive(Debug, Clone, Copy)]
 struct Tiles {
     h: usize,
     w: usize,
+    m: usize,
     th: usize,
     tw: usize,
 }
 
 impl Tiles {
+    /// 2x2 tiles.
     fn new(h: usize, w: usize) -> Self {
-        Self { h, w, th: h.div_ceil(2), tw: w.div_ceil(2) }
+        Self::of(h, w, 2)
+    }
+
+    fn of(h: usize, w: usize, m: usize) -> Self {
+        Self { h, w, m, th: h.div_ceil(m), tw: w.div_ceil(m) }
     }
 
     fn count(&self) -> usize {
@@ -238,22 +248,23 @@ impl Tiles {
 
     /// The length of an image of `c` channels once [`Self::pad`]ded.
     fn padded_len(&self, c: usize) -> usize {
-        (2 * self.th + 2) * (2 * self.tw + 2) * c
+        (self.m * self.th + 2) * (self.m * self.tw + 2) * c
     }
 
-    /// Writes `x` (C x H x W) channels-last into `xp`, (2*th + 2) x (2*tw +
-    /// 2) x C: a zero border of one pixel, and one more at the bottom and
-    /// right when H or W is odd, so that every tile is whole.
+    /// Writes `x` (C x H x W) channels-last into `xp`, (M th + 2) x (M tw +
+    /// 2) x C: a zero border of one pixel, and more at the bottom and right
+    /// where M does not divide H or W, so that every tile is whole.
     fn pad(&self, x: &[f32], c: usize, xp: &mut [f32]) {
-        pad(x, (c, self.h, self.w), &mut xp[..self.padded_len(c)], 2 * self.tw + 2);
+        pad(x, (c, self.h, self.w), &mut xp[..self.padded_len(c)], self.m * self.tw + 2);
     }
 
-    /// `Bᵀ d B` of each 4x4 tile of `x` (C x H x W), into `v` as tiles x 16
-    /// x C, tile after tile `ts` (16 C or more) values apart; `xp` holds the
+    /// `Bᵀ d B` of each 4x4 tile of `x` (C x H x W), 2x2 tiles only, into
+    /// `v` as tiles x 16 x C, tile after tile `ts` (16 C or more) values apart; `xp` holds the
     /// padded image, `bd` (16 x C) `Bᵀ d`. Whole channel vectors at a time,
     /// which vectorize (a channel at a time, the transform took a quarter
     /// of a layer's time).
     fn transform_input(&self, x: &[f32], c: usize, xp: &mut [f32], bd: &mut [f32], v: &mut [f32], ts: usize) {
+        assert_eq!(self.m, 2, "winograd: F(2x2, 3x3) input transform of {}x{} tiles", self.m, self.m);
         self.pad(x, c, xp);
         let line = (2 * self.tw + 2) * c;
         for (t, out) in v.chunks_exact_mut(ts).take(self.count()).enumerate() {
@@ -275,47 +286,50 @@ impl Tiles {
 
     /// Where tile `t`'s output (a, b) lies in the image, if inside it.
     fn place(&self, t: usize, a: usize, b: usize) -> Option<usize> {
-        let (y, x) = (2 * (t / self.tw) + a, 2 * (t % self.tw) + b);
+        let (y, x) = (self.m * (t / self.tw) + a, self.m * (t % self.tw) + b);
         (y < self.h && x < self.w).then_some(y * self.w + x)
     }
 }
 
 /// `Aᵀ m A` plus bias for `count` tiles of `m` (S x S positions of `rows`
 /// tiles x O) from tile `first` on, where `a_rows` multiplies a column by
-/// Aᵀ; output (a, b) of tile `t` goes to pixel `place(t, a, b)` of `px`
-/// (pixels x O) when there is one. `tile` ((4 + 2S) x O) holds a tile's
-/// outputs and `Aᵀ m`.
-fn transform_output<const S: usize>(
+/// Aᵀ (M x S); output (a, b) of tile `t` goes to pixel `place(t, a, b)` of
+/// `px` (pixels x O) when there is one. `tile` ((M M + M S) x O, at most
+/// [`TILE_SPARE`] x O) holds a tile's outputs and `Aᵀ m`.
+fn transform_output<const S: usize, const M: usize>(
     m: &[f32],
     (rows, first, count): (usize, usize, usize),
     (o, bias): (usize, Option<&[f32]>),
-    a_rows: impl Fn([f32x8; S]) -> [f32x8; 2],
+    a_rows: impl Fn([f32x8; S]) -> [f32x8; M],
     place: impl Fn(usize, usize, usize) -> Option<usize>,
     tile: &mut [f32],
     px: &mut [f32],
 ) {
-    let (out, am) = tile.split_at_mut(4 * o);
+    let (out, am) = tile.split_at_mut(M * M * o);
+    let am = &mut am[..M * S * o];
     for t in 0..count {
         let s = |i: usize, j: usize| &m[((i * S + j) * rows + first + t) * o..][..o];
-        // am[r][j] = row r of Aᵀ m, at column j.
+        // am[r][j] = row r of Aᵀ m, at column j: (r S + j) O.
         for j in 0..S {
-            let (r0, r1) = am.split_at_mut(S * o);
-            let dst = [&mut r0[j * o..][..o], &mut r1[j * o..][..o]];
-            apply_across(array::from_fn(|i| s(i, j)), dst, None, &a_rows);
+            let mut dst = am.chunks_exact_mut(o).skip(j).step_by(S);
+            apply_across(array::from_fn(|i| s(i, j)), array::from_fn(|_| dst.next().expect("M rows")), None, &a_rows);
         }
-        let (r0, r1) = am.split_at(S * o);
-        let (y0, y1) = out.split_at_mut(2 * o);
-        for (r, y) in [(r0, y0), (r1, y1)] {
-            let (ya, yb) = y.split_at_mut(o);
-            apply_across(array::from_fn(|j| &r[j * o..][..o]), [ya, yb], bias, &a_rows);
+        for (r, y) in out.chunks_exact_mut(M * o).enumerate() {
+            let mut dst = y.chunks_exact_mut(o);
+            let src = array::from_fn(|j| &am[(r * S + j) * o..][..o]);
+            apply_across(src, array::from_fn(|_| dst.next().expect("M outputs")), bias, &a_rows);
         }
         for (e, out) in out.chunks_exact(o).enumerate() {
-            if let Some(at) = place(t, e / 2, e % 2) {
+            if let Some(at) = place(t, e / M, e % M) {
                 px[at * o..][..o].copy_from_slice(out);
             }
         }
     }
 }
+
+/// Rows of O values [`Planes::fill`] lends a tile: F(4x4, 3x3)'s 16
+/// outputs and its 4 x 6 `Aᵀ m`, the most of any [`transform_output`].
+const TILE_SPARE: usize = 40;
 
 /// A group's output, O planes of `plane` pixels per image, not written
 /// yet: [`Planes::fill`] and [`Planes::set_from`] write every value, and
@@ -373,7 +387,7 @@ impl<'a> Planes<'a> {
     }
 
     /// Fills each image: `fill(i, tile, px)` writes image `i` channels-last
-    /// into `px` (`plane` x O), with `tile` (12 x O) to spare, and the
+    /// into `px` (`plane` x O), with `tile` ([`TILE_SPARE`] x O) to spare, and the
     /// pixels then go into the planes.
     fn fill(self, (o, plane): (usize, usize), fill: impl Fn(usize, &mut [f32], &mut [f32])) -> Filled {
         let image = o * plane;
@@ -382,7 +396,7 @@ impl<'a> Planes<'a> {
             "winograd: {} values are not whole images",
             self.0.len()
         );
-        with_spare(image + 12 * o, |buf| {
+        with_spare(image + TILE_SPARE * o, |buf| {
             let (px, tile) = buf.split_at_mut(image);
             for (i, img) in self.0.chunks_exact_mut(image).enumerate() {
                 fill(i, tile, px);
@@ -434,22 +448,56 @@ impl Batch<'_> {
 }
 
 /// The 3x3 stride-1 convolution of a batch, its kernel stored as `kernel`
-/// says; `kept` holds the kernel's transform once made.
+/// says, by F(4x4, 3x3) where [`large::pays`] and F(2x2, 3x3) elsewhere;
+/// `kept` holds the kernel's transform once made (and if it holds one
+/// already, its algorithm is the call's).
 pub(super) fn conv3x3(batch: &Batch, kernel: Kernel, kept: &OnceLock<Transformed>) -> Vec<f32> {
-    let ((c, h, w), o) = (batch.dims, batch.o);
+    let ((c, h, w), o, wt) = (batch.dims, batch.o, batch.wt);
+    let large = kept.get().map_or_else(|| large::pays(h, w), |u| u.positions() == 36);
+    if large {
+        let flip = Flip::Axes(&large::FLIP);
+        let u = match kernel {
+            Kernel::Conv => Transformed::kept_or_new(kept, wt, kernel, (c, o), &large::Positions, flip),
+            Kernel::Transposed => Transformed::kept_or_new(kept, wt, kernel, (c, o), &large::FlippedPositions, flip),
+        };
+        let tiles = Tiles::of(h, w, 4);
+        let input = |img: &[f32], xp: &mut [f32], bd: &mut [f32], v: &mut [f32], ts| {
+            large::transform_input(&tiles, img, c, xp, bd, v, ts);
+        };
+        return conv3x3_by::<6, 4, 36>(batch, u, tiles, input, large::output_rows);
+    }
+    let flip = Flip::Axes(&FLIP_3);
     let u = match kernel {
-        Kernel::Conv => Transformed::kept_or_new(kept, batch.wt, kernel, (c, o), &Positions),
-        Kernel::Transposed => Transformed::kept_or_new(kept, batch.wt, kernel, (c, o), &FlippedPositions),
+        Kernel::Conv => Transformed::kept_or_new(kept, wt, kernel, (c, o), &Positions, flip),
+        Kernel::Transposed => Transformed::kept_or_new(kept, wt, kernel, (c, o), &FlippedPositions, flip),
     };
-    u.packed(); // here, by both threads, before the groups need it
     let tiles = Tiles::new(h, w);
+    let input = |img: &[f32], xp: &mut [f32], bd: &mut [f32], v: &mut [f32], ts| {
+        tiles.transform_input(img, c, xp, bd, v, ts);
+    };
+    conv3x3_by::<4, 2, 16>(batch, u, tiles, input, output_rows)
+}
+
+/// [`conv3x3`] by the transform `u`, of P = S x S positions, over M x M
+/// `tiles`: `input(image, xp, bd, v, ts)` writes an image's tiles' `Bᵀ d
+/// B` into `v`, tile after tile `ts` apart (`xp` for the padded image,
+/// `bd` P x C for `Bᵀ d`), and `a_rows` multiplies a column by Aᵀ.
+fn conv3x3_by<const S: usize, const M: usize, const P: usize>(
+    batch: &Batch,
+    u: &Transformed,
+    tiles: Tiles,
+    input: impl Fn(&[f32], &mut [f32], &mut [f32], &mut [f32], usize) + Sync,
+    a_rows: impl Fn([f32x8; S]) -> [f32x8; M] + Copy + Sync,
+) -> Vec<f32> {
+    let ((c, h, w), o) = (batch.dims, batch.o);
+    u.packed(); // here, by both threads, before the groups need it
     let (count, plane) = (tiles.count(), h * w);
-    let vs = unaliased(16 * c);
-    let lens = |t| [tiles.padded_len(c) + 16 * c, t * vs, 16 * t * o];
+    let vs = unaliased(P * c);
+    let lens = |t| [tiles.padded_len(c) + P * c, t * vs, P * t * o];
     batch.by_groups((count, plane), lens, |images, out, t, [xp, v, m]| {
         let (xp, bd) = xp.split_at_mut(tiles.padded_len(c));
         for (img, v) in images.chunks_exact(c * plane).zip(v.chunks_exact_mut(count * vs)) {
-            tiles.transform_input(img, c, xp, bd, v, vs);
+            input(img, xp, bd, v, vs);
         }
         // Position p: (tiles x C), rows `vs` apart, times (C x O).
         for (p, m) in m.chunks_exact_mut(t * o).enumerate() {
@@ -457,7 +505,7 @@ pub(super) fn conv3x3(batch: &Batch, kernel: Kernel, kept: &OnceLock<Transformed
         }
         let place = |t, a, b| tiles.place(t, a, b);
         out.fill((o, plane), |i, tile, px| {
-            transform_output::<4>(m, (t, i * count, count), (o, batch.bias), output_rows, place, tile, px);
+            transform_output::<S, M>(m, (t, i * count, count), (o, batch.bias), a_rows, place, tile, px);
         })
     })
 }
@@ -466,7 +514,23 @@ pub(super) fn conv3x3(batch: &Batch, kernel: Kernel, kept: &OnceLock<Transformed
 /// transform in `cell` (made there unless a batch's call made it); None
 /// where `narrow`'s kernel does not run.
 pub(in crate::ops) fn single(cell: &OnceLock<Transformed>, wt: &[f32], (c, o): (usize, usize)) -> Option<Single> {
-    Single::new(Transformed::kept_or_new(cell, wt, Kernel::Conv, (c, o), &Positions))
+    let flip = Flip::Axes(&FLIP_3);
+    match cell.get() {
+        // A batch's F(4x4, 3x3) transform: one image runs by F(2x2, 3x3).
+        Some(u) if u.positions() != 16 => Single::new(&Transformed::new(wt, Kernel::Conv, (c, o), &Positions, flip)),
+        _ => Single::new(Transformed::kept_or_new(cell, wt, Kernel::Conv, (c, o), &Positions, flip)),
+    }
+}
+
+/// How flipping a kernel moves its transform's positions
+/// ([`Transformed::transposed`]).
+#[derive(Debug, Clone, Copy)]
+enum Flip {
+    /// Each axis's positions as the permutation says (a 3x3 kernel's:
+    /// G's rows for reversed taps are G's rows reordered).
+    Axes(&'static [usize]),
+    /// All positions in reverse order (the stride-2 phases').
+    Reversed,
 }
 
 /// Each (c, o) kernel's transform, `G g Gᵀ` at each position: a map of
@@ -480,6 +544,8 @@ pub(in crate::ops) struct Transformed {
     kernel: Kernel,
     c: usize,
     o: usize,
+    /// How the positions move when the kernel is flipped.
+    flip: Flip,
     /// Read as the transform of the flipped kernel (see [`Self::transposed`]).
     flipped: bool,
     /// The positions in panels for [`Self::product`], made at its first use.
@@ -492,12 +558,13 @@ impl Transformed {
         kernel: Kernel,
         (c, o): (usize, usize),
         map: &(impl Lanes<T, P> + Sync),
+        flip: Flip,
     ) -> Self {
         let mut u = Arc::new_uninit_slice(P * unaliased(c * o));
         taps::to_positions(map, wt, Arc::get_mut(&mut u).expect("a new Arc is unique"));
         // SAFETY: `to_positions` set every value, the padding included.
         let u = unsafe { u.assume_init() };
-        Self { u, kernel, c, o, flipped: false, packed: Arc::default() }
+        Self { u, kernel, c, o, flip, flipped: false, packed: Arc::default() }
     }
 
     /// The same weights' transform for the other kind of convolution: a
@@ -509,7 +576,7 @@ impl Transformed {
     ///
     /// - F(2x2, 3x3): G applied to a reversed 3-tap kernel is G with its
     ///   first and last rows swapped, so positions 0 and 3 trade places
-    ///   along each axis.
+    ///   along each axis; F(4x4, 3x3) likewise ([`large::FLIP`]).
     /// - F(2x2, 2x2) phase by phase: a transposed convolution's phase (p,
     ///   q) is the convolution's phase (1 - p, 1 - q) with its 2x2
     ///   sub-kernel reversed, and G2 applied to a reversed kernel is G2
@@ -522,7 +589,7 @@ impl Transformed {
             Kernel::Transposed => Kernel::Conv,
         };
         let packed = Arc::clone(&self.packed);
-        Self { u: Arc::clone(&self.u), kernel, c: self.o, o: self.c, flipped: !self.flipped, packed }
+        Self { u: Arc::clone(&self.u), kernel, c: self.o, o: self.c, flip: self.flip, flipped: !self.flipped, packed }
     }
 
     /// The transform in `cell`, put there unless an earlier call did (a
@@ -535,13 +602,15 @@ impl Transformed {
         kernel: Kernel,
         (c, o): (usize, usize),
         map: &(impl Lanes<T, P> + Sync),
+        flip: Flip,
     ) -> &'a Self {
         assert!(
             wt.len() == T * c * o,
             "winograd: {} weights for a kernel of {T} taps from {c} to {o} channels",
             wt.len()
         );
-        let u = cell.get_or_init(|| recent::transform(wt, kernel, (c, o, P), || Self::new(wt, kernel, (c, o), map)));
+        let u =
+            cell.get_or_init(|| recent::transform(wt, kernel, (c, o, P), || Self::new(wt, kernel, (c, o), map, flip)));
         assert!(
             (u.kernel, u.c, u.o, u.u.len()) == (kernel, c, o, P * u.stride()),
             "winograd: a kept transform of another kernel"
@@ -568,10 +637,10 @@ impl Transformed {
     /// Where position `p`'s (C x O) matrix starts in `u`.
     fn stored(&self, p: usize) -> usize {
         let positions = self.positions();
-        let p = match (self.flipped, positions) {
+        let p = match (self.flipped, self.flip) {
             (false, _) => p,
-            (true, 16) => 4 * FLIP_3[p / 4] + FLIP_3[p % 4],
-            (true, _) => positions - 1 - p,
+            (true, Flip::Axes(axis)) => axis.len() * axis[p / axis.len()] + axis[p % axis.len()],
+            (true, Flip::Reversed) => positions - 1 - p,
         };
         p * self.stride()
     }
@@ -630,11 +699,24 @@ impl Transformed {
 
 /// The kernel gradient (O, C, 3, 3) of a batch's 3x3 stride-1 convolution
 /// (padding 1) from its input `x` (N, C, H, W) and output gradient `dy`
-/// (N, O, H, W), by [`weight_grad`] with F(2x2, 3x3): 2.25x fewer
-/// multiply-adds than the patch GEMM; None for narrow layers. A
-/// transposed convolution's kernel gradient is this with the roles of its
-/// input and output gradient swapped.
+/// (N, O, H, W), by [`weight_grad`] with F(4x4, 3x3) where
+/// [`large::pays`] (4x fewer multiply-adds than the patch GEMM), else
+/// F(2x2, 3x3) (2.25x fewer); None for narrow layers. A transposed
+/// convolution's kernel gradient is this with the roles of its input and
+/// output gradient swapped.
 pub(super) fn conv3x3_weight_grad(x: &[f32], n: usize, (c, h, w): Dims, dy: &[f32], o: usize) -> Option<Vec<f32>> {
+    if large::pays(h, w) && h * w > 16 {
+        let tiles = Tiles::of(h, w, 4);
+        let layer = Layer { x, n, dims: (c, h, w), dy, o, plane: h * w, count: tiles.count(), side: 4 };
+        let input = |img: &[f32], v: &mut [f32]| {
+            with_scratch([tiles.padded_len(c) + 36 * c, 0, 0], |[xp, _, _]| {
+                let (xp, bd) = xp.split_at_mut(tiles.padded_len(c));
+                large::transform_input(&tiles, img, c, xp, bd, v, 36 * c);
+            })
+        };
+        let place = |t, a, b| tiles.place(t, a, b);
+        return weight_grad(&layer, |p| p, input, (place, &large::OutputGradient), &large::Taps);
+    }
     let tiles = Tiles::new(h, w);
     // A = [1 0; 1 1; 1 -1; 0 -1]: `A g Aᵀ` of (g00, g01, g10, g11), row by row.
     let a_g_a = |[a, b, c, d]: [f32x8; 4]| -> [f32x8; 16] {
@@ -643,7 +725,7 @@ pub(super) fn conv3x3_weight_grad(x: &[f32], n: usize, (c, h, w): Dims, dy: &[f3
             [r0, array::from_fn(|j| r0[j] + r1[j]), array::from_fn(|j| r0[j] - r1[j]), r1.map(|v| -v)];
         array::from_fn(|e| rows[e / 4][e % 4])
     };
-    let layer = Layer { x, n, dims: (c, h, w), dy, o, plane: h * w, count: tiles.count() };
+    let layer = Layer { x, n, dims: (c, h, w), dy, o, plane: h * w, count: tiles.count(), side: 2 };
     let input = |img: &[f32], v: &mut [f32]| {
         with_scratch([tiles.padded_len(c) + 16 * c, 0, 0], |[xp, _, _]| {
             let (xp, bd) = xp.split_at_mut(tiles.padded_len(c));
@@ -671,7 +753,8 @@ fn unaliased(len: usize) -> usize {
 
 /// A batch's convolution layer as its kernel gradient sees it: `x`, `n`
 /// images of `dims` (C, H, W), and `dy`, the gradient of its output, `o`
-/// planes of `plane` pixels per image, which `count` 2x2 tiles cover.
+/// planes of `plane` pixels per image, which `count` tiles of `side` x
+/// `side` outputs cover.
 struct Layer<'a> {
     x: &'a [f32],
     n: usize,
@@ -680,6 +763,7 @@ struct Layer<'a> {
     o: usize,
     plane: usize,
     count: usize,
+    side: usize,
 }
 
 /// The fewest tiles a group of images sums over in one GEMM: its inner
@@ -706,8 +790,8 @@ const MIN_MACS_PER_VALUE: usize = 32;
 /// `input(image, v)` writes an image's `Bᵀ d B` as the forward makes it,
 /// tiles x E x C; `(place, a_g_a)` make its `A dy Aᵀ`, tiles x P x O:
 /// output (a, b) of tile t is pixel `place(t, a, b)` of the plane, if
-/// inside it, and `a_g_a` maps a tile's 4 output values to its P
-/// positions. Pair e of `v` meets position `position(e)` of the gradient;
+/// inside it, and `a_g_a` maps a tile's Q output values (row by row) to
+/// its P positions. Pair e of `v` meets position `position(e)` of the gradient;
 /// `taps_of` maps an (o, c) kernel's gradient at its E transformed values
 /// to its T taps (the transpose of `G g Gᵀ`). None
 /// when the layer is too narrow to gain (see [`MIN_MACS_PER_VALUE`]) or
@@ -721,14 +805,14 @@ const MIN_MACS_PER_VALUE: usize = 32;
 /// size), and lost to the patch GEMM (BENCHMARKS.md); here a group is as
 /// large as those accumulators or larger, which it then reads and writes
 /// once, and the operands stay allocated between calls.
-fn weight_grad<const P: usize, const E: usize, const T: usize>(
+fn weight_grad<const Q: usize, const P: usize, const E: usize, const T: usize>(
     layer: &Layer,
     position: impl Fn(usize) -> usize + Sync,
     input: impl Fn(&[f32], &mut [f32]) + Sync,
-    (place, a_g_a): (impl Fn(usize, usize, usize) -> Option<usize> + Sync, &(impl Fn([f32x8; 4]) -> [f32x8; P] + Sync)),
+    (place, a_g_a): (impl Fn(usize, usize, usize) -> Option<usize> + Sync, &(impl Lanes<Q, P> + Sync)),
     taps_of: &(impl Lanes<E, T> + Sync),
 ) -> Option<Vec<f32>> {
-    let &Layer { x, n, dims: (c, h, w), dy, o, plane, count } = layer;
+    let &Layer { x, n, dims: (c, h, w), dy, o, plane, count, side } = layer;
     let pairs = E;
     // Transformed values per tile: its input's and its output gradient's.
     let per_tile = pairs * c + P * o;
@@ -760,7 +844,7 @@ fn weight_grad<const P: usize, const E: usize, const T: usize>(
                         let d = |a, b| place(t, a, b).map_or(&zeros[..], |at| &px[at * o..][..o]);
                         let mut rows = g.chunks_exact_mut(o);
                         let dst = array::from_fn(|_| rows.next().expect("P positions"));
-                        apply_across([d(0, 0), d(0, 1), d(1, 0), d(1, 1)], dst, None, a_g_a);
+                        apply_across(array::from_fn(|e| d(e / side, e % side)), dst, None, a_g_a);
                     }
                 })
             });

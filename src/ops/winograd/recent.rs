@@ -139,6 +139,7 @@ fn same_bits(a: &[f32], b: &[f32]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Flip;
     use super::*;
 
     fn made(value: f32) -> Transformed {
@@ -147,6 +148,7 @@ mod tests {
             kernel: Kernel::Conv,
             c: 2,
             o: 2,
+            flip: Flip::Reversed,
             flipped: false,
             packed: Arc::default(),
         }

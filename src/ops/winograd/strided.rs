@@ -18,7 +18,7 @@ use wide::f32x8;
 
 use super::super::conv::{Dims, with_scratch};
 use super::taps::sandwich;
-use super::{Batch, Kernel, Lanes, Layer, Tiles, Transformed, apply_across, pad, transform_output, weight_grad};
+use super::{Batch, Flip, Kernel, Lanes, Layer, Tiles, Transformed, apply_across, pad, transform_output, weight_grad};
 
 /// G of F(2x2, 2x2) times a column of 2 taps: G = [1 0; 1 1; 0 1].
 #[inline(always)]
@@ -207,7 +207,7 @@ pub(in crate::ops) fn conv4x4s2(batch: &Batch, kept: &OnceLock<Transformed>) -> 
     let ((c, h, w), o) = (batch.dims, batch.o);
     let geom = Strided::new(h, w);
     let (count, plane) = (geom.count(), geom.ho * geom.wo);
-    let u = Transformed::kept_or_new(kept, batch.wt, Kernel::Conv, (c, o), &ConvPositions);
+    let u = Transformed::kept_or_new(kept, batch.wt, Kernel::Conv, (c, o), &ConvPositions, Flip::Reversed);
     u.packed(); // here, by both threads, before the groups need it
     let lens = |t| [geom.padded_len(c), 36 * t * c, 9 * t * o];
     batch.by_groups((count, plane), lens, |images, out, t, [xp, v, m]| {
@@ -221,7 +221,7 @@ pub(in crate::ops) fn conv4x4s2(batch: &Batch, kept: &OnceLock<Transformed>) -> 
         }
         let place = |t, a, b| geom.place(t, a, b);
         out.fill((o, plane), |i, tile, px| {
-            transform_output::<3>(m, (t, i * count, count), (o, batch.bias), output_rows, place, tile, px);
+            transform_output::<3, 2>(m, (t, i * count, count), (o, batch.bias), output_rows, place, tile, px);
         })
     })
 }
@@ -235,7 +235,7 @@ pub(in crate::ops) fn conv_t4x4s2(batch: &Batch, kept: &OnceLock<Transformed>) -
     let ((c, h, w), o) = (batch.dims, batch.o);
     let tiles = Tiles::new(h, w);
     let (count, plane, cols) = (tiles.count(), 4 * h * w, 2 * tiles.tw + 2);
-    let u = Transformed::kept_or_new(kept, batch.wt, Kernel::Transposed, (c, o), &ConvTPositions);
+    let u = Transformed::kept_or_new(kept, batch.wt, Kernel::Transposed, (c, o), &ConvTPositions, Flip::Reversed);
     u.packed(); // here, by both threads, before the groups need it
     let lens = |t| [tiles.padded_len(c), 36 * t * c, 36 * t * o];
     batch.by_groups((count, plane), lens, |images, out, t, [xp, v, m]| {
@@ -254,7 +254,7 @@ pub(in crate::ops) fn conv_t4x4s2(batch: &Batch, kept: &OnceLock<Transformed>) -
             for (phase, m) in m.chunks_exact(9 * t * o).enumerate() {
                 let (p, q) = (phase / 2, phase % 2);
                 let place = |t, a, b| tiles.place(t, a, b).map(|at| (2 * (at / w) + p) * 2 * w + 2 * (at % w) + q);
-                transform_output::<3>(m, (t, i * count, count), (o, batch.bias), output_rows, place, tile, px);
+                transform_output::<3, 2>(m, (t, i * count, count), (o, batch.bias), output_rows, place, tile, px);
             }
         })
     })
@@ -277,7 +277,7 @@ pub(in crate::ops) fn conv4x4s2_weight_grad(
     let plane = geom.ho * geom.wo;
     // A = [1 0; 1 1; 0 1]: `A g Aᵀ` of (g00, g01, g10, g11), row by row.
     let a_g_a = |[a, b, c, d]: [f32x8; 4]| [a, a + b, b, a + c, a + b + c + d, b + d, c, c + d, d];
-    let layer = Layer { x, n, dims: (c, h, w), dy, o, plane, count: geom.count() };
+    let layer = Layer { x, n, dims: (c, h, w), dy, o, plane, count: geom.count(), side: 2 };
     let input = |img: &[f32], v: &mut [f32]| {
         with_scratch([geom.padded_len(c), 0, 0], |[xp, _, _]| {
             geom.transform_input(img, c, xp, v);
