@@ -455,16 +455,18 @@ pub(super) fn conv3x3(batch: &Batch, kernel: Kernel, kept: &OnceLock<Transformed
     let ((c, h, w), o, wt) = (batch.dims, batch.o, batch.wt);
     let large = kept.get().map_or_else(|| large::pays(h, w), |u| u.positions() == 36);
     if large {
-        let flip = Flip::Axes(&large::FLIP);
-        let u = match kernel {
-            Kernel::Conv => Transformed::kept_or_new(kept, wt, kernel, (c, o), &large::Positions, flip),
-            Kernel::Transposed => Transformed::kept_or_new(kept, wt, kernel, (c, o), &large::FlippedPositions, flip),
-        };
+        // A transposed convolution by its kernel's own transform, mirrored.
+        let u = Transformed::kept_or_new(kept, wt, kernel, (c, o), &large::Positions, Flip::Axes(&large::SAME));
         let tiles = Tiles::of(h, w, 4);
+        let mirror = kernel == Kernel::Transposed;
         let input = |img: &[f32], xp: &mut [f32], bd: &mut [f32], v: &mut [f32], ts| {
-            large::transform_input(&tiles, img, c, xp, bd, v, ts);
+            large::transform_input(&tiles, (img, c), (xp, bd), (v, ts), mirror);
         };
-        return conv3x3_by::<6, 4, 36>(batch, u, tiles, input, large::output_rows);
+        return if mirror {
+            conv3x3_by::<6, 4, 36>(batch, u, tiles, input, large::mirrored)
+        } else {
+            conv3x3_by::<6, 4, 36>(batch, u, tiles, input, large::output_rows)
+        };
     }
     let flip = Flip::Axes(&FLIP_3);
     let u = match kernel {
@@ -576,7 +578,9 @@ impl Transformed {
     ///
     /// - F(2x2, 3x3): G applied to a reversed 3-tap kernel is G with its
     ///   first and last rows swapped, so positions 0 and 3 trade places
-    ///   along each axis; F(4x4, 3x3) likewise ([`large::FLIP`]).
+    ///   along each axis.
+    /// - F(4x4, 3x3): nothing moves; the transposed view mirrors its tiles
+    ///   instead ([`large`]).
     /// - F(2x2, 2x2) phase by phase: a transposed convolution's phase (p,
     ///   q) is the convolution's phase (1 - p, 1 - q) with its 2x2
     ///   sub-kernel reversed, and G2 applied to a reversed kernel is G2
@@ -711,7 +715,7 @@ pub(super) fn conv3x3_weight_grad(x: &[f32], n: usize, (c, h, w): Dims, dy: &[f3
         let input = |img: &[f32], v: &mut [f32]| {
             with_scratch([tiles.padded_len(c) + 36 * c, 0, 0], |[xp, _, _]| {
                 let (xp, bd) = xp.split_at_mut(tiles.padded_len(c));
-                large::transform_input(&tiles, img, c, xp, bd, v, 36 * c);
+                large::transform_input(&tiles, (img, c), (xp, bd), (v, 36 * c), false);
             })
         };
         let place = |t, a, b| tiles.place(t, a, b);
