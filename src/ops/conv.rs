@@ -1006,7 +1006,8 @@ fn for_input_grad(forward: &TransformCell) -> TransformCell {
 ///   (BENCHMARKS.md).
 /// - its Winograd transform, for batches of wide layers (the explorer's
 ///   strips, `sample`, `interpolate`): 36 C O values for a 4x4 stride-2
-///   transposed convolution, 16 C O for a 3x3 convolution; a GEMM per call
+///   transposed convolution, 16 C O for a 3x3 convolution (36 C O where
+///   the image's sides are multiples of 4, by F(4x4, 3x3)); a GEMM per call
 ///   otherwise, a quarter of the call for a strip of 8 images.
 /// - for one image of 4x4 pixels (a generator's first layer, by far its
 ///   largest kernel) on an AVX-512 CPU, the GEMM's matrix (a convolution's
