@@ -31,7 +31,10 @@
 //! 5x5 transforms spilled out of registers. With kernels transformed once
 //! per step and packed once, and transforms as maps on vectors,
 //! F(4x4, 3x3) now shortens a 32 px pixel-shuffle step by ~7% on one
-//! thread (BENCHMARKS.md, 2026-12-04, night).
+//! thread (BENCHMARKS.md, 2026-12-04, night). F(4x4, 2x2) still made the
+//! stride-2 layers 30-80% slower then: its 5x5 transforms, 4x fewer rows
+//! per GEMM, and (as written then) a transform of its own for each
+//! transposed view.
 
 use std::array;
 use std::mem::MaybeUninit;
