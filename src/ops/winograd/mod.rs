@@ -262,10 +262,10 @@ impl Tiles {
     }
 
     /// `Bᵀ d B` of each 4x4 tile of `x` (C x H x W), 2x2 tiles only, into
-    /// `v` as tiles x 16 x C, tile after tile `ts` (16 C or more) values apart; `xp` holds the
-    /// padded image, `bd` (16 x C) `Bᵀ d`. Whole channel vectors at a time,
-    /// which vectorize (a channel at a time, the transform took a quarter
-    /// of a layer's time).
+    /// `v` as tiles x 16 x C, tile after tile `ts` (16 C or more) values
+    /// apart; `xp` holds the padded image, `bd` (16 x C) `Bᵀ d`. Whole
+    /// channel vectors at a time, which vectorize (a channel at a time, the
+    /// transform took a quarter of a layer's time).
     fn transform_input(&self, x: &[f32], c: usize, xp: &mut [f32], bd: &mut [f32], v: &mut [f32], ts: usize) {
         assert_eq!(self.m, 2, "winograd: F(2x2, 3x3) input transform of {}x{} tiles", self.m, self.m);
         self.pad(x, c, xp);
@@ -390,8 +390,8 @@ impl<'a> Planes<'a> {
     }
 
     /// Fills each image: `fill(i, tile, px)` writes image `i` channels-last
-    /// into `px` (`plane` x O), with `tile` ([`TILE_SPARE`] x O) to spare, and the
-    /// pixels then go into the planes.
+    /// into `px` (`plane` x O), with `tile` ([`TILE_SPARE`] x O) to spare,
+    /// and the pixels then go into the planes.
     fn fill(self, (o, plane): (usize, usize), fill: impl Fn(usize, &mut [f32], &mut [f32])) -> Filled {
         let image = o * plane;
         assert!(
@@ -707,10 +707,15 @@ impl Transformed {
 /// The kernel gradient (O, C, 3, 3) of a batch's 3x3 stride-1 convolution
 /// (padding 1) from its input `x` (N, C, H, W) and output gradient `dy`
 /// (N, O, H, W), by [`weight_grad`] with F(4x4, 3x3) where
-/// [`large::pays`] (4x fewer multiply-adds than the patch GEMM), else
-/// F(2x2, 3x3) (2.25x fewer); None for narrow layers. A transposed
-/// convolution's kernel gradient is this with the roles of its input and
-/// output gradient swapped.
+/// [`large::pays`] and an image has more than one tile (4x fewer
+/// multiply-adds than the patch GEMM), else F(2x2, 3x3) (2.25x fewer);
+/// None for narrow layers. A transposed convolution's kernel gradient is
+/// this with the roles of its input and output gradient swapped.
+///
+/// Why not one tile per image: the GEMMs, which sum over tiles, are then
+/// only the batch deep, and the 36 accumulators per pair cost more than
+/// the products saved (G's 256 → 512 layer at 4x4: 14.1-14.5 ms a step by
+/// F(2x2, 3x3), 15.5-15.7 by F(4x4, 3x3); BENCHMARKS.md).
 pub(super) fn conv3x3_weight_grad(x: &[f32], n: usize, (c, h, w): Dims, dy: &[f32], o: usize) -> Option<Vec<f32>> {
     if large::pays(h, w) && h * w > 16 {
         let tiles = Tiles::of(h, w, 4);
@@ -798,9 +803,9 @@ const MIN_MACS_PER_VALUE: usize = 32;
 /// tiles x E x C; `(place, a_g_a)` make its `A dy Aᵀ`, tiles x P x O:
 /// output (a, b) of tile t is pixel `place(t, a, b)` of the plane, if
 /// inside it, and `a_g_a` maps a tile's Q output values (row by row) to
-/// its P positions. Pair e of `v` meets position `position(e)` of the gradient;
-/// `taps_of` maps an (o, c) kernel's gradient at its E transformed values
-/// to its T taps (the transpose of `G g Gᵀ`). None
+/// its P positions. Pair e of `v` meets position `position(e)` of the
+/// gradient; `taps_of` maps an (o, c) kernel's gradient at its E
+/// transformed values to its T taps (the transpose of `G g Gᵀ`). None
 /// when the layer is too narrow to gain (see [`MIN_MACS_PER_VALUE`]) or
 /// empty.
 ///
