@@ -325,6 +325,25 @@ fn kept_kernel_serves_later_calls() -> Result<()> {
     })
 }
 
+/// A kept 3x3 kernel whose first call is a batch of 8x8 images (by
+/// F(4x4, 3x3), 36 positions) still serves single images (whose path
+/// takes F(2x2, 3x3)'s 16) and later batches, all matching candle.
+#[test]
+fn kept_kernel_serves_one_image_after_a_large_tile_batch() -> Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(25);
+    let (w, b) = (rand_tensor(&mut rng, &[64, 32, 3, 3])?, rand_tensor(&mut rng, &[64])?);
+    let kept = conv::KeptKernel::default();
+    let pool = ThreadPoolBuilder::new().num_threads(1).build().map_err(candle_core::Error::wrap)?;
+    pool.install(|| {
+        for n in [6, 1, 6, 1] {
+            let x = rand_tensor(&mut rng, &[n, 32, 8, 8])?;
+            let got = conv::conv2d(&x, &w, &b, 1, 1, Act::Identity, Some(&kept))?;
+            assert_close(&format!("{n} images"), &got, &add_bias(x.conv2d(&w, 1, 1, 1, 1)?, &b)?)?;
+        }
+        Ok(())
+    })
+}
+
 /// Trainable weights written in place between two calls, as the optimizer
 /// writes them, are what the second call computes with, for each
 /// Winograd kind (3x3, 4x4 stride 2, its transpose), though the first
