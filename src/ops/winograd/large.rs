@@ -29,7 +29,7 @@ use std::array;
 
 use wide::f32x8;
 
-use super::taps::sandwich;
+use super::taps::sandwich_rows;
 use super::{Lanes, Tiles, apply_across};
 
 /// How a transposed view's positions lie: where the kernel's do.
@@ -122,8 +122,7 @@ pub(super) struct Positions;
 impl Lanes<9, 36> for Positions {
     #[inline(always)]
     fn apply(&self, t: [f32x8; 9]) -> [f32x8; 36] {
-        let u = sandwich(g_rows, &[[t[0], t[1], t[2]], [t[3], t[4], t[5]], [t[6], t[7], t[8]]]);
-        u.as_flattened().try_into().expect("6 x 6 positions")
+        sandwich_rows(g_rows, t)
     }
 }
 
@@ -142,8 +141,7 @@ pub(super) struct Taps;
 impl Lanes<36, 9> for Taps {
     #[inline(always)]
     fn apply(&self, d: [f32x8; 36]) -> [f32x8; 9] {
-        let grid: [[f32x8; 6]; 6] = array::from_fn(|i| array::from_fn(|j| d[6 * i + j]));
-        sandwich(g_t_rows, &grid).as_flattened().try_into().expect("3 x 3 taps")
+        sandwich_rows(g_t_rows, d)
     }
 }
 
@@ -154,8 +152,7 @@ pub(super) struct OutputGradient;
 impl Lanes<16, 36> for OutputGradient {
     #[inline(always)]
     fn apply(&self, y: [f32x8; 16]) -> [f32x8; 36] {
-        let grid: [[f32x8; 4]; 4] = array::from_fn(|i| array::from_fn(|j| y[4 * i + j]));
-        sandwich(a_rows, &grid).as_flattened().try_into().expect("6 x 6 positions")
+        sandwich_rows(a_rows, y)
     }
 }
 

@@ -58,7 +58,7 @@ mod taps;
 pub use recent::RecentTransforms;
 pub(in crate::ops) use single::Single;
 pub(super) use strided::{conv_t4x4s2, conv4x4s2, conv4x4s2_weight_grad};
-use taps::sandwich;
+use taps::sandwich_rows;
 
 /// How a 3x3 kernel is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,8 +95,7 @@ struct Positions;
 impl Lanes<9, 16> for Positions {
     #[inline(always)]
     fn apply(&self, t: [f32x8; 9]) -> [f32x8; 16] {
-        let u = sandwich(g_rows, &[[t[0], t[1], t[2]], [t[3], t[4], t[5]], [t[6], t[7], t[8]]]);
-        u.as_flattened().try_into().expect("4 x 4 positions")
+        sandwich_rows(g_rows, t)
     }
 }
 
@@ -120,13 +119,7 @@ struct Taps;
 impl Lanes<16, 9> for Taps {
     #[inline(always)]
     fn apply(&self, d: [f32x8; 16]) -> [f32x8; 9] {
-        let grid = [
-            [d[0], d[1], d[2], d[3]],
-            [d[4], d[5], d[6], d[7]],
-            [d[8], d[9], d[10], d[11]],
-            [d[12], d[13], d[14], d[15]],
-        ];
-        sandwich(g_t_rows, &grid).as_flattened().try_into().expect("3 x 3 taps")
+        sandwich_rows(g_t_rows, d)
     }
 }
 
