@@ -288,15 +288,17 @@ impl Tiles {
 }
 
 /// `Aᵀ m A` plus bias for `count` tiles of `m` (S x S positions of `rows`
-/// tiles x O) from tile `first` on, where `a_rows` multiplies a column by
-/// Aᵀ (M x S); output (a, b) of tile `t` goes to pixel `place(t, a, b)` of
-/// `px` (pixels x O) when there is one. `tile` ((M M + M S) x O, at most
-/// [`TILE_SPARE`] x O) holds a tile's outputs and `Aᵀ m`.
+/// tiles x O) from tile `first` on, where `a_rows.0` multiplies a column
+/// of the tile's positions by Aᵀ (M x S) and `a_rows.1` a row by it (the
+/// same map but where a transposed stride-2 phase's products carry a
+/// sign, [`strided`]); output (a, b) of tile `t` goes to pixel `place(t,
+/// a, b)` of `px` (pixels x O) when there is one. `tile` ((M M + M S) x
+/// O, at most [`TILE_SPARE`] x O) holds a tile's outputs and `Aᵀ m`.
 fn transform_output<const S: usize, const M: usize>(
     m: &[f32],
     (rows, first, count): (usize, usize, usize),
     (o, bias): (usize, Option<&[f32]>),
-    a_rows: impl Fn([f32x8; S]) -> [f32x8; M],
+    a_rows: (impl Fn([f32x8; S]) -> [f32x8; M], impl Fn([f32x8; S]) -> [f32x8; M]),
     place: impl Fn(usize, usize, usize) -> Option<usize>,
     tile: &mut [f32],
     px: &mut [f32],
@@ -308,12 +310,12 @@ fn transform_output<const S: usize, const M: usize>(
         // am[r][j] = row r of Aᵀ m, at column j: (r S + j) O.
         for j in 0..S {
             let mut dst = am.chunks_exact_mut(o).skip(j).step_by(S);
-            apply_across(array::from_fn(|i| s(i, j)), array::from_fn(|_| dst.next().expect("M rows")), None, &a_rows);
+            apply_across(array::from_fn(|i| s(i, j)), array::from_fn(|_| dst.next().expect("M rows")), None, &a_rows.0);
         }
         for (r, y) in out.chunks_exact_mut(M * o).enumerate() {
             let mut dst = y.chunks_exact_mut(o);
             let src = array::from_fn(|j| &am[(r * S + j) * o..][..o]);
-            apply_across(src, array::from_fn(|_| dst.next().expect("M outputs")), bias, &a_rows);
+            apply_across(src, array::from_fn(|_| dst.next().expect("M outputs")), bias, &a_rows.1);
         }
         for (e, out) in out.chunks_exact(o).enumerate() {
             if let Some(at) = place(t, e / M, e % M) {
@@ -503,7 +505,7 @@ fn conv3x3_by<const S: usize, const M: usize, const P: usize>(
         }
         let place = |t, a, b| tiles.place(t, a, b);
         out.fill((o, plane), |i, tile, px| {
-            transform_output::<S, M>(m, (t, i * count, count), (o, batch.bias), a_rows, place, tile, px);
+            transform_output::<S, M>(m, (t, i * count, count), (o, batch.bias), (a_rows, a_rows), place, tile, px);
         })
     })
 }
