@@ -9,7 +9,9 @@
 //! the input with every other kernel tap. F(2x2, 2x2) makes a 2x2 output
 //! tile of a 2x2 correlation from 9 products instead of 16 (1.78x fewer
 //! multiply-adds), with integer transforms: Bᵀ = [1 -1 0; 0 1 0; 0 -1 1],
-//! G = [1 0; 1 1; 0 1], Aᵀ = [1 1 0; 0 1 1].
+//! G = [1 0; 1 1; 0 1], Aᵀ = [1 1 0; 0 1 1]. A transposed convolution's
+//! phases read overlapping windows of its input, whose transforms they
+//! share ([`shared_rows`]).
 
 use std::array;
 use std::sync::OnceLock;
