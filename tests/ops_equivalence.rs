@@ -108,8 +108,10 @@ type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
 // in a whole block and a part of one, into 40 and 48 channels (parts of
 // panels; split between threads, whole panels per part). Last, two
 // batches whose sides are multiples of 4, which run by F(4x4, 3x3): 8x12
-// pixels in 6 tiles each, and 4x4 as the generators' first 3x3 layer.
-const CONV_CASES: [Case; 26] = [
+// pixels in 6 tiles each, and 4x4 as the generators' first 3x3 layer; and
+// two stride-2 batches of 128 channels or more whose kernel gradients run
+// by F(4x4, 2x2), their outputs 8x8 and 8x12.
+const CONV_CASES: [Case; 28] = [
     (2, 3, 8, 8, 4, 4, 2, 1),
     (3, 5, 7, 9, 2, 3, 1, 1),
     (1, 1, 5, 5, 3, 3, 2, 0),
@@ -136,6 +138,8 @@ const CONV_CASES: [Case; 26] = [
     (2, 24, 11, 9, 48, 3, 1, 1),
     (4, 64, 8, 12, 64, 3, 1, 1),
     (4, 96, 4, 4, 128, 3, 1, 1),
+    (4, 128, 16, 16, 128, 4, 2, 1),
+    (4, 128, 16, 24, 160, 4, 2, 1),
 ];
 
 // As [`CONV_CASES`], for transposed convolutions: the grouped cases read
@@ -154,8 +158,9 @@ const CONV_CASES: [Case; 26] = [
 // between three threads its parts start 27 and 54 rows in, off the panels'
 // 16, and those parts take the GEMM instead. Last, G's RGB layer at
 // 64 px on a batch of 8: 3 channels of 32K values, whose bias gradient
-// CUDA sums in parts; and a batch of 8x4 pixels by F(4x4, 3x3).
-const CONV_T_CASES: [Case; 23] = [
+// CUDA sums in parts; a batch of 8x4 pixels by F(4x4, 3x3); and 128
+// channels at 8x8 to 16x16, whose kernel gradient runs by F(4x4, 2x2).
+const CONV_T_CASES: [Case; 24] = [
     (2, 4, 4, 4, 3, 4, 2, 1),
     (3, 3, 5, 7, 2, 4, 2, 1),
     (1, 2, 7, 7, 1, 3, 1, 1),
@@ -179,6 +184,7 @@ const CONV_T_CASES: [Case; 23] = [
     (1, 6, 4, 4, 7, 3, 1, 1),
     (8, 16, 32, 32, 3, 4, 2, 1),
     (4, 80, 8, 4, 64, 3, 1, 1),
+    (4, 128, 8, 8, 128, 4, 2, 1),
 ];
 
 /// Runs `body` in rayon's default pool, in a one-thread pool, where each

@@ -34,7 +34,9 @@
 //! thread (BENCHMARKS.md, 2026-12-04, night). F(4x4, 2x2) still made the
 //! stride-2 layers 30-80% slower then: its 5x5 transforms, 4x fewer rows
 //! per GEMM, and (as written then) a transform of its own for each
-//! transposed view.
+//! transposed view. Only their kernel gradients use it, for wide layers
+//! whose images have 8x8 outputs or more: their GEMMs sum over all tiles,
+//! so tile size does not shorten them ([`strided`]).
 
 use std::array;
 use std::mem::MaybeUninit;

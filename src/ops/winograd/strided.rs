@@ -11,7 +11,8 @@
 //! multiply-adds), with integer transforms: Bᵀ = [1 -1 0; 0 1 0; 0 -1 1],
 //! G = [1 0; 1 1; 0 1], Aᵀ = [1 1 0; 0 1 1]. A transposed convolution's
 //! phases read overlapping windows of its input, whose transforms they
-//! share ([`shared_rows`]).
+//! share ([`shared_rows`]). Kernel gradients of wide layers whose outputs
+//! are 8x8 or larger run by F(4x4, 2x2) ([`large_pays`]).
 
 use std::array;
 use std::sync::OnceLock;
@@ -19,7 +20,7 @@ use std::sync::OnceLock;
 use wide::f32x8;
 
 use super::super::conv::{Dims, with_scratch};
-use super::taps::sandwich;
+use super::taps::{sandwich, sandwich_rows};
 use super::{Batch, Flip, Kernel, Lanes, Layer, Tiles, Transformed, apply_across, pad, transform_output, weight_grad};
 
 /// G of F(2x2, 2x2) times a column of 2 taps: G = [1 0; 1 1; 0 1].
@@ -95,20 +96,28 @@ struct ConvTaps;
 impl Lanes<36, 16> for ConvTaps {
     #[inline(always)]
     fn apply(&self, du: [f32x8; 36]) -> [f32x8; 16] {
-        let mut w = [f32x8::ZERO; 16];
-        for phase in 0..4 {
-            let mut d = [[f32x8::ZERO; 3]; 3];
-            for pos in 0..9 {
-                d[pos / 3][pos % 3] = du[4 * pos + phase];
-            }
-            let sub = sandwich(g_t_rows, &d);
-            for (a, b) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
-                let (r, c) = conv_tap(phase, a, b);
-                w[4 * r + c] = sub[a][b];
-            }
-        }
-        w
+        phase_taps::<3, 36>(du, g_t_rows)
     }
+}
+
+/// A convolution kernel's gradient at each phase's S x S positions (pair
+/// e: position e / 4 of phase e % 4) back to its 16 taps: `g_t` (Gᵀ times
+/// a column of S) along both axes of each phase's grid, `Gᵀ du G`.
+#[inline(always)]
+fn phase_taps<const S: usize, const E: usize>(du: [f32x8; E], g_t: impl Fn([f32x8; S]) -> [f32x8; 2]) -> [f32x8; 16] {
+    let mut w = [f32x8::ZERO; 16];
+    for phase in 0..4 {
+        let mut d = [[f32x8::ZERO; S]; S];
+        for pos in 0..S * S {
+            d[pos / S][pos % S] = du[4 * pos + phase];
+        }
+        let sub = sandwich(&g_t, &d);
+        for (a, b) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+            let (r, c) = conv_tap(phase, a, b);
+            w[4 * r + c] = sub[a][b];
+        }
+    }
+    w
 }
 
 /// Bᵀ of F(2x2, 2x2) times a column of 3 values.
@@ -156,12 +165,14 @@ fn transform_phases(
     }
 }
 
-/// How a stride-2 convolution over H x W pixels divides into 2x2 output
-/// tiles: tile (i, j) reads padded rows 4i..4i+5 and columns 4j..4j+5.
+/// How a stride-2 convolution over H x W pixels divides into M x M output
+/// tiles (M is 2, or 4 for [`LARGE`]): tile (i, j) reads padded rows 2M
+/// i..2M i + 2M + 1 and the columns alike.
 #[derive(Debug, Clone, Copy)]
 struct Strided {
     h: usize,
     w: usize,
+    m: usize,
     ho: usize,
     wo: usize,
     tw: usize,
@@ -171,13 +182,17 @@ struct Strided {
 
 impl Strided {
     fn new(h: usize, w: usize) -> Self {
+        Self::of(h, w, 2)
+    }
+
+    fn of(h: usize, w: usize, m: usize) -> Self {
         let (ho, wo) = (h / 2, w / 2);
-        let (th, tw) = (ho.div_ceil(2), wo.div_ceil(2));
-        Self { h, w, ho, wo, tw, rows: 4 * th + 2, cols: 4 * tw + 2 }
+        let (th, tw) = (ho.div_ceil(m), wo.div_ceil(m));
+        Self { h, w, m, ho, wo, tw, rows: 2 * m * th + 2, cols: 2 * m * tw + 2 }
     }
 
     fn count(&self) -> usize {
-        (self.rows - 2) / 4 * self.tw
+        (self.rows - 2) / (2 * self.m) * self.tw
     }
 
     fn padded_len(&self, c: usize) -> usize {
@@ -188,15 +203,42 @@ impl Strided {
     /// and columns 2l + q, into `v` as tiles x 9 positions x 4 phases x C;
     /// `xp` holds the padded image.
     fn transform_input(&self, x: &[f32], c: usize, xp: &mut [f32], v: &mut [f32]) {
+        assert_eq!(self.m, 2, "winograd: F(2x2, 2x2) input transform of {}x{} tiles", self.m, self.m);
         pad(x, (c, self.h, self.w), &mut xp[..self.padded_len(c)], self.cols);
         let tw = self.tw;
         let pixel = |t, ph, a, b| (4 * (t / tw) + 2 * a + ph / 2, 4 * (t % tw) + 2 * b + ph % 2);
         transform_phases(xp, (c, self.cols, self.count()), pixel, v);
     }
 
+    /// [`Self::transform_input`] for 4x4 tiles: each tile's `Bᵀ d B` of
+    /// F(4x4, 2x2) for each phase, 25 positions, into `v` as tiles x 25
+    /// positions x 4 phases x C, each phase's tile in two passes (along
+    /// its rows into `rows`, 25 x C, then down its columns).
+    fn transform_input_large(&self, x: &[f32], c: usize, (xp, rows): (&mut [f32], &mut [f32]), v: &mut [f32]) {
+        assert_eq!(self.m, 4, "winograd: F(4x4, 2x2) input transform of {}x{} tiles", self.m, self.m);
+        let (xp, rows) = (&mut xp[..self.padded_len(c)], &mut rows[..25 * c]);
+        pad(x, (c, self.h, self.w), xp, self.cols);
+        for (t, vt) in v.chunks_exact_mut(100 * c).take(self.count()).enumerate() {
+            for phase in 0..4 {
+                let (r, col) = (8 * (t / self.tw) + phase / 2, 8 * (t % self.tw) + phase % 2);
+                for (a, row) in rows.chunks_exact_mut(5 * c).enumerate() {
+                    let d = array::from_fn(|b| &xp[((r + 2 * a) * self.cols + col + 2 * b) * c..][..c]);
+                    let mut dst = row.chunks_exact_mut(c);
+                    apply_across(d, array::from_fn(|_| dst.next().expect("5 values")), None, &large_b_rows);
+                }
+                // Position (i, k) of the phase at vt[(4 (5 i + k) + phase) C..].
+                for k in 0..5 {
+                    let mut dst = vt.chunks_exact_mut(c).skip(4 * k + phase).step_by(20);
+                    let d = array::from_fn(|a| &rows[(5 * a + k) * c..][..c]);
+                    apply_across(d, array::from_fn(|_| dst.next().expect("5 positions")), None, &large_b_rows);
+                }
+            }
+        }
+    }
+
     /// Where tile `t`'s output (a, b) lies in the Ho x Wo output, if inside it.
     fn place(&self, t: usize, a: usize, b: usize) -> Option<usize> {
-        let (y, x) = (2 * (t / self.tw) + a, 2 * (t % self.tw) + b);
+        let (y, x) = (self.m * (t / self.tw) + a, self.m * (t % self.tw) + b);
         (y < self.ho && x < self.wo).then_some(y * self.wo + x)
     }
 }
@@ -323,8 +365,9 @@ fn phase_output_rows(phase: usize) -> impl Fn([f32x8; 3]) -> [f32x8; 2] + Copy {
 
 /// The kernel gradient (O, C, 4, 4) of a batch's stride-2 convolution
 /// from its input `x` (N, C, H, W) and output gradient `dy` (N, O, H/2,
-/// W/2), by [`weight_grad`] with F(2x2, 2x2) phase by phase: 1.78x fewer
-/// multiply-adds than the patch GEMM; None for narrow layers. A
+/// W/2), by [`weight_grad`] phase by phase with F(4x4, 2x2) where
+/// [`large_pays`] (2.56x fewer multiply-adds than the patch GEMM), else
+/// F(2x2, 2x2) (1.78x fewer); None for narrow layers. A
 /// transposed convolution's kernel gradient is this with the roles of its
 /// input and output gradient swapped.
 pub(in crate::ops) fn conv4x4s2_weight_grad(
@@ -334,6 +377,18 @@ pub(in crate::ops) fn conv4x4s2_weight_grad(
     dy: &[f32],
     o: usize,
 ) -> Option<Vec<f32>> {
+    let (ho, wo) = (h / 2, w / 2);
+    if large_pays((ho, wo), c, o) {
+        let geom = Strided::of(h, w, 4);
+        let layer = Layer { x, n, dims: (c, h, w), dy, o, plane: ho * wo, count: geom.count(), side: 4 };
+        let input = |img: &[f32], v: &mut [f32]| {
+            with_scratch([geom.padded_len(c) + 25 * c, 0, 0], |[xp, _, _]| {
+                geom.transform_input_large(img, c, xp.split_at_mut(geom.padded_len(c)), v);
+            })
+        };
+        let place = |t, a, b| geom.place(t, a, b);
+        return weight_grad(&layer, |e| e / 4, input, (place, &LargeOutputGradient), &LargeTaps);
+    }
     let geom = Strided::new(h, w);
     let plane = geom.ho * geom.wo;
     // A = [1 0; 1 1; 0 1]: `A g Aᵀ` of (g00, g01, g10, g11), row by row.
@@ -347,4 +402,73 @@ pub(in crate::ops) fn conv4x4s2_weight_grad(
     let place = |t, a, b| geom.place(t, a, b);
     // Pair e is position e / 4 of phase e % 4.
     weight_grad(&layer, |e| e / 4, input, (place, &a_g_a), &ConvTaps)
+}
+
+/// Whether a stride-2 kernel gradient with Ho x Wo outputs, C input and
+/// O output channels runs by F(4x4, 2x2) (each phase's 4x4 output tile
+/// from 25 products where F(2x2, 2x2)'s four tiles take 36): sides that
+/// are multiples of 4, more than one tile an image, 128 channels or more
+/// on both sides.
+///
+/// Why: the GEMMs, which sum over all tiles whatever their size, shrink
+/// by 31%, while the 5x5 transforms and the 100 accumulators per (c, o)
+/// pair cost more than F(2x2, 2x2)'s 36. The transforms grow with C + O
+/// and the GEMMs with C O, so only wide layers gain. Timed inside 40
+/// training steps (one thread, 32 px transposed-conv net, 64 → 128
+/// channels at 8x8 outputs, 120 calls, Zen 4): GEMMs 675 → 506 ms, input
+/// transforms 112 → 177, output gradients' 43 → 91, back to taps 18 → 62.
+/// `bench --ops`, one thread, 3 calls a step, ms: 128 → 256 channels at
+/// 8x8 outputs (64 px nets) 77.4 → 68.4 on a Zen 4, 49.5 / 50.6 → 47.3 /
+/// 47.2 on an Emerald Rapids Xeon; 64 → 128 at 16x16 84.3 → 74.6 on the
+/// Zen 4 but 57.8 / 58.1 → 59.8 / 58.5 on the Xeon, and at 8x8 (32 px)
+/// 15.4 / 16.0 → 16.5 there. One tile per image (4x4 outputs) was not
+/// tried: there the GEMMs would be only the batch deep, which made F(4x4,
+/// 3x3) slower (`super::conv3x3_weight_grad`).
+fn large_pays((ho, wo): (usize, usize), c: usize, o: usize) -> bool {
+    ho.is_multiple_of(4) && wo.is_multiple_of(4) && ho * wo > 16 && c.min(o) >= 128
+}
+
+/// Bᵀ of F(4x4, 2x2) (points 0, 1, -1, 2, ∞) times a column of 5 values:
+/// Bᵀ = [2 -1 -2 1 0; 0 -2 -1 1 0; 0 2 -3 1 0; 0 -1 0 1 0; 0 2 -1 -2 1].
+#[inline(always)]
+fn large_b_rows([x0, x1, x2, x3, x4]: [f32x8; 5]) -> [f32x8; 5] {
+    let two = f32x8::splat(2.0);
+    [(x0 - x2) * two - x1 + x3, x3 - x2 - x1 * two, (x1 - x2) * two - x2 + x3, x3 - x1, (x1 - x3) * two - x2 + x4]
+}
+
+/// A (Aᵀ's transpose, Aᵀ = [1 1 1 1 0; 0 1 -1 2 0; 0 1 1 4 0; 0 1 -1 8 1])
+/// times a column of 4 output gradients: to 5 positions.
+#[inline(always)]
+fn large_a_rows([y0, y1, y2, y3]: [f32x8; 4]) -> [f32x8; 5] {
+    let (two, four, eight) = (f32x8::splat(2.0), f32x8::splat(4.0), f32x8::splat(8.0));
+    [y0, y0 + y1 + y2 + y3, y0 - y1 + y2 - y3, y0 + y1 * two + y2 * four + y3 * eight, y3]
+}
+
+/// Gᵀ of F(4x4, 2x2) (G = [½ 0; -½ -½; -⅙ ⅙; ⅙ ⅓; 0 1]) times a column of
+/// 5 values: a transform's gradient back to 2 taps.
+#[inline(always)]
+fn large_g_t_rows([p0, p1, p2, p3, p4]: [f32x8; 5]) -> [f32x8; 2] {
+    let (half, sixth, third) = (f32x8::splat(0.5), f32x8::splat(1.0 / 6.0), f32x8::splat(1.0 / 3.0));
+    [(p0 - p1) * half + (p3 - p2) * sixth, p4 - p1 * half + p2 * sixth + p3 * third]
+}
+
+/// A tile's 16 output gradients (row by row) to its 25 positions, `A dy Aᵀ`.
+struct LargeOutputGradient;
+
+impl Lanes<16, 25> for LargeOutputGradient {
+    #[inline(always)]
+    fn apply(&self, dy: [f32x8; 16]) -> [f32x8; 25] {
+        sandwich_rows(large_a_rows, dy)
+    }
+}
+
+/// A convolution kernel's gradient at its 100 positions (pair e: position
+/// e / 4 of phase e % 4) back to its 16 taps, `Gᵀ du G` per phase.
+struct LargeTaps;
+
+impl Lanes<100, 16> for LargeTaps {
+    #[inline(always)]
+    fn apply(&self, du: [f32x8; 100]) -> [f32x8; 16] {
+        phase_taps::<5, 100>(du, large_g_t_rows)
+    }
 }

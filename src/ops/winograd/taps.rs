@@ -34,9 +34,10 @@ const BLOCK: usize = 64;
 /// costs more than it saves.
 const MIN_JOB: usize = 16 * BLOCK;
 
-/// The most taps a kernel has (4x4), and positions a transform (36).
+/// The most taps a kernel has (4x4), and positions a transform (36) or a
+/// kernel gradient (100: F(4x4, 2x2)'s 4 phases of 25).
 const MAX_TAPS: usize = 16;
-const MAX_POSITIONS: usize = 36;
+const MAX_POSITIONS: usize = 100;
 
 /// `m g mᵀ` of a K x K grid `g`, where `m` multiplies a column of K
 /// values by an R x K matrix: the 2-D transforms of Winograd's algorithm
