@@ -96,11 +96,13 @@ type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
 // gradient, 9 x 7 from 4 x 3, keeps patches).
 // (1, 32, 48, 47, ...) is a single image big enough (2^23+ multiply-adds)
 // to split its output channels between threads. The next two are wider,
-// the 4x4 stride-2 one with tiles overhanging. The last three are single
+// the 4x4 stride-2 one with tiles overhanging. The next three are single
 // images of 4x4 output pixels, which a kept kernel on an AVX-512 CPU
 // multiplies from its panels (`narrow`): 20 and 33 output channels leave
 // a last panel part empty, and 1000 is big enough to split, in whole
-// panels, between threads. With a kept kernel on such a CPU, fewer images
+// panels, between threads; the 3x3 ones run tap by tap, skipping the
+// padding, and the image after them, 16 pixels too but 2x8, by patches.
+// With a kept kernel on such a CPU, fewer images
 // than make a batch, of 3x3 stride-1 layers into 16+ channels and more
 // than 4x4 pixels, run by Winograd with 16 tiles per GEMM column block
 // (`winograd::single`): (1, 32, 48, 47, ...) in 36 blocks and the last two
@@ -111,7 +113,7 @@ type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
 // pixels in 6 tiles each, and 4x4 as the generators' first 3x3 layer; and
 // two stride-2 batches of 128 channels or more whose kernel gradients run
 // by F(4x4, 2x2), their outputs 8x8 and 8x12.
-const CONV_CASES: [Case; 28] = [
+const CONV_CASES: [Case; 29] = [
     (2, 3, 8, 8, 4, 4, 2, 1),
     (3, 5, 7, 9, 2, 3, 1, 1),
     (1, 1, 5, 5, 3, 3, 2, 0),
@@ -134,6 +136,7 @@ const CONV_CASES: [Case; 28] = [
     (1, 8, 4, 4, 20, 3, 1, 1),
     (1, 5, 8, 8, 33, 4, 2, 1),
     (1, 64, 4, 4, 1000, 3, 1, 1),
+    (1, 8, 2, 8, 24, 3, 1, 1),
     (1, 128, 7, 7, 40, 3, 1, 1),
     (2, 24, 11, 9, 48, 3, 1, 1),
     (4, 64, 8, 12, 64, 3, 1, 1),

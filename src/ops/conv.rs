@@ -721,7 +721,7 @@ impl Convolution for Conv {
             return Ok((CpuStorage::F32(y), Shape::from((n, o, ho, wo))));
         }
         let (ckk, hw) = (c * k * k, ho * wo);
-        if n < rayon::current_num_threads() && o * ckk * hw >= SPLIT_MIN_MACS {
+        if (n < rayon::current_num_threads() && o * ckk * hw >= SPLIT_MIN_MACS) || self.taps_4x4((h, wd)) {
             let mut y = vec![0f32; n * o * hw];
             self.split_channels(x, w, bias, (c, h, wd), &mut y);
             return Ok((CpuStorage::F32(y), Shape::from((n, o, ho, wo))));
@@ -840,7 +840,9 @@ fn shifted_taps(batch: &Batch) -> Vec<f32> {
 impl Conv {
     /// The planar forward over fewer images than threads (the explorer's
     /// batch of one) for a layer worth two hand-offs to the pool: after one
-    /// im2col per image, the threads split its output channels.
+    /// im2col per image, the threads split its output channels. One 4x4
+    /// image through a 3x3 kernel in panels ([`Self::taps_4x4`]) comes here
+    /// on any number of threads, and skips the im2col.
     fn split_channels(&self, x: &[f32], w: &[f32], bias: Option<&[f32]>, (c, h, wd): Dims, y: &mut [f32]) {
         let (k, hw) = (self.0.k, self.0.conv_out(h) * self.0.conv_out(wd));
         let ckk = c * k * k;
@@ -851,19 +853,38 @@ impl Conv {
             // Whole panels per part.
             per_part = per_part.next_multiple_of(narrow::ROWS);
         }
-        let mut cols = vec![0f32; ckk * hw];
+        let taps = self.taps_4x4((h, wd));
+        let mut cols = vec![0f32; if taps { 0 } else { ckk * hw }];
         for (img, out) in x.chunks_exact(c * h * wd).zip(y.chunks_exact_mut(o * hw)) {
-            self.0.im2col(img, (c, h, wd), &mut cols, hw, 0);
-            out.par_chunks_mut(per_part * hw).enumerate().for_each(|(q, rows)| {
+            if !taps {
+                self.0.im2col(img, (c, h, wd), &mut cols, hw, 0);
+            }
+            let part = |(q, rows): (usize, &mut [f32])| {
                 let o0 = q * per_part;
                 let add = fill_rows(rows, hw, bias.map(|b| &b[o0..]));
-                if let Some(panels) = panels {
-                    return panels.product(o0, &cols, rows, add);
+                match panels {
+                    Some(panels) if taps => panels.conv3x3_4x4(o0, img, rows, add),
+                    Some(panels) => panels.product(o0, &cols, rows, add),
+                    None => {
+                        let (w, cols) = (Operand::plain(&w[o0 * ckk..], ckk), Operand::plain(&cols, hw));
+                        matmul(rows.len() / hw, hw, ckk, rows, add, w, cols);
+                    }
                 }
-                let (w, cols) = (Operand::plain(&w[o0 * ckk..], ckk), Operand::plain(&cols, hw));
-                matmul(rows.len() / hw, hw, ckk, rows, add, w, cols);
-            });
+            };
+            if per_part >= o {
+                part((0, out));
+            } else {
+                out.par_chunks_mut(per_part * hw).enumerate().for_each(part);
+            }
         }
+    }
+
+    /// Whether a call over H x W pixels is one 4x4 image through a 3x3
+    /// convolution with padding 1 whose kernel is in panels (a
+    /// pixel-shuffle generator's first layer for the explorer), which
+    /// `narrow` multiplies tap by tap.
+    fn taps_4x4(&self, (h, w): (usize, usize)) -> bool {
+        self.0.winograd() && (h, w) == (4, 4) && self.2.as_deref().is_some_and(|p| p.serves(0, narrow::COLS))
     }
 }
 
