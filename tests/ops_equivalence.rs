@@ -108,12 +108,13 @@ type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
 // (`winograd::single`): (1, 32, 48, 47, ...) in 36 blocks and the last two
 // here, 7x7 pixels in exactly 16 tiles, and two images of 11 x 9 pixels
 // in a whole block and a part of one, into 40 and 48 channels (parts of
-// panels; split between threads, whole panels per part). Last, two
+// panels; split between threads, whole panels per part); then one image
+// of 16 x 20 pixels by F(4x4, 3x3), its 20 tiles in a block and a part. Last, two
 // batches whose sides are multiples of 4, which run by F(4x4, 3x3): 8x12
 // pixels in 6 tiles each, and 4x4 as the generators' first 3x3 layer; and
 // two stride-2 batches of 128 channels or more whose kernel gradients run
 // by F(4x4, 2x2), their outputs 8x8 and 8x12.
-const CONV_CASES: [Case; 29] = [
+const CONV_CASES: [Case; 30] = [
     (2, 3, 8, 8, 4, 4, 2, 1),
     (3, 5, 7, 9, 2, 3, 1, 1),
     (1, 1, 5, 5, 3, 3, 2, 0),
@@ -139,6 +140,7 @@ const CONV_CASES: [Case; 29] = [
     (1, 8, 2, 8, 24, 3, 1, 1),
     (1, 128, 7, 7, 40, 3, 1, 1),
     (2, 24, 11, 9, 48, 3, 1, 1),
+    (1, 32, 16, 20, 48, 3, 1, 1),
     (4, 64, 8, 12, 64, 3, 1, 1),
     (4, 96, 4, 4, 128, 3, 1, 1),
     (4, 128, 16, 16, 128, 4, 2, 1),

@@ -1062,11 +1062,11 @@ impl KeptKernel {
         w: &Tensor,
     ) -> Result<Option<Arc<Single>>> {
         let (o, c, _, _) = w.dims4()?;
-        match kept {
-            Some(this) if g.winograd() && !channels_last(n) && o >= CHANNELS_LAST_MIN_OUT && Single::pays(h, wd) => {
+        match (kept, Single::side(h, wd)) {
+            (Some(this), Some(side)) if g.winograd() && !channels_last(n) && o >= CHANNELS_LAST_MIN_OUT => {
                 super::kept(&this.single, || {
                     let wt = w.flatten_all()?.to_vec1::<f32>()?;
-                    Ok(winograd::single(&this.winograd, &wt, (c, o)).map(Arc::new))
+                    Ok(winograd::single(&this.winograd, &wt, (c, o), side).map(Arc::new))
                 })
             }
             _ => Ok(None),

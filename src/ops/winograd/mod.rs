@@ -512,15 +512,25 @@ fn conv3x3_by<const S: usize, const M: usize, const P: usize>(
     })
 }
 
-/// [`Single`] for a 3x3 convolution's kernel `wt` (O, C, 3, 3), from its
-/// transform in `cell` (made there unless a batch's call made it); None
-/// where `narrow`'s kernel does not run.
-pub(in crate::ops) fn single(cell: &OnceLock<Transformed>, wt: &[f32], (c, o): (usize, usize)) -> Option<Single> {
-    let flip = Flip::Axes(&FLIP_3);
+/// [`Single`] for a 3x3 convolution's kernel `wt` (O, C, 3, 3) over
+/// tiles of `side` x `side` outputs ([`Single::side`]), from its
+/// transform in `cell` (made there unless a batch's call made it, or made
+/// apart where the cell's is of the other tile size); None where
+/// `narrow`'s kernel does not run.
+pub(in crate::ops) fn single(
+    cell: &OnceLock<Transformed>,
+    wt: &[f32],
+    (c, o): (usize, usize),
+    side: usize,
+) -> Option<Single> {
+    let (kernel, positions) = (Kernel::Conv, if side == 4 { 36 } else { 16 });
+    let made = |cell: &OnceLock<Transformed>| match side {
+        4 => Transformed::kept_or_new(cell, wt, kernel, (c, o), &large::Positions, Flip::Axes(&large::SAME)).clone(),
+        _ => Transformed::kept_or_new(cell, wt, kernel, (c, o), &Positions, Flip::Axes(&FLIP_3)).clone(),
+    };
     match cell.get() {
-        // A batch's F(4x4, 3x3) transform: one image runs by F(2x2, 3x3).
-        Some(u) if u.positions() != 16 => Single::new(&Transformed::new(wt, Kernel::Conv, (c, o), &Positions, flip)),
-        _ => Single::new(Transformed::kept_or_new(cell, wt, Kernel::Conv, (c, o), &Positions, flip)),
+        Some(u) if u.positions() != positions => Single::new(&made(&OnceLock::new())),
+        _ => Single::new(&made(cell)),
     }
 }
 

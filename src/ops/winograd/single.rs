@@ -1,6 +1,6 @@
 //! One image through a constant 3x3 convolution (the explorer's
-//! generators) by F(2x2, 3x3), with 16 tiles side by side as the 16
-//! columns of `narrow`'s kernel.
+//! generators) by F(2x2, 3x3) or F(4x4, 3x3), with 16 tiles side by side
+//! as the 16 columns of `narrow`'s kernel.
 //!
 //! Why: a batch of one keeps the planar path, a GEMM of the kernel (O x 9C)
 //! by the image's patches (9C x H W) that the gemm crate packs anew on
@@ -13,15 +13,24 @@
 //! and the planar one alternating (BENCHMARKS.md, 2026-12-03): the 28 px
 //! pixel-shuffle generator 0.20 → 0.16 ms on two threads, 0.25 → 0.19 on
 //! one; 32 px 0.35 → 0.31 and 0.49 → 0.43; 64 px 2.1 → 1.9 and 3.0 → 2.3.
+//!
+//! Images of 16x16 pixels or more whose sides are multiples of 4 take
+//! 4x4 tiles ([`Single::side`]): 36 products per tile and pair for 16
+//! outputs, where 2x2 tiles take 64, at 2.25x the transform's bytes. The
+//! 64 px pixel-shuffle generator's 128 → 256 layer at 16x16, one thread
+//! on a shared (busy) Emerald Rapids Xeon, 1.43 → 0.91-0.98 ms; its whole
+//! image, 400 runs each in three alternating rounds, median 4.30 / 4.82 /
+//! 2.84 → 3.67 / 3.64 / 2.53 ms.
 
 use std::array;
 
 use rayon::prelude::*;
+use wide::f32x8;
 
 use super::super::conv::with_scratch;
 use super::super::narrow::{self, COLS, Panels};
 use super::super::transpose::{Store, transpose};
-use super::{Tiles, Transformed, output_rows};
+use super::{Tiles, Transformed, large, output_rows};
 
 /// A kernel's transform, position by position, in panels.
 pub(in crate::ops) struct Single {
@@ -32,7 +41,8 @@ pub(in crate::ops) struct Single {
 
 impl Single {
     /// The panels of `u`, a convolution's (not a transposed one's)
-    /// transform; None where `narrow`'s kernel does not run.
+    /// transform by F(2x2, 3x3) or F(4x4, 3x3); None where `narrow`'s
+    /// kernel does not run.
     pub(in crate::ops) fn new(u: &Transformed) -> Option<Self> {
         assert!(
             u.kernel == super::Kernel::Conv && !u.flipped,
@@ -45,12 +55,18 @@ impl Single {
         Some(Self { positions, c, o })
     }
 
-    /// Whether an image of H x W pixels takes fewer products this way than
-    /// by patches (a fifth fewer at least): not a 4x4 one, whose 4 tiles
-    /// would fill a quarter of the columns.
-    pub(in crate::ops) fn pays(h: usize, w: usize) -> bool {
-        let blocks = Tiles::new(h, w).count().div_ceil(COLS);
-        5 * 16 * COLS * blocks < 4 * 9 * h * w
+    /// The output side of the tiles an image of H x W pixels runs by, if
+    /// this way takes fewer products than by patches (a fifth fewer at
+    /// least): of 2x2 and 4x4 tiles (sides multiples of 4), those whose 16
+    /// (36) positions times the 16-tile blocks are fewer. So a 4x4 image
+    /// runs by patches (its 4 tiles would fill a quarter of the columns),
+    /// an 8x8 one by 2x2 tiles (one block, where 4x4 tiles take a block
+    /// too), a 16x16 one by 4x4 tiles (one block instead of four).
+    pub(in crate::ops) fn side(h: usize, w: usize) -> Option<usize> {
+        let products = |m: usize, p: usize| p * Tiles::of(h, w, m).count().div_ceil(COLS);
+        let (small, large) = (products(2, 16), products(4, 36));
+        let (side, products) = if large::pays(h, w) && large < small { (4, large) } else { (2, small) };
+        (5 * COLS * products < 4 * 9 * h * w).then_some(side)
     }
 
     /// `y` (O x H x W) = the convolution of `x` (C x H x W) plus `bias`:
@@ -58,50 +74,77 @@ impl Single {
     /// shared out between the threads in whole panels, each part its GEMMs
     /// and its output transform.
     pub(in crate::ops) fn conv(&self, x: &[f32], (h, w): (usize, usize), bias: Option<&[f32]>, y: &mut [f32]) {
-        let (c, o) = (self.c, self.o);
-        assert!(x.len() == c * h * w && y.len() == o * h * w, "winograd single: {c}x{h}x{w} in, {o} out");
-        let tiles = Tiles::new(h, w);
+        if self.positions.len() == 36 {
+            let tiles = Tiles::of(h, w, 4);
+            let input = |xp: &mut [f32], bd: &mut [f32], tv: &mut [f32]| {
+                large::transform_input(&tiles, (x, self.c), (xp, bd), (tv, 36 * self.c), false);
+            };
+            self.conv_by::<6, 4>(tiles, input, large::output_rows, bias, y);
+        } else {
+            let tiles = Tiles::new(h, w);
+            let input = |xp: &mut [f32], bd: &mut [f32], tv: &mut [f32]| {
+                tiles.transform_input(x, self.c, xp, bd, tv, 16 * self.c);
+            };
+            self.conv_by::<4, 2>(tiles, input, output_rows, bias, y);
+        }
+    }
+
+    /// [`Self::conv`] over M x M `tiles` of S x S positions: `input(xp,
+    /// bd, tv)` writes the image's tiles' `Bᵀ d B` into `tv` (tiles x S S
+    /// x C; `xp` for the padded image, `bd` S S x C for `Bᵀ d`), and
+    /// `a_rows` multiplies a column by Aᵀ.
+    fn conv_by<const S: usize, const M: usize>(
+        &self,
+        tiles: Tiles,
+        input: impl FnOnce(&mut [f32], &mut [f32], &mut [f32]),
+        a_rows: impl Fn([f32x8; S]) -> [f32x8; M] + Sync,
+        bias: Option<&[f32]>,
+        y: &mut [f32],
+    ) {
+        let (c, o, p) = (self.c, self.o, S * S);
+        let plane = tiles.h * tiles.w;
+        assert!(y.len() == o * plane && p == self.positions.len(), "winograd single: {o}x{plane} out, {p} positions");
         let (count, blocks) = (tiles.count(), tiles.count().div_ceil(COLS));
-        // The batch path's transform (tiles x 16 x C, channels vectorized),
+        // The batch path's transform (tiles x P x C, channels vectorized),
         // then block b's position p as C rows of its 16 tiles.
-        let mut v = vec![0f32; blocks * 16 * c * COLS];
-        with_scratch([tiles.padded_len(c) + 16 * c, count * 16 * c, 0], |[xp, tv, _]| {
+        let mut v = vec![0f32; blocks * p * c * COLS];
+        with_scratch([tiles.padded_len(c) + p * c, count * p * c, 0], |[xp, tv, _]| {
             let (xp, bd) = xp.split_at_mut(tiles.padded_len(c));
-            tiles.transform_input(x, c, xp, bd, tv, 16 * c);
-            for (b, v) in v.chunks_exact_mut(16 * c * COLS).enumerate() {
+            input(xp, bd, tv);
+            for (b, v) in v.chunks_exact_mut(p * c * COLS).enumerate() {
                 let live = COLS.min(count - b * COLS);
-                for (p, v) in v.chunks_exact_mut(c * COLS).enumerate() {
-                    transpose(&tv[(b * COLS * 16 + p) * c..], 16 * c, v, COLS, (live, c), Store::Set);
+                for (q, v) in v.chunks_exact_mut(c * COLS).enumerate() {
+                    transpose(&tv[(b * COLS * p + q) * c..], p * c, v, COLS, (live, c), Store::Set);
                 }
             }
         });
-        // Where each block's outputs go: (lane, output e of the tile's 4, pixel).
+        // Where each block's outputs go: (lane, output e of the tile's M M, pixel).
         let spots: Vec<Vec<(usize, usize, usize)>> = (0..blocks)
             .map(|b| {
-                let lanes = (0..COLS.min(count - b * COLS)).flat_map(|l| (0..4).map(move |e| (l, e)));
-                lanes.filter_map(|(l, e)| tiles.place(b * COLS + l, e / 2, e % 2).map(|at| (l, e, at))).collect()
+                let lanes = (0..COLS.min(count - b * COLS)).flat_map(|l| (0..M * M).map(move |e| (l, e)));
+                lanes.filter_map(|(l, e)| tiles.place(b * COLS + l, e / M, e % M).map(|at| (l, e, at))).collect()
             })
             .collect();
         let per_part = o.div_ceil(rayon::current_num_threads().max(1)).next_multiple_of(narrow::ROWS);
-        y.par_chunks_mut(per_part * h * w).enumerate().for_each(|(q, out)| {
-            let (o0, rows) = (q * per_part, out.len() / (h * w));
+        y.par_chunks_mut(per_part * plane).enumerate().for_each(|(q, out)| {
+            let (o0, rows) = (q * per_part, out.len() / plane);
             // Block b, position p: the part's rows of 16 tiles.
-            let mut m = vec![0f32; blocks * 16 * rows * COLS];
+            let mut m = vec![0f32; blocks * p * rows * COLS];
             // Position by position, every block in turn, so that a position's
             // panels, read for the first block, are still cached for the rest.
-            for p in 0..16 {
-                for e in (p..blocks * 16).step_by(16) {
+            for (pos, panels) in self.positions.iter().enumerate() {
+                for e in (pos..blocks * p).step_by(p) {
                     let part = &mut m[e * rows * COLS..][..rows * COLS];
-                    self.positions[p].product(o0, &v[e * c * COLS..][..c * COLS], part, false);
+                    panels.product(o0, &v[e * c * COLS..][..c * COLS], part, false);
                 }
             }
-            for (r, plane) in out.chunks_exact_mut(h * w).enumerate() {
+            for (r, plane) in out.chunks_exact_mut(plane).enumerate() {
                 let b0 = bias.map_or(0.0, |b| b[o0 + r]);
                 for (b, spots) in spots.iter().enumerate() {
-                    let at = |p: usize| -> &[f32; COLS] {
-                        m[((b * 16 + p) * rows + r) * COLS..][..COLS].try_into().expect("16 lanes")
+                    let at = |pos: usize| -> &[f32; COLS] {
+                        m[((b * p + pos) * rows + r) * COLS..][..COLS].try_into().expect("16 lanes")
                     };
-                    let outs = untransform_lanes(array::from_fn(at));
+                    let outs = untransform::<S, M>(at, &a_rows);
                     for &(l, e, at) in spots {
                         plane[at] = outs[e][l] + b0;
                     }
@@ -111,20 +154,22 @@ impl Single {
     }
 }
 
-/// `Aᵀ m A` of 16 tiles (16 positions, one value per tile): each tile's
-/// outputs (a, b) as `[2a + b][lane]`.
-fn untransform_lanes(m: [&[f32; COLS]; 16]) -> [[f32; COLS]; 4] {
-    let mut out = [[0f32; COLS]; 4];
-    // am[r][j] = row r of Aᵀ m at column j.
-    let mut am = [[[0f32; COLS]; 4]; 2];
-    for j in 0..4 {
-        for l in 0..COLS {
-            [am[0][j][l], am[1][j][l]] = output_rows([m[j][l], m[4 + j][l], m[8 + j][l], m[12 + j][l]]);
-        }
-    }
-    for (r, am) in am.iter().enumerate() {
-        for l in 0..COLS {
-            [out[2 * r][l], out[2 * r + 1][l]] = output_rows([am[0][l], am[1][l], am[2][l], am[3][l]]);
+/// `Aᵀ m A` of 16 tiles, S x S positions (`m(i S + j)`, one value per
+/// tile) where `a_rows` multiplies a column of S by Aᵀ (M x S): each
+/// tile's outputs (a, b) as `[M a + b][lane]`, in the first M M rows.
+fn untransform<'a, const S: usize, const M: usize>(
+    m: impl Fn(usize) -> &'a [f32; COLS],
+    a_rows: impl Fn([f32x8; S]) -> [f32x8; M],
+) -> [[f32; COLS]; 16] {
+    let mut out = [[0f32; COLS]; 16];
+    for half in 0..COLS / 8 {
+        let at = |pos: usize| f32x8::new(m(pos)[8 * half..][..8].try_into().expect("8 lanes"));
+        // Column j of Aᵀ m: cols[j][r] for rows r.
+        let cols: [[f32x8; M]; S] = array::from_fn(|j| a_rows(array::from_fn(|i| at(i * S + j))));
+        for r in 0..M {
+            for (b, v) in a_rows(array::from_fn(|j| cols[j][r])).into_iter().enumerate() {
+                out[M * r + b][8 * half..][..8].copy_from_slice(&v.to_array());
+            }
         }
     }
     out
