@@ -166,7 +166,7 @@ fn transform_phases(
 }
 
 /// How a stride-2 convolution over H x W pixels divides into M x M output
-/// tiles (M is 2, or 4 for [`LARGE`]): tile (i, j) reads padded rows 2M
+/// tiles (M is 2, or 4 where [`large_pays`]): tile (i, j) reads padded rows 2M
 /// i..2M i + 2M + 1 and the columns alike.
 #[derive(Debug, Clone, Copy)]
 struct Strided {
